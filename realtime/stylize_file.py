@@ -1,0 +1,340 @@
+"""`realtime stylize`: one image or one video file through the same FramePipeline as the live service.
+
+Video keeps its exact frame count and timing (every decoded frame is encoded once,
+with its own pts) and its audio (packets copied when the output container takes
+the codec, else re-encoded). The result is written to a hidden temp file next to
+OUTPUT and renamed at the end, so a failed run never leaves a file that looks done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from engines.backends import Backend, BackendError, load_backend
+from realtime.overlay import MAX_CAPTION_CHARS, render_caption
+from realtime.pipeline import FramePipeline, StyleState
+
+if TYPE_CHECKING:  # av is imported where it is used, so image-only runs never load it
+    import av
+    from av.audio.stream import AudioStream
+    from av.container import OutputContainer
+    from av.video.stream import VideoStream
+
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP"}
+VIDEO_FORMATS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".webm": "webm"}
+
+# Audio codecs each container is known to take as a plain stream copy. Narrower than
+# FFmpeg's own query (which accepts e.g. vorbis-in-mp4 that players reject); None = any.
+COPY_AUDIO: dict[str, frozenset[str] | None] = {
+    "mp4": frozenset({"aac", "mp3", "opus", "ac3", "eac3", "alac", "flac"}),
+    "mov": frozenset({"aac", "mp3", "alac", "ac3", "eac3", "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_f32le"}),
+    "matroska": None,
+    "webm": frozenset({"opus", "vorbis"}),
+}
+
+
+class StylizeError(Exception):
+    """A user-facing failure; str() is the one line printed after `realtime: error:`."""
+
+
+# ---------------------------------------------------------------- arguments
+
+
+def parse_weights(style: str | None, weights: list[str] | None, names: tuple[str, ...]) -> dict[str, float]:
+    """--style NAME or --weights NAME=W ... -> {name: weight}; default: the first style."""
+    known = ", ".join(names)
+    if style is not None:
+        if style not in names:
+            raise StylizeError(f"unknown style {style!r}; known: {known}")
+        return {style: 1.0}
+    if not weights:
+        return {names[0]: 1.0}
+    out: dict[str, float] = {}
+    for item in weights:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise StylizeError(f"bad --weights item {item!r}; expected NAME=WEIGHT, e.g. vangogh=0.6")
+        if name not in names:
+            raise StylizeError(f"unknown style {name!r}; known: {known}")
+        try:
+            w = float(value)
+        except ValueError:
+            raise StylizeError(f"bad weight in {item!r}: {value!r} is not a number") from None
+        if not math.isfinite(w) or w < 0:
+            raise StylizeError(f"bad weight in {item!r}: must be a finite number >= 0")
+        out[name] = out.get(name, 0.0) + w
+    if sum(out.values()) <= 0:
+        raise StylizeError("at least one --weights value must be positive")
+    return out
+
+
+def check_args(args: argparse.Namespace) -> tuple[Path, Path, str]:
+    """Validate paths and numbers before the (slow) model load. Returns (input, output, kind)."""
+    if not (math.isfinite(args.strength) and 0.0 <= args.strength <= 1.0):
+        raise StylizeError(f"--strength must be between 0 and 1, got {args.strength}")
+    if len(args.caption) > MAX_CAPTION_CHARS:
+        raise StylizeError(f"--caption too long ({len(args.caption)} characters, limit {MAX_CAPTION_CHARS})")
+    src, dst = Path(args.input), Path(args.output)
+    if not src.exists():
+        raise StylizeError(f"{src}: no such file")
+    if not src.is_file():
+        raise StylizeError(f"{src}: not a file")
+    if not dst.parent.is_dir():
+        raise StylizeError(f"{dst.parent}: output folder does not exist")
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise StylizeError("output would overwrite the input; pick another OUTPUT")
+    out_ext = dst.suffix.lower()
+    if out_ext not in IMAGE_FORMATS and out_ext not in VIDEO_FORMATS:
+        supported = " ".join(e.lstrip(".") for e in (*IMAGE_FORMATS, *VIDEO_FORMATS))
+        raise StylizeError(f"{dst}: unsupported output type {out_ext or '(none)'!r}; use one of: {supported}")
+    kind = "image" if src.suffix.lower() in IMAGE_FORMATS else "video"
+    if kind == "image" and out_ext not in IMAGE_FORMATS:
+        raise StylizeError(f"{src} is an image, so OUTPUT must be an image too ({' '.join(IMAGE_FORMATS)})")
+    if kind == "video" and out_ext not in VIDEO_FORMATS:
+        raise StylizeError(f"{src} is read as a video, so OUTPUT must be a video ({' '.join(VIDEO_FORMATS)})")
+    return src, dst, kind
+
+
+@contextmanager
+def atomic_output(dst: Path) -> Iterator[Path]:
+    """Yield a temp path beside dst (same suffix, so format guessing still works); rename on success."""
+    # Not mkstemp: the writer creates the file itself, so it gets the usual umask permissions.
+    tmp = dst.with_name(f".{dst.stem}.{os.getpid()}.part{dst.suffix}")
+    try:
+        yield Path(tmp)
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# ---------------------------------------------------------------- images
+
+
+def stylize_image(pipe: FramePipeline, src: Path, tmp: Path, dst_ext: str) -> str:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(src) as im:
+            im.load()  # decode now, so a truncated file fails here and not inside the network
+            im = ImageOps.exif_transpose(im)  # phone photos: stylize what the viewer sees
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise StylizeError(f"{src}: cannot read image ({exc})") from None
+    alpha = im.getchannel("A") if "A" in im.getbands() else None
+    out = Image.fromarray(pipe.process(np.asarray(im.convert("RGB"))))
+    fmt = IMAGE_FORMATS[dst_ext]
+    if alpha is not None and fmt in ("PNG", "WEBP"):
+        out.putalpha(alpha)  # keep transparency where the format can hold it
+    out.save(tmp, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
+    return f"{out.width}x{out.height} image"
+
+
+# ---------------------------------------------------------------- video
+
+
+def _open_video_output(container: OutputContainer, fmt: str, rate: Fraction | None, time_base: Fraction,
+                       width: int, height: int) -> VideoStream:
+    """H.264 (VP9 for webm) stream whose codec time base is the input's, so pts pass through unrounded."""
+    if fmt == "webm":
+        stream = container.add_stream("libvpx-vp9", rate=rate)
+        stream.options = {"crf": "32", "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"}
+    else:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.options = {"crf": "19", "preset": "veryfast"}
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    stream.codec_context.time_base = time_base
+    stream.time_base = time_base
+    return stream
+
+
+def _open_audio_output(container: OutputContainer, fmt: str, src_audio: AudioStream) -> tuple[AudioStream, bool]:
+    """Copy the audio stream if the container takes its codec; else re-encode (opus for webm, aac otherwise).
+
+    Returns (stream, copy?)."""
+    name = src_audio.codec_context.name
+    allowed = COPY_AUDIO[fmt]
+    if (allowed is None or name in allowed) and name in container.supported_codecs:
+        return container.add_stream_from_template(src_audio), True
+    if fmt == "webm":
+        stream = container.add_stream("libopus", rate=48000)  # libopus only takes 48/24/16/12/8 kHz
+    else:
+        stream = container.add_stream("aac", rate=src_audio.codec_context.sample_rate or 48000)
+    stream.layout = src_audio.codec_context.layout if src_audio.codec_context.layout.nb_channels <= 2 else "stereo"
+    return stream, False
+
+
+class FrameClock:
+    """Output pts for each decoded frame, in a time base fine enough for both the input's ticks and
+    the nominal frame rate.
+
+    A frame within one input tick of the constant-rate grid is put exactly on it: mkv/webm store
+    milliseconds, so 1/15 s is already rounded there and copying that rounding would make the
+    output report 15.007 fps. Anything further off (real variable frame rate) keeps its own time.
+    Missing or non-increasing pts (broken files) are repaired, never dropped: one frame in, one out.
+    """
+
+    def __init__(self, in_tb: Fraction, rate: Fraction | None) -> None:
+        self.in_tb = in_tb
+        den = math.lcm(in_tb.denominator, rate.numerator) if rate else 0
+        self.rate = rate if 0 < den <= 1 << 30 else None
+        self.time_base = Fraction(1, den) if self.rate else in_tb
+        self.step = max(1, round(1 / (self.rate * self.time_base))) if self.rate else 1
+        self.last: int | None = None
+
+    def pts(self, frame_pts: int | None) -> int:
+        if frame_pts is None:
+            out = 0 if self.last is None else self.last + self.step
+        else:
+            t = frame_pts * self.in_tb
+            if self.rate:
+                grid = Fraction(round(t * self.rate)) / self.rate
+                if abs(t - grid) <= self.in_tb:
+                    t = grid
+            out = round(t / self.time_base)
+        if self.last is not None and out <= self.last:
+            out = self.last + 1
+        self.last = out
+        return out
+
+
+def _display_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """Decoded frame -> RGB in display orientation (phone clips carry a rotation instead of rotated pixels).
+
+    Rotating the pixels ourselves keeps the caption upright."""
+    rgb = frame.to_ndarray(format="rgb24")
+    turns = round(getattr(frame, "rotation", 0) / 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, k=turns)) if turns else rgb
+
+
+def stylize_video(pipe: FramePipeline, src: Path, tmp: Path, dst_ext: str) -> str:
+    import av
+    from tqdm import tqdm
+
+    fmt = VIDEO_FORMATS[dst_ext]
+    try:
+        inp = av.open(str(src))
+    except av.FFmpegError as exc:
+        raise StylizeError(f"{src}: cannot read video ({exc.strerror or exc})") from None
+    with inp:
+        if not inp.streams.video:
+            raise StylizeError(f"{src}: no video stream")
+        vin = inp.streams.video[0]
+        vin.thread_type = "AUTO"
+        ain = inp.streams.audio[0] if inp.streams.audio else None
+        rate = vin.average_rate or vin.guessed_rate
+        clock = FrameClock(vin.time_base or Fraction(1, 90000), rate)
+
+        options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
+        out = av.open(str(tmp), "w", format=fmt, options=options)
+        vout = aout = None
+        copy_audio = False
+        held: list[av.Packet] = []  # audio packets read before the first video frame fixed the output size
+        frames_in = frames_out = 0
+        note = ""
+        bar = tqdm(total=vin.frames or None, unit="frame", desc=src.name, leave=False, dynamic_ncols=True)
+
+        def mux_audio(packet: av.Packet) -> None:
+            if copy_audio:
+                packet.stream = aout
+                out.mux(packet)
+            else:
+                for af in packet.decode():
+                    out.mux(aout.encode(af))
+
+        try:
+            for packet in inp.demux(*(s for s in (vin, ain) if s is not None)):
+                if packet.stream is ain:
+                    if packet.dts is None and copy_audio:
+                        continue  # demuxer flush packet: nothing to copy
+                    if vout is None:
+                        held.append(packet)
+                    else:
+                        mux_audio(packet)
+                    continue
+                for frame in packet.decode():
+                    rgb = _display_rgb(frame)
+                    h, w = rgb.shape[:2]
+                    if vout is None:
+                        # yuv420p needs even sizes: drop at most one row/column rather than rescale.
+                        eh, ew = h - h % 2, w - w % 2
+                        if (eh, ew) != (h, w):
+                            note = f" (odd size {w}x{h} cropped to {ew}x{eh} for yuv420p)"
+                            bar.write(f"realtime: note: {src.name} is {w}x{h}; yuv420p needs even sizes, "
+                                      f"writing {ew}x{eh}", file=sys.stderr)
+                        vout = _open_video_output(out, fmt, rate, clock.time_base, ew, eh)
+                        if ain is not None:
+                            aout, copy_audio = _open_audio_output(out, fmt, ain)
+                            for p in held:
+                                if not (copy_audio and p.dts is None):
+                                    mux_audio(p)
+                            held.clear()
+                    styled = pipe.process(rgb[: vout.height, : vout.width])
+                    vf = av.VideoFrame.from_ndarray(styled, format="rgb24").reformat(format="yuv420p")
+                    vf.pts, vf.time_base = clock.pts(frame.pts), clock.time_base
+                    packets = vout.encode(vf)
+                    frames_out += len(packets)
+                    out.mux(packets)
+                    frames_in += 1
+                    bar.update(1)
+            if vout is None:
+                raise StylizeError(f"{src}: no decodable video frames")
+            packets = vout.encode(None)
+            frames_out += len(packets)
+            out.mux(packets)
+            if aout is not None and not copy_audio:
+                out.mux(aout.encode(None))
+        except av.FFmpegError as exc:
+            raise StylizeError(f"{src}: video error after {frames_in} frames ({exc.strerror or exc})") from None
+        finally:
+            bar.close()
+            out.close()
+    if frames_out != frames_in:  # the encoder must emit one packet per frame; anything else is a bug
+        raise StylizeError(f"encoded {frames_out} frames for {frames_in} input frames")
+    if vin.frames and frames_in < vin.frames:
+        # Not an error: edit lists can legitimately hide frames the index counts. But say so.
+        note += f" (the file lists {vin.frames} frames but only {frames_in} decoded: truncated?)"
+    audio = ""
+    if ain is not None:
+        audio = ", audio copied" if copy_audio else f", audio re-encoded to {aout.codec_context.name}"
+    fps = f"{float(rate):g} fps" if rate else "unknown frame rate"
+    return f"{frames_in} frames at {fps}{audio}{note}"
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def run_stylize(args: argparse.Namespace) -> int:
+    try:
+        src, dst, kind = check_args(args)
+        backend: Backend = load_backend(args.engine, args.backend, args.threads)
+        weights = parse_weights(args.style, args.weights, backend.style_names)
+        if args.caption:
+            try:  # fail before decoding a whole video if the caption font is missing
+                render_caption(args.caption, 640, 360)
+            except RuntimeError as exc:
+                raise StylizeError(str(exc)) from None
+        pipe = FramePipeline(backend, StyleState(weights=weights, strength=args.strength, caption=args.caption))
+        with atomic_output(dst) as tmp:
+            if kind == "image":
+                summary = stylize_image(pipe, src, tmp, dst.suffix.lower())
+            else:
+                summary = stylize_video(pipe, src, tmp, dst.suffix.lower())
+    except (StylizeError, BackendError) as exc:
+        print(f"realtime: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, permissions: still one line, still no partial output
+        print(f"realtime: error: {exc.filename or args.output}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {dst}: {summary}", file=sys.stderr)
+    return 0

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Creates .venv and installs the project into it (idempotent; re-runs only when pyproject.toml changes).
+# Usage: source-free; called by scripts/serve.sh and scripts/test.sh with the extras to install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-}"
+venv=.venv
+py="${PYTHON:-python3}"
+if [ ! -x "$venv/bin/python" ]; then
+  if ! "$py" -c "import venv, ensurepip" 2>/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+    else
+      echo "setup: Python's venv module is missing; install it (Debian: sudo apt-get install python3-venv)" >&2
+      exit 1
+    fi
+  fi
+  "$py" -m venv "$venv"
+fi
+stamp="$venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)${extras:+-$extras}"
+if [ ! -f "$stamp" ]; then
+  "$venv/bin/python" -m pip install -q --upgrade pip
+  # torch 2.13.0 is the CPU build on this project's machines; any torch>=2.11 already present is kept.
+  if ! "$venv/bin/python" -c "import torch, sys; v=tuple(int(x) for x in torch.__version__.split('+')[0].split('.')[:2]); sys.exit(v < (2, 11))" 2>/dev/null; then
+    "$venv/bin/python" -m pip install -q "torch==2.13.0"
+  fi
+  "$venv/bin/python" -m pip install -q -e ".${extras:+[$extras]}"
+  touch "$stamp"
+fi

@@ -1,0 +1,109 @@
+"""Shared fixtures: a free port and a real `realtime serve` subprocess."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SERVER_START_TIMEOUT_S = float(os.environ.get("STYLIZER_SERVER_TIMEOUT", "120"))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """A running `python -m realtime.cli serve`; its stdout+stderr go to a log file."""
+
+    def __init__(self, proc: subprocess.Popen, url: str, log_path: Path) -> None:
+        self.proc = proc
+        self.url = url
+        self.log_path = log_path
+
+    def log(self, tail_chars: int = 6000) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return text[-tail_chars:]
+
+    def debug_sections(self) -> list[tuple[str, str]]:
+        return [("server log", self.log())]
+
+
+@contextlib.contextmanager
+def run_server(*extra_args: str, timeout_s: float = SERVER_START_TIMEOUT_S) -> Iterator[ServerProcess]:
+    """Start the server on a free port with loopback ICE; wait until /healthz answers; always stop it."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_dir = Path(tempfile.mkdtemp(prefix="stylizer-server-"))
+    log_path = log_dir / "server.log"
+    cmd = [sys.executable, "-m", "realtime.cli", "serve", "--port", str(port), "--loopback-ice", *extra_args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+                                stdout=log_file, stderr=subprocess.STDOUT)
+    server = ServerProcess(proc, url, log_path)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with code {proc.returncode} before answering:\n{server.log()}")
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server did not answer {url}/healthz within {timeout_s:.0f} s:\n{server.log()}")
+            time.sleep(0.25)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    """A `realtime serve --loopback-ice` subprocess for this test module (see ServerProcess.log())."""
+    with run_server() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def server_url(server: ServerProcess) -> str:
+    """Base URL of the module's server, e.g. "http://127.0.0.1:PORT"."""
+    return server.url
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On failure, attach what fixtures can tell (server log, browser console) to the report."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for value in getattr(item, "funcargs", {}).values():
+            sections = getattr(value, "debug_sections", None)
+            if callable(sections):
+                for title, text in sections():
+                    report.sections.append((title, text))

@@ -1,0 +1,499 @@
+"""Real headless Chromium against a real `realtime serve`: the web app end to end.
+
+The fake camera plays a generated Y4M clip whose frames carry their index as a
+strip of black/white blocks (top-left), so the page can tell which input frame a
+returned frame came from: for checking the restyling against the exact input,
+and for display-to-display latency (local preview vs returned video).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[1]
+
+sync_api = pytest.importorskip("playwright.sync_api")
+Image = pytest.importorskip("PIL.Image")
+
+CHROMIUM = os.environ.get("STYLIZER_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+if not CHROMIUM:
+    pytest.skip("Chromium not installed (set STYLIZER_CHROMIUM)", allow_module_level=True)
+
+# ---------------------------------------------------------------- the test clip
+
+W, H, FPS, NFRAMES = 640, 360, 30, 90
+BLOCK, BITS, X0, Y0 = 24, 10, 8, 8        # code strip: black ref, white ref, 10 index bits (MSB first)
+NBLOCKS = BITS + 2
+CONTENT_Y = Y0 + BLOCK + 16               # rows below the code strip, used to compare pictures
+CAPTION_BOX = (slice(270, 356), slice(150, 490))  # bottom centre, where captions are drawn
+
+
+def clip_frame(i: int) -> np.ndarray:
+    """RGB uint8 (H, W, 3): moving gradients, stripes, shapes and a checkerboard, plus the index code."""
+    y, x = np.mgrid[0:H, 0:W].astype(np.float32)
+    t = i / NFRAMES * 2 * np.pi
+    r = 0.5 + 0.5 * np.sin(x / 90 + t)
+    g = 0.5 + 0.5 * np.sin(y / 60 - 2 * t + x / 200)
+    b = 0.5 + 0.5 * np.cos((x + y) / 120 + t)
+    img = np.stack([r, g, b], -1) * 200 + 20
+    stripes = ((x + y + i * 4) // 16) % 2 == 0
+    img[(y > 150) & (y < 200) & stripes] = (240, 230, 60)
+    cx, cy = 320 + 200 * np.cos(t), 230 + 60 * np.sin(t)
+    img[(x - cx) ** 2 + (y - cy) ** 2 < 50**2] = (220, 40, 60)
+    sx = int(480 - 150 * np.sin(t))
+    img[80:150, sx : sx + 70] = (30, 90, 220)
+    checker = ((x[260:340, 30:150] // 10 + y[260:340, 30:150] // 10) % 2) == 0
+    img[260:340, 30:150][checker] = (250, 250, 250)
+    img = img.clip(0, 255).astype(np.uint8)
+    bits = [0, 1] + [(i >> (BITS - 1 - k)) & 1 for k in range(BITS)]
+    img[Y0 - 4 : Y0 + BLOCK + 4, X0 - 4 : X0 + NBLOCKS * BLOCK + 4] = 128
+    for k, bit in enumerate(bits):
+        img[Y0 : Y0 + BLOCK, X0 + k * BLOCK : X0 + (k + 1) * BLOCK] = 255 if bit else 0
+    return img
+
+
+def rgb_to_i420(rgb: np.ndarray) -> bytes:
+    """Full-range BT.601 (JPEG) I420, as Y4M C420jpeg expects."""
+    f = rgb.astype(np.float32)
+    r, g, b = f[..., 0], f[..., 1], f[..., 2]
+    yy = 0.299 * r + 0.587 * g + 0.114 * b
+    u = -0.168736 * r - 0.331264 * g + 0.5 * b + 128
+    v = 0.5 * r - 0.418688 * g - 0.081312 * b + 128
+
+    def sub(p: np.ndarray) -> np.ndarray:
+        return p.reshape(H // 2, 2, W // 2, 2).mean((1, 3))
+
+    return b"".join(np.clip(p + 0.5, 0, 255).astype(np.uint8).tobytes() for p in (yy, sub(u), sub(v)))
+
+
+def decode_index(rgb: np.ndarray) -> int | None:
+    """Python twin of the page's decoder (used on grabbed frames)."""
+    luma = rgb[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    m = BLOCK // 4
+    vals = [luma[Y0 + m : Y0 + BLOCK - m, X0 + k * BLOCK + m : X0 + (k + 1) * BLOCK - m].mean() for k in range(NBLOCKS)]
+    lo, hi = vals[0], vals[1]
+    if hi - lo < 40:
+        return None
+    thr = (lo + hi) / 2
+    idx = 0
+    for v in vals[2:]:
+        idx = idx * 2 + int(v > thr)
+    return idx if idx < NFRAMES else None
+
+
+@pytest.fixture(scope="module")
+def clip() -> tuple[Path, list[np.ndarray]]:
+    frames = [clip_frame(i) for i in range(NFRAMES)]
+    assert all(decode_index(f) == i for i, f in enumerate(frames))
+    folder = Path(tempfile.mkdtemp(prefix="stylizer-clip-"))
+    path = folder / "clip.y4m"
+    with open(path, "wb") as fh:
+        fh.write(f"YUV4MPEG2 W{W} H{H} F{FPS}:1 Ip A1:1 C420jpeg\n".encode())
+        for f in frames:
+            fh.write(b"FRAME\n")
+            fh.write(rgb_to_i420(f))
+    yield path, frames
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- page-side probe
+
+PROBE_JS = """
+(() => {
+  const W = %(W)d, H = %(H)d, BLOCK = %(BLOCK)d, X0 = %(X0)d, Y0 = %(Y0)d, NBLOCKS = %(NBLOCKS)d, NFRAMES = %(NFRAMES)d;
+  const sent = [];
+  const origSend = RTCDataChannel.prototype.send;
+  RTCDataChannel.prototype.send = function (data) {
+    if (this.label === "control") sent.push({ t: performance.now(), data: String(data) });
+    return origSend.call(this, data);
+  };
+  let stripCtx = null, fullCtx = null;
+  function ctx2d(w, h) {
+    const c = document.createElement("canvas");
+    c.width = w; c.height = h;
+    return c.getContext("2d", { willReadFrequently: true });
+  }
+  // Decode the index strip from a context that holds the strip at (ox, oy).
+  function decodeFrom(ctx, ox, oy) {
+    const px = ctx.getImageData(ox, oy, NBLOCKS * BLOCK, BLOCK).data, stride = NBLOCKS * BLOCK, m = BLOCK / 4;
+    const vals = [];
+    for (let k = 0; k < NBLOCKS; k++) {
+      let s = 0, n = 0;
+      for (let y = m; y < BLOCK - m; y++) for (let x = k * BLOCK + m; x < (k + 1) * BLOCK - m; x++) {
+        const i = (y * stride + x) * 4;
+        s += 0.299 * px[i] + 0.587 * px[i + 1] + 0.114 * px[i + 2]; n++;
+      }
+      vals.push(s / n);
+    }
+    const lo = vals[0], hi = vals[1];
+    if (hi - lo < 40) return null;
+    const thr = (lo + hi) / 2;
+    let idx = 0;
+    for (let k = 2; k < NBLOCKS; k++) idx = idx * 2 + (vals[k] > thr ? 1 : 0);
+    return idx < NFRAMES ? idx : null;
+  }
+  function decode(video) {
+    if (!video || video.readyState < 2 || !video.videoWidth) return null;
+    stripCtx = stripCtx || ctx2d(NBLOCKS * BLOCK, BLOCK);
+    const sx = video.videoWidth / W, sy = video.videoHeight / H;
+    stripCtx.drawImage(video, X0 * sx, Y0 * sy, NBLOCKS * BLOCK * sx, BLOCK * sy, 0, 0, NBLOCKS * BLOCK, BLOCK);
+    return decodeFrom(stripCtx, 0, 0);
+  }
+  const nextFrame = (video) => new Promise((resolve) => video.requestVideoFrameCallback(() => resolve()));
+  // The next frame shown by `video`, drawn at WxH: {index, png (data URL), w, h}.
+  async function grab(video) {
+    await nextFrame(video);
+    fullCtx = fullCtx || ctx2d(W, H);
+    fullCtx.drawImage(video, 0, 0, W, H);
+    return { index: decodeFrom(fullCtx, X0, Y0), png: fullCtx.canvas.toDataURL("image/png"),
+             w: video.videoWidth, h: video.videoHeight };
+  }
+  // Watch both videos for `ms`: frames shown (requestVideoFrameCallback) and display-to-display latency.
+  function measure(ms) {
+    const local = window.stylizer.local, remote = window.stylizer.remote;
+    return new Promise((resolve) => {
+      const localSeen = new Map();
+      let lastLocal = null, lastRemote = null, done = false;
+      let remoteCallbacks = 0, localCallbacks = 0, decoded = 0, undecoded = 0, first = null, last = null;
+      const latencies = [];
+      const t0 = performance.now();
+      function onLocal(now, meta) {
+        if (done) return;
+        localCallbacks++;
+        const idx = decode(local), t = meta.expectedDisplayTime || now;
+        if (idx !== null && idx !== lastLocal) {
+          if (!localSeen.has(idx)) localSeen.set(idx, []);
+          localSeen.get(idx).push(t);
+        }
+        lastLocal = idx;
+        local.requestVideoFrameCallback(onLocal);
+      }
+      function onRemote(now, meta) {
+        if (done) return;
+        remoteCallbacks++;
+        if (first === null) first = meta.presentedFrames;
+        last = meta.presentedFrames;
+        const idx = decode(remote), t = meta.expectedDisplayTime || now;
+        if (idx === null) undecoded++;
+        else {
+          decoded++;
+          if (idx !== lastRemote) {
+            let best = null;
+            for (const lt of localSeen.get(idx) || []) if (lt <= t && t - lt < 2500) best = lt;
+            if (best !== null) latencies.push(t - best);
+          }
+        }
+        lastRemote = idx;
+        remote.requestVideoFrameCallback(onRemote);
+      }
+      local.requestVideoFrameCallback(onLocal);
+      remote.requestVideoFrameCallback(onRemote);
+      setTimeout(() => {
+        done = true;
+        resolve({ seconds: (performance.now() - t0) / 1000, remoteCallbacks, localCallbacks,
+                  presentedFrames: last === null ? 0 : last - first, decoded, undecoded, latencies });
+      }, ms);
+    });
+  }
+  window.__probe = { sent, decode, grab, measure };
+})();
+""" % dict(W=W, H=H, BLOCK=BLOCK, X0=X0, Y0=Y0, NBLOCKS=NBLOCKS, NFRAMES=NFRAMES)
+
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+
+class LivePage:
+    """The browser, page and what it logged; shown in the report when a test fails."""
+
+    def __init__(self, page, server, frames: list[np.ndarray]) -> None:
+        self.page = page
+        self.server = server
+        self.frames = frames
+        self.console: list[str] = []
+
+    def debug_sections(self) -> list[tuple[str, str]]:
+        return [("browser console", "\n".join(self.console[-80:]))]
+
+    def grab(self, which: str = "remote") -> tuple[int | None, np.ndarray]:
+        r = self.page.evaluate(f"window.__probe.grab(window.stylizer.{which})")
+        png = base64.b64decode(r["png"].split(",", 1)[1])
+        rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+        return r["index"], rgb
+
+    def grab_many(self, n: int, which: str = "remote", gap_s: float = 0.12) -> list[tuple[int | None, np.ndarray]]:
+        out = []
+        for _ in range(n):
+            out.append(self.grab(which))
+            time.sleep(gap_s)
+        return out
+
+    def send(self, msg: dict) -> dict:
+        reply = self.page.evaluate("(m) => window.stylizer.send(m)", msg)
+        assert reply.get("type") == "state", f"server refused {msg}: {reply}"
+        return reply
+
+
+@pytest.fixture(scope="module")
+def live(server, clip) -> LivePage:
+    """Chromium with the clip as its camera, on the app, started and receiving stylized video."""
+    clip_path, frames = clip
+    profile = tempfile.mkdtemp(prefix="stylizer-chromium-")
+    args = [*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={clip_path}", f"--user-data-dir={profile}"]
+    with sync_api.sync_playwright() as p:
+        # Playwright adds its own --user-data-dir for launch(); a persistent context uses ours.
+        args = [a for a in args if not a.startswith("--user-data-dir")]
+        context = p.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, headless=True, args=args,
+            viewport={"width": 1280, "height": 800}, device_scale_factor=1,
+        )
+        try:
+            context.set_default_timeout(30_000)
+            page = context.pages[0] if context.pages else context.new_page()
+            live = LivePage(page, server, frames)
+            page.on("console", lambda m: live.console.append(f"{m.type}: {m.text}"))
+            page.on("pageerror", lambda e: live.console.append(f"pageerror: {e}"))
+            page.add_init_script(PROBE_JS)
+            page.goto(server.url + "/")
+            page.wait_for_function("window.stylizer && window.stylizer.styles.length > 0")
+            page.click("#toggle")
+            try:
+                page.wait_for_function(
+                    "window.stylizer.remote.readyState >= 2 && window.stylizer.remote.videoWidth > 0"
+                    " && window.stylizer.state !== null", timeout=60_000)
+            except Exception as exc:
+                err = page.evaluate("window.stylizer.lastError")
+                raise AssertionError(f"no stylized video arrived (page error: {err!r}):\n--- browser console\n"
+                                     + "\n".join(live.console[-80:]) + "\n--- server log\n" + server.log()) from exc
+            yield live
+        finally:
+            context.close()
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+def content_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference (0..255) below the code strip."""
+    return float(np.abs(a[CONTENT_Y:].astype(np.float32) - b[CONTENT_Y:].astype(np.float32)).mean())
+
+
+def restyle_residual(inp: np.ndarray, out: np.ndarray) -> float:
+    """What a global colour transform cannot explain: mean |out - (best affine RGB map of inp)| below the strip.
+
+    The browser's camera path and the codecs change colours globally (range, matrix,
+    saturation); those fit an affine RGB map and leave only codec noise. Restyling
+    (strokes, textures, shapes) does not.
+    """
+    x = inp[CONTENT_Y:].reshape(-1, 3).astype(np.float64)
+    x = np.c_[x, np.ones(len(x))]
+    y = out[CONTENT_Y:].reshape(-1, 3).astype(np.float64)
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    return float(np.abs(x @ coef - y).mean())
+
+
+def caption_pixels(rgb: np.ndarray) -> float:
+    """Share of near-white or near-black pixels in the bottom-centre box (caption text + outline)."""
+    box = rgb[CAPTION_BOX].astype(np.int16)
+    white = box.min(axis=2) > 220
+    black = box.max(axis=2) < 40
+    return float((white | black).mean())
+
+
+# ---------------------------------------------------------------- tests (they share one live page, in order)
+
+
+def test_stylized_frames_arrive_and_are_restyled(live: LivePage) -> None:
+    assert live.page.evaluate("window.stylizer.remote.videoWidth") == W
+
+    # Baseline: strength 0 sends the camera back untouched, through the same codecs both ways.
+    live.send({"strength": 0})
+    time.sleep(1.5)
+    plain = [(i, f) for i, f in live.grab_many(6) if i is not None]
+    live.send({"strength": 1})
+    time.sleep(1.5)
+    grabbed = live.grab_many(8)
+    styled = [(i, f) for i, f in grabbed if i is not None]
+    local = [(i, f) for i, f in live.grab_many(4, "local") if i is not None]
+
+    if os.environ.get("STYLIZER_BROWSER_DUMP"):  # debugging aid: keep the grabbed frames (.npz)
+        np.savez_compressed(os.environ["STYLIZER_BROWSER_DUMP"],
+                            plain=np.stack([f for _, f in plain]), plain_i=[i for i, _ in plain],
+                            styled=np.stack([f for _, f in styled]), styled_i=[i for i, _ in styled],
+                            local=np.stack([f for _, f in local]), local_i=[i for i, _ in local])
+    assert len(styled) >= 4, f"frame index decoded in only {len(styled)} of {len(grabbed)} returned frames"
+    assert plain and local, "frame index not decoded in the baseline frames"
+    stds = [float(f.std()) for _, f in styled]
+
+    def med(fn, pairs):
+        return statistics.median(fn(live.frames[i], f) for i, f in pairs)
+
+    d_local, d_plain, d_styled = (med(content_diff, x) for x in (local, plain, styled))
+    r_local, r_plain, r_styled = (med(restyle_residual, x) for x in (local, plain, styled))
+    print(f"\n[browser] pixel std of returned frames: {min(stds):.1f}..{max(stds):.1f}")
+    print(f"[browser] |frame - input| below the code strip (raw / after best global colour map): "
+          f"camera preview {d_local:.1f} / {r_local:.1f}, strength-0 round trip {d_plain:.1f} / {r_plain:.1f}, "
+          f"stylized {d_styled:.1f} / {r_styled:.1f}")
+    assert min(stds) > 25, "returned frames look blank"
+    assert r_plain < 10, f"strength 0 should return the input (codec noise only), residual {r_plain:.1f}"
+    assert r_styled > max(2 * r_plain, r_plain + 6), (
+        f"returned frames are not clearly restyled: residual to the input {r_styled:.1f} "
+        f"vs {r_plain:.1f} for the unstyled round trip")
+    live.styled_before_caption = [f for _, f in styled]
+
+
+def test_caption_is_drawn(live: LivePage) -> None:
+    before = getattr(live, "styled_before_caption", None) or [f for _, f in live.grab_many(6)]
+    reply = live.send({"caption": "HELLO 你好"})
+    assert reply["caption"] == "HELLO 你好"
+    time.sleep(1.5)
+    after = [f for _, f in live.grab_many(6)]
+    share_before = statistics.median(caption_pixels(f) for f in before)
+    share_after = statistics.median(caption_pixels(f) for f in after)
+    print(f"\n[browser] near-white/black share in the caption box: before {share_before:.3f}, after {share_after:.3f}")
+    assert share_after > share_before + 0.04, "no outlined caption text appeared at the bottom centre"
+    Image.fromarray(after[-1]).save(Path(tempfile.gettempdir()) / "stylizer_browser_last_frame.png")
+
+
+def test_controls_are_throttled_and_applied(live: LivePage) -> None:
+    page = live.page
+    names = page.evaluate("window.stylizer.styles")
+    assert len(names) >= 2
+    # Drag the second style's blend slider for ~1 s: the page must coalesce to <= 10 messages/s.
+    n0 = page.evaluate("window.__probe.sent.length")
+    elapsed_ms = page.evaluate("""async (name) => {
+        const slider = document.querySelector(`#blend input[data-style="${name}"]`);
+        const t0 = performance.now();
+        for (let k = 1; k <= 60; k++) {
+            slider.value = String(Math.round(k * 50 / 60));
+            slider.dispatchEvent(new Event("input", {bubbles: true}));
+            await new Promise((r) => setTimeout(r, 16));
+        }
+        await new Promise((r) => setTimeout(r, 400));
+        return performance.now() - t0;
+    }""", names[1])
+    sent = page.evaluate("(n) => window.__probe.sent.slice(n).map((s) => JSON.parse(s.data))", n0)
+    weight_msgs = [m for m in sent if "weights" in m]
+    print(f"\n[browser] 60 slider moves in {elapsed_ms:.0f} ms -> {len(weight_msgs)} weights messages")
+    assert 1 <= len(weight_msgs) <= elapsed_ms / 100 + 2
+    assert weight_msgs[-1]["weights"].get(names[1]) == pytest.approx(0.5)
+    page.wait_for_function(
+        "(n) => { const s = window.stylizer.state; return s && Math.abs((s.weights[n] || 0) - 0.5) < 1e-6; }",
+        arg=names[1], timeout=5_000)
+    # Gallery click = pure style.
+    pure = names[2 % len(names)]
+    tile = page.locator(f'#gallery .tile[data-style="{pure}"]')
+    tile.click()
+    page.wait_for_function(
+        "(n) => { const w = (window.stylizer.state || {}).weights || {};"
+        " return Object.keys(w).length === 1 && w[n] === 1; }",
+        arg=pure, timeout=5_000)
+    assert "active" in tile.get_attribute("class").split()
+    # A refused message gets an error reply, and the session goes on.
+    reply = page.evaluate("window.stylizer.send({style: 'no-such-style'})")
+    assert reply["type"] == "error" and "no-such-style" in reply["message"]
+    # Leave a two-style blend on for the measurement and the screenshot.
+    live.send({"weights": {names[0]: 0.6, names[1]: 0.4}})
+
+
+def test_measure_fps_latency_and_screenshot(live: LivePage) -> None:
+    page = live.page
+    time.sleep(1.0)
+    m = page.evaluate("window.__probe.measure(5000)")
+    stats = page.evaluate("window.stylizer.stats") or {}
+    fps = m["remoteCallbacks"] / m["seconds"]
+    lat = sorted(m["latencies"])
+    p50 = lat[len(lat) // 2] if lat else float("nan")
+    p90 = lat[min(len(lat) - 1, int(len(lat) * 0.9))] if lat else float("nan")
+    print(f"\n[browser] shown: {fps:.1f} fps ({m['remoteCallbacks']} frames in {m['seconds']:.1f} s; "
+          f"camera preview {m['localCallbacks'] / m['seconds']:.1f} fps)")
+    print(f"[browser] latency camera preview -> stylized video: p50 {p50:.0f} ms, p90 {p90:.0f} ms "
+          f"({len(lat)} samples; index decoded in {m['decoded']} of {m['decoded'] + m['undecoded']} frames)")
+    print(f"[browser] server stats: fps_in {stats.get('fps_in')}, fps_out {stats.get('fps_out')}, "
+          f"dropped {stats.get('dropped')}, network {stats.get('network_ms')} ms, "
+          f"process {stats.get('process_ms')} ms, "
+          f"{stats.get('width')}x{stats.get('height')}")
+    rtp = page.evaluate("""async () => {
+        const out = {};
+        const report = await window.stylizer.pc.getStats();
+        report.forEach((r) => {
+            if (r.type === "outbound-rtp" && r.kind === "video") {
+                out.sent = `${r.frameWidth}x${r.frameHeight} @ ${r.framesPerSecond}`;
+                out.limit = r.qualityLimitationReason;
+                out.codec = report.get(r.codecId)?.mimeType;
+            }
+            if (r.type === "inbound-rtp" && r.kind === "video") {
+                out.received = `${r.frameWidth}x${r.frameHeight} @ ${r.framesPerSecond}`;
+            }
+        });
+        out.degradation = window.stylizer.pc.getSenders()[0].getParameters().degradationPreference;
+        return out;
+    }""")
+    print(f"[browser] rtp: {rtp}")
+    assert fps > 0
+    assert lat, "no latency samples: the frame index was never matched between preview and returned video"
+    assert stats.get("type") == "stats"
+
+    # HUD shows the stats; then a screenshot for the docs (a Latin caption: CI machines may lack CJK fonts
+    # for the page's own text box, while the server draws CJK with its bundled font).
+    live.send({"caption": "Hello from Stylizer"})
+    page.wait_for_function("document.querySelector('#hud-fps').textContent !== '–'", timeout=5_000)
+    page.wait_for_function("document.querySelector('#caption').value === 'Hello from Stylizer'", timeout=5_000)
+    time.sleep(1.0)
+    shot = REPO / "docs" / "screenshot_desktop.png"
+    shot.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000
+
+
+def test_plain_error_messages(live: LivePage) -> None:
+    """No camera, permission denied and an unreachable server are explained in words."""
+    page = live.page.context.new_page()
+    try:
+        page.goto(live.server.url + "/")
+        page.wait_for_function("window.stylizer && window.stylizer.styles.length > 0")
+        for err_name, words in (("NotAllowedError", "permission"), ("NotFoundError", "No camera")):
+            page.evaluate("""(name) => {
+                navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException("fake", name));
+            }""", err_name)
+            page.click("#toggle")
+            page.wait_for_selector("#error:not([hidden])", timeout=5_000)
+            text = page.inner_text("#error-text")
+            assert words.lower() in text.lower(), text
+            assert page.evaluate("window.stylizer.running") is False
+            page.click("#error-close")
+        page.reload()
+        page.wait_for_function("window.stylizer && window.stylizer.styles.length > 0")
+        page.route("**/offer", lambda route: route.abort())
+        page.click("#toggle")
+        page.wait_for_selector("#error:not([hidden])", timeout=15_000)
+        assert "reach the stylizer server" in page.inner_text("#error-text")
+    finally:
+        page.close()
+
+
+def test_connection_lost_message(live: LivePage) -> None:
+    """Runs last: stops the module's server and expects the page to say the connection was lost."""
+    live.server.proc.terminate()
+    live.server.proc.wait(timeout=15)
+    live.page.wait_for_selector("#error:not([hidden])", timeout=30_000)
+    text = live.page.inner_text("#error-text")
+    assert "connection" in text.lower() and "lost" in text.lower(), text
+    assert live.page.evaluate("window.stylizer.running") is False

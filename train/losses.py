@@ -1,0 +1,82 @@
+"""Perceptual losses on EfficientNet-Lite0 expansion features (recipe in shared/STYLE_LOSS_NOTES.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from train.features import CONTENT_TAP, STYLE_TAPS, ExpansionFeatures, mean_std
+
+
+@dataclass
+class StyleStats:
+    """Per-style feature statistics: tap -> (S, C) means and stds, plus RGB colour mean/std (S, 3)."""
+
+    mu: dict[int, torch.Tensor]
+    sigma: dict[int, torch.Tensor]
+    rgb_mu: torch.Tensor
+    rgb_sigma: torch.Tensor
+
+    def mix(self, w: torch.Tensor) -> "StyleStats":
+        """Targets for a batch of weight vectors w (N, S): the weighted mixture of the references' statistics."""
+        return StyleStats(
+            mu={k: w @ v for k, v in self.mu.items()},
+            sigma={k: w @ v for k, v in self.sigma.items()},
+            rgb_mu=w @ self.rgb_mu,
+            rgb_sigma=w @ self.rgb_sigma,
+        )
+
+
+@torch.no_grad()
+def style_stats(features: ExpansionFeatures, styles: list[torch.Tensor]) -> StyleStats:
+    """Statistics of each style image (3, H, W); a fused style may be the mean of several references' stats."""
+    mus: dict[int, list[torch.Tensor]] = {k: [] for k in features.taps}
+    sigmas: dict[int, list[torch.Tensor]] = {k: [] for k in features.taps}
+    rgb_mu, rgb_sigma = [], []
+    for img in styles:
+        feats = features(img[None])
+        for k, f in feats.items():
+            m, s = mean_std(f)
+            mus[k].append(m[0])
+            sigmas[k].append(s[0])
+        m, s = mean_std(img[None])
+        rgb_mu.append(m[0])
+        rgb_sigma.append(s[0])
+    return StyleStats(
+        mu={k: torch.stack(v) for k, v in mus.items()},
+        sigma={k: torch.stack(v) for k, v in sigmas.items()},
+        rgb_mu=torch.stack(rgb_mu),
+        rgb_sigma=torch.stack(rgb_sigma),
+    )
+
+
+def style_loss(feats: dict[int, torch.Tensor], target: StyleStats, taps: tuple[int, ...] = STYLE_TAPS) -> torch.Tensor:
+    """Mean/std matching, each tap normalised by its target's size, averaged over taps. 0 iff statistics match."""
+    total = feats[taps[0]].new_zeros(())
+    for k in taps:
+        mu, sigma = mean_std(feats[k])
+        tm, ts = target.mu[k], target.sigma[k]
+        norm = (tm.pow(2).mean() + ts.pow(2).mean()).clamp_min(1e-8)
+        total = total + (F.mse_loss(mu, tm) + F.mse_loss(sigma, ts)) / norm
+    return total / len(taps)
+
+
+def colour_loss(image: torch.Tensor, target: StyleStats) -> torch.Tensor:
+    """Image-space palette: per-channel RGB mean/std against the mixture's."""
+    mu, sigma = mean_std(image)
+    return F.mse_loss(mu, target.rgb_mu) + F.mse_loss(sigma, target.rgb_sigma)
+
+
+def content_loss(feats: dict[int, torch.Tensor], content_feats: dict[int, torch.Tensor], tap: int = CONTENT_TAP) -> torch.Tensor:
+    """Relative MSE on one deep tap: MSE(F, Fc) / mean(Fc^2)."""
+    fc = content_feats[tap]
+    return F.mse_loss(feats[tap], fc) / fc.pow(2).mean().clamp_min(1e-8)
+
+
+def tv_loss(image: torch.Tensor) -> torch.Tensor:
+    """Mean squared neighbour difference on [0, 1] pixels."""
+    dx = image[..., :, 1:] - image[..., :, :-1]
+    dy = image[..., 1:, :] - image[..., :-1, :]
+    return dx.pow(2).mean() + dy.pow(2).mean()

@@ -1,0 +1,108 @@
+"""Feed-forward perceptual training of the student: the foundation's default model.
+
+Style statistics (mixture of the bank's references) + content + colour + TV,
+on EfficientNet-Lite0 expansion features. Later the GAN teacher and the
+distillation replace this recipe; the network and artifact stay the same.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from engines.artifact import save_artifact
+from engines.contract import IOContract
+from engines.student import StudentConfig, StudentNet, count_macs
+from train.data import CropSampler, content_images, load_rgb, resolve_style, sample_style_weights, to_tensor
+from train.features import ExpansionFeatures
+from train.losses import colour_loss, content_loss, style_loss, style_stats, tv_loss
+from train.thumbs import write_thumbnails
+
+DEFAULT_STYLES = ("vangogh", "hokusai", "kandinsky", "monet", "klimt", "lineart")
+
+
+@dataclass
+class PerceptualConfig:
+    styles: list[str] = field(default_factory=lambda: list(DEFAULT_STYLES))
+    out: str = "runs/perceptual"
+    steps: int = 4000
+    batch: int = 4
+    crop: int = 224
+    lr: float = 2e-3
+    style_weight: float = 200.0
+    content_weight: float = 1.0
+    colour_weight: float = 20.0
+    tv_weight: float = 50.0
+    style_short_side: int = 400
+    seed: int = 0
+    threads: int = 2
+    save_every: int = 250
+    allow_noncommercial: bool = False
+
+
+def train_perceptual(cfg: PerceptualConfig) -> Path:
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    torch.set_flush_denormal(True)  # tiny FiLM/zero-init gradients otherwise hit slow denormal arithmetic
+    rng = random.Random(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    named = [resolve_style(s) for s in cfg.styles]
+    names = tuple(n for n, _ in named)
+    if len(set(names)) != len(names):
+        raise ValueError(f"style names must be unique: {names}")
+    features = ExpansionFeatures()
+    style_imgs = [to_tensor(load_rgb(p, cfg.style_short_side, max_long=2 * cfg.style_short_side)) for _, p in named]
+    stats = style_stats(features, style_imgs)
+
+    content = content_images(allow_noncommercial=cfg.allow_noncommercial)
+    sampler = CropSampler([im for _, im in content], crop=cfg.crop, seed=cfg.seed)
+
+    net = StudentNet(StudentConfig(num_styles=len(names)))
+    contract = IOContract(style_names=names)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
+    provenance = {
+        "recipe": "perceptual (style statistics + content + colour + TV on EfficientNet-Lite0)",
+        "config": asdict(cfg),
+        "styles": {n: str(p.name) for n, p in named},
+        "content_images": len(content),
+        "macs_640x360": count_macs(net.config),
+    }
+    log = (out / "log.csv").open("w", newline="")
+    writer = csv.writer(log)
+    writer.writerow(["step", "loss", "style", "content", "colour", "tv", "seconds"])
+    t0 = time.time()
+    bar = tqdm(range(1, cfg.steps + 1), desc="perceptual", dynamic_ncols=True)
+    for step in bar:
+        x = sampler.sample(cfg.batch)
+        w = sample_style_weights(cfg.batch, len(names), rng)
+        target = stats.mix(w)
+        strength = torch.ones(cfg.batch, 1)
+        y = net(x, w, strength)
+        with torch.no_grad():
+            fc = features(x)
+        fy = features(y)
+        ls, lc = style_loss(fy, target), content_loss(fy, fc)
+        lcol, ltv = colour_loss(y, target), tv_loss(y)
+        loss = cfg.style_weight * ls + cfg.content_weight * lc + cfg.colour_weight * lcol + cfg.tv_weight * ltv
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}", style=f"{ls.item():.4f}", content=f"{lc.item():.3f}")
+        writer.writerow([step, loss.item(), ls.item(), lc.item(), lcol.item(), ltv.item(), round(time.time() - t0, 1)])
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            log.flush()
+            provenance["steps_done"] = step
+            save_artifact(net, contract, out / "model", provenance=provenance, export_onnx=step == cfg.steps)
+    log.close()
+    write_thumbnails([p for _, p in named], names, out / "model" / "thumbs")
+    return out / "model"
