@@ -3,6 +3,7 @@
     model.json      format, I/O contract, student config, weights hash, provenance
     student.pt      PyTorch state dict of the StudentNet
     student.onnx    the same network, exported with the contract's names
+    student.int8.onnx  optional: static int8 (QDQ) of student.onnx (`python -m engines quantize`)
     thumbs/NAME.jpg one thumbnail per style, for the web gallery
 """
 
@@ -24,6 +25,7 @@ FORMAT_VERSION = 1
 META_FILE = "model.json"
 WEIGHTS_FILE = "student.pt"
 ONNX_FILE = "student.onnx"
+INT8_ONNX_FILE = "student.int8.onnx"
 THUMBS_DIR = "thumbs"
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"
@@ -44,6 +46,10 @@ class Artifact:
     @property
     def onnx_path(self) -> Path:
         return self.path / ONNX_FILE
+
+    @property
+    def int8_onnx_path(self) -> Path:
+        return self.path / INT8_ONNX_FILE
 
     @property
     def weights_path(self) -> Path:
@@ -95,7 +101,7 @@ def save_artifact(net: StudentNet, contract: IOContract, out_dir: str | Path, *,
     if export_onnx:
         from engines.onnx_export import export_onnx
 
-        export_onnx(net, contract, out / ONNX_FILE)
+        export_onnx(net, contract, out / ONNX_FILE, weights_sha256=art.weights_sha256)
     return art
 
 

@@ -1,171 +1,296 @@
-"""Back-ends that run the student behind one small interface.
+"""Back-ends that run the student behind one small interface, their registry and the loader.
 
-A back-end takes an RGB uint8 frame (H, W, 3) and returns the stylized frame
-in the same layout and size. Padding to the contract's size multiple, dtype
-and layout conversion live here, so callers never see the tensor contract.
-Heavy optional packages (onnxruntime) are imported lazily.
+A back-end takes RGB uint8 frames (H, W, 3), one or a batch, or yuv420p frames,
+and returns stylized frames in the same layout and size. Padding to the
+contract's size multiple, dtype, layout and colour conversion live behind the
+interface, so callers never see the tensor contract. Each back-end lives in its
+own module (engines/backend_*.py) and is imported only when chosen, so heavy
+optional packages (onnxruntime, openvino, tensorrt) load lazily.
+
+    torch         PyTorch eager, CPU, FP32: the reference every other back-end is checked against
+    onnx          ONNX Runtime: fp32 or int8 (QDQ) on the CPU; fp32/fp16 on its CUDA provider where installed
+    openvino      OpenVINO on the CPU: fp32, bf16 (CPUs with BF16 support), int8 (optional extra)
+    torch-cuda    PyTorch on a CUDA GPU: fp16/fp32, channels_last, CUDA graphs, colour conversion on the GPU
+    tensorrt      a TensorRT engine built by `python -m engines build` (optional extra)
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
+import sys
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from engines.artifact import Artifact, ArtifactError, load_artifact
-from engines.contract import INPUT_IMAGE, INPUT_STRENGTH, INPUT_WEIGHTS, OUTPUT_IMAGE, IOContract, padded_size
+from engines.contract import IOContract, padded_size
 
-BACKENDS = ("auto", "onnx", "torch")
+if TYPE_CHECKING:
+    from engines.engine_spec import EngineSpec
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """One registry entry: where the class lives and what it can run."""
+
+    kind: str
+    module: str
+    cls: str
+    precisions: tuple[str, ...]  # the first is the default
+    device: str  # "cpu" or "cuda"
+
+
+REGISTRY: dict[str, BackendInfo] = {
+    b.kind: b
+    for b in (
+        BackendInfo("torch", "engines.backend_torch", "TorchBackend", ("fp32",), "cpu"),
+        BackendInfo("onnx", "engines.backend_onnx", "OnnxBackend", ("fp32", "int8", "fp16"), "cpu"),
+        BackendInfo("openvino", "engines.backend_openvino", "OpenVinoBackend", ("fp32", "bf16", "int8"), "cpu"),
+        BackendInfo("torch-cuda", "engines.backend_torch_cuda", "TorchCudaBackend", ("fp16", "fp32"), "cuda"),
+        BackendInfo("tensorrt", "engines.backend_tensorrt", "TensorRTBackend", ("fp16", "fp32"), "cuda"),
+    )
+}
+# What --backend accepts: auto, a kind (its default precision, or the engine's), or KIND-PRECISION.
+CHOICES = ("auto", *REGISTRY, *(f"{k}-{p}" for k, b in REGISTRY.items() for p in b.precisions))
+BACKENDS = CHOICES  # the old name, kept for callers
+
+# The CPU precision "auto" prefers when the model folder ships it (see README: chosen by measurement).
+DEFAULT_CPU_PRECISION = "int8"
 
 
 class BackendError(Exception):
     """A back-end cannot be created or run (missing package, wrong name, bad artifact)."""
 
 
+class OverlayPatch(Protocol):
+    """A premultiplied RGBA patch placed at (x, y), like realtime.overlay.Sprite."""
+
+    x: int
+    y: int
+    rgb: np.ndarray  # (h, w, 3) float32, premultiplied, 0..255
+    alpha: np.ndarray  # (h, w, 1) float32, 0..1
+
+
 def default_threads() -> int:
+    """All the cores this process may use."""
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def inference_threads() -> int:
+    """Threads for the network when none are asked for: a quarter of the cores (from 4 up) stay free
+    for decoding and encoding, which run beside inference in the live service."""
+    n = default_threads()
+    return max(1, n - n // 4)
+
+
+def parse_choice(choice: str) -> tuple[str, str | None]:
+    """'onnx-int8' -> ('onnx', 'int8'); 'torch-cuda' -> ('torch-cuda', None); 'auto' -> ('auto', None)."""
+    if choice == "auto" or choice in REGISTRY:
+        return choice, None
+    kind, _, precision = choice.rpartition("-")
+    if kind in REGISTRY and precision in REGISTRY[kind].precisions:
+        return kind, precision
+    raise BackendError(f"unknown back-end {choice!r}; choose one of: {', '.join(CHOICES)}")
+
+
+def backend_name(kind: str, precision: str) -> str:
+    """The name shown in tables and /healthz: the CPU FP32 ones keep their short names."""
+    return kind if kind in ("torch", "onnx") and precision == "fp32" else f"{kind}-{precision}"
 
 
 class Backend(ABC):
     """Runs one model artifact on one device. Not thread-safe: one caller at a time."""
 
-    name: str = "?"
+    kind: str = "?"
+    device: str = "cpu"
 
-    def __init__(self, artifact: Artifact) -> None:
+    def __init__(self, artifact: Artifact, precision: str = "fp32") -> None:
         self.artifact = artifact
         self.contract: IOContract = artifact.contract
-        self._in: np.ndarray | None = None  # (1, 3, Hp, Wp) float32, reused while the size holds
+        self.precision = precision
+        self._in: np.ndarray | None = None  # (N, 3, Hp, Wp) float32, reused while the shape holds
+
+    @property
+    def name(self) -> str:
+        return backend_name(self.kind, self.precision)
 
     @property
     def style_names(self) -> tuple[str, ...]:
         return self.contract.style_names
 
-    def _prepare(self, rgb: np.ndarray) -> np.ndarray:
-        """uint8 (H, W, 3) -> the reused float (1, 3, Hp, Wp) buffer in [0, 1], edge-padded."""
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise ValueError(f"expected an RGB uint8 frame (H, W, 3), got {rgb.dtype} {rgb.shape}")
-        h, w = rgb.shape[:2]
+    # ------------------------------------------------------------ host-side helpers
+
+    def _prepare(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 (N, H, W, 3) -> the reused float (N, 3, Hp, Wp) buffer in [0, 1], edge-padded."""
+        n, h, w = frames.shape[:3]
         hp, wp = padded_size(h, w, self.contract.size_multiple)
-        if self._in is None or self._in.shape[2:] != (hp, wp):
-            self._in = np.empty((1, 3, hp, wp), np.float32)
-        buf = self._in
-        np.multiply(rgb.transpose(2, 0, 1), np.float32(1.0 / 255.0), out=buf[0, :, :h, :w])
+        buf = self._input_buffer(n, hp, wp)
+        np.multiply(frames.transpose(0, 3, 1, 2), np.float32(1.0 / 255.0), out=buf[:, :, :h, :w])
         if hp > h:
-            buf[0, :, h:, :w] = buf[0, :, h - 1 : h, :w]
+            buf[:, :, h:, :w] = buf[:, :, h - 1 : h, :w]
         if wp > w:
-            buf[0, :, :, w:] = buf[0, :, :, w - 1 : w]
+            buf[:, :, :, w:] = buf[:, :, :, w - 1 : w]
         return buf
 
+    def _input_buffer(self, n: int, hp: int, wp: int) -> np.ndarray:
+        """The float32 (N, 3, Hp, Wp) array frames are written into; back-ends may hand out one they have bound."""
+        if self._in is None or self._in.shape != (n, 3, hp, wp):
+            self._in = np.empty((n, 3, hp, wp), np.float32)
+        return self._in
+
     @staticmethod
-    def _finish(out: np.ndarray, h: int, w: int) -> np.ndarray:
-        """float (1, 3, Hp, Wp) in [0, 1] -> new C-contiguous uint8 (H, W, 3), owned by the caller."""
-        scaled = out[0, :, :h, :w] * np.float32(255.0)
+    def _finish(out: np.ndarray, h: int, w: int, dest: np.ndarray | None = None) -> np.ndarray:
+        """float (N, 3, Hp, Wp) in [0, 1] -> uint8 (N, H, W, 3), written into `dest` (caller-owned) or a new array."""
+        scaled = out[:, :, :h, :w] * np.float32(255.0)
         scaled += np.float32(0.5)
         np.clip(scaled, 0, 255, out=scaled)
-        rgb = np.empty((h, w, 3), np.uint8)
+        rgb = dest if dest is not None else np.empty((out.shape[0], h, w, 3), np.uint8)
         # Casting assignment truncates, so +0.5 rounds; C order lets PyAV take it without a copy.
-        rgb[...] = scaled.transpose(1, 2, 0)
+        rgb[...] = scaled.transpose(0, 2, 3, 1)
         return rgb
+
+    def _vectors(self, n: int, weights: np.ndarray, strength: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Style weights (S,) or (N, S) and strength (scalar or (N,)) as the (N, S), (N, 1) float32 inputs."""
+        wv = np.asarray(weights, np.float32)
+        wv = np.broadcast_to(wv.reshape(1, -1) if wv.ndim == 1 else wv, (n, wv.shape[-1]))
+        if wv.shape[1] != self.contract.num_styles:
+            raise ValueError(f"expected {self.contract.num_styles} style weights, got {wv.shape[1]}")
+        sv = np.broadcast_to(np.asarray(strength, np.float32).reshape(-1, 1), (n, 1))
+        return np.array(wv, np.float32, order="C"), np.array(sv, np.float32, order="C")  # writable copies
+
+    @staticmethod
+    def _check_frames(frames: np.ndarray) -> None:
+        if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"expected RGB uint8 frames (N, H, W, 3), got {frames.dtype} {frames.shape}")
+
+    # ------------------------------------------------------------ the interface
 
     @abstractmethod
     def run(self, image: np.ndarray, weights: np.ndarray, strength: np.ndarray) -> np.ndarray:
-        """Raw contract call: (N,3,H,W) float, (N,S), (N,1) -> (N,3,H,W) float."""
+        """Raw contract call on host arrays: (N,3,H,W) float32, (N,S), (N,1) -> (N,3,H,W) float32."""
 
-    def stylize(self, rgb: np.ndarray, weights: np.ndarray, strength: float = 1.0) -> np.ndarray:
-        """RGB uint8 (H, W, 3) + style weights (S,) -> stylized RGB uint8 (H, W, 3)."""
-        h, w = rgb.shape[:2]
-        x = self._prepare(rgb)
-        wv = np.asarray(weights, np.float32).reshape(1, -1)
-        if wv.shape[1] != self.contract.num_styles:
-            raise ValueError(f"expected {self.contract.num_styles} style weights, got {wv.shape[1]}")
-        out = self.run(x, wv, np.array([[strength]], np.float32))
-        return self._finish(out, h, w)
+    def stylize_batch(self, frames: np.ndarray, weights: np.ndarray, strength: float | np.ndarray = 1.0,
+                      out: np.ndarray | None = None) -> np.ndarray:
+        """RGB uint8 (N, H, W, 3) + weights (S,) or (N, S) -> stylized RGB uint8 (N, H, W, 3) (into `out` if given)."""
+        self._check_frames(frames)
+        n, h, w = frames.shape[:3]
+        wv, sv = self._vectors(n, weights, strength)
+        return self._finish(self.run(self._prepare(frames), wv, sv), h, w, out)
+
+    def stylize(self, rgb: np.ndarray, weights: np.ndarray, strength: float = 1.0,
+                out: np.ndarray | None = None) -> np.ndarray:
+        """RGB uint8 (H, W, 3) + style weights (S,) -> stylized RGB uint8 (H, W, 3) (into `out` if given)."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 frame (H, W, 3), got {rgb.dtype} {rgb.shape}")
+        res = self.stylize_batch(rgb[None], weights, strength, None if out is None else out[None])
+        return res[0]
+
+    def stylize_yuv420p(self, yuv: np.ndarray, weights: np.ndarray, strength: float = 1.0,
+                        overlay: OverlayPatch | None = None, out: np.ndarray | None = None) -> np.ndarray:
+        """yuv420p uint8 (H*3/2, W) as PyAV lays it out -> the stylized frame, same layout (BT.601 limited range).
+
+        This host version converts colour on the CPU; GPU back-ends override it to convert on the device.
+        """
+        from engines import yuv as yuvconv
+
+        rgb = yuvconv.yuv420p_to_rgb_numpy(yuv)
+        styl = self.stylize(rgb, weights, strength)
+        if overlay is not None:
+            yuvconv.composite_numpy(styl, overlay)
+        return yuvconv.rgb_to_yuv420p_numpy(styl, out)
+
+    def close(self) -> None:
+        """Release device memory and sessions (optional)."""
 
 
-class TorchBackend(Backend):
-    """PyTorch eager on the CPU: the FP32 reference."""
+def __getattr__(name: str) -> Any:
+    # `from engines.backends import OnnxBackend` keeps working without importing every back-end up front.
+    for info in REGISTRY.values():
+        if info.cls == name:
+            return getattr(importlib.import_module(info.module), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    name = "torch"
 
-    def __init__(self, artifact: Artifact, threads: int | None = None) -> None:
-        super().__init__(artifact)
+# ---------------------------------------------------------------- choosing and loading
+
+
+def cuda_available() -> bool:
+    try:
         import torch
 
-        self._torch = torch
-        if threads:
-            torch.set_num_threads(threads)
-        self.net = artifact.load_student()
-
-    def run(self, image: np.ndarray, weights: np.ndarray, strength: np.ndarray) -> np.ndarray:
-        t = self._torch
-        with t.inference_mode():
-            y = self.net(t.from_numpy(image), t.from_numpy(weights), t.from_numpy(strength))
-        return y.numpy()
+        return bool(torch.cuda.is_available())
+    except Exception:  # a broken CUDA install means "no GPU" here, not a crash
+        return False
 
 
-class OnnxBackend(Backend):
-    """ONNX Runtime on the CPU (FP32). Output buffers are bound once per frame size."""
+def _have(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
-    name = "onnx"
 
-    def __init__(self, artifact: Artifact, threads: int | None = None, onnx_path: Path | None = None) -> None:
-        super().__init__(artifact)
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise BackendError("the onnx back-end needs onnxruntime: pip install onnxruntime") from exc
-        path = onnx_path or artifact.onnx_path
-        if not path.is_file():
-            raise BackendError(f"{artifact.path}: no {path.name}; export it or use --backend torch")
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads or default_threads()
-        so.inter_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types for corrupt files
-            raise BackendError(f"{path}: cannot load ONNX model ({str(exc).splitlines()[0]})") from exc
-        names = {i.name for i in self.session.get_inputs()}
-        if names != {INPUT_IMAGE, INPUT_WEIGHTS, INPUT_STRENGTH}:
-            raise BackendError(f"{path}: inputs {sorted(names)} do not match the contract")
-        self._out: np.ndarray | None = None
+def _auto(art: Artifact) -> tuple[str, str]:
+    """The fastest back-end this machine can run for a plain model folder."""
+    if cuda_available():
+        return "torch-cuda", "fp16"
+    if _have("onnxruntime") and art.onnx_path.is_file():
+        if DEFAULT_CPU_PRECISION == "int8" and art.int8_onnx_path.is_file():
+            from engines.backend_onnx import stale_reason
 
-    def run(self, image: np.ndarray, weights: np.ndarray, strength: np.ndarray) -> np.ndarray:
-        if self._out is None or self._out.shape != image.shape:
-            self._out = np.empty(image.shape, np.float32)
-        binding = self.session.io_binding()
-        binding.bind_cpu_input(INPUT_IMAGE, image)
-        binding.bind_cpu_input(INPUT_WEIGHTS, weights)
-        binding.bind_cpu_input(INPUT_STRENGTH, strength)
-        binding.bind_output(OUTPUT_IMAGE, "cpu", 0, np.float32, list(image.shape), self._out.ctypes.data)
-        self.session.run_with_iobinding(binding)
-        return self._out
+            reason = stale_reason(art, art.int8_onnx_path)
+            if reason is None:
+                return "onnx", "int8"
+            print(f"engines: note: {reason}; using the fp32 ONNX", file=sys.stderr)
+        return "onnx", "fp32"
+    return "torch", "fp32"
+
+
+def _create(kind: str, precision: str, art: Artifact, spec: EngineSpec | None, threads: int | None) -> Backend:
+    info = REGISTRY[kind]
+    if precision not in info.precisions:
+        raise BackendError(f"back-end {kind} runs {', '.join(info.precisions)}, not {precision}")
+    module = importlib.import_module(info.module)
+    cls = getattr(module, info.cls)
+    return cls(art, precision=precision, threads=threads, spec=spec)
 
 
 def load_backend(path: str | Path | None = None, backend: str = "auto", threads: int | None = None) -> Backend:
-    """Open a model artifact (None: the bundled default) on the named back-end.
+    """Open a model folder or a built engine folder (None: the bundled default) on the named back-end.
 
-    "auto" picks ONNX Runtime when it is installed and the artifact has ONNX
-    (measured 2x faster than PyTorch eager on CPU here), else PyTorch.
+    For an engine folder (engine.json), "auto" runs what the engine was built for. For a model
+    folder, "auto" picks torch-cuda on a CUDA GPU, else ONNX Runtime (int8 where the folder ships a
+    current student.int8.onnx, else fp32), else PyTorch.
     """
-    if backend not in BACKENDS:
-        raise BackendError(f"unknown back-end {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    from engines.engine_spec import ENGINE_FILE, read_engine
+
+    kind, precision = parse_choice(backend)
+    p = Path(path) if path is not None else None
+    spec = None
     try:
-        art = load_artifact(path)
+        if p is not None and p.is_file() and p.name == ENGINE_FILE:
+            p = p.parent
+        if p is not None and (p / ENGINE_FILE).is_file():
+            spec = read_engine(p)
+        art = load_artifact(p)
+        if spec is not None:
+            spec.check_matches(art)
     except ArtifactError as exc:
         raise BackendError(str(exc)) from exc
-    if backend == "auto":
-        try:
-            import onnxruntime  # noqa: F401
-
-            backend = "onnx" if art.onnx_path.is_file() else "torch"
-        except ImportError:
-            backend = "torch"
+    if kind == "auto":
+        kind, precision = (spec.backend, spec.precision) if spec is not None else _auto(art)
+    if spec is not None:
+        if spec.backend == kind and precision in (None, spec.precision):
+            precision = spec.precision
+        else:
+            spec = None  # the folder is self-contained: another back-end runs from its model files
+    if precision is None:
+        precision = REGISTRY[kind].precisions[0]
     try:
-        if backend == "onnx":
-            return OnnxBackend(art, threads)
-        return TorchBackend(art, threads)
+        return _create(kind, precision, art, spec, threads)
     except ArtifactError as exc:
         raise BackendError(str(exc)) from exc

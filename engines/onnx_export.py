@@ -1,4 +1,10 @@
-"""ONNX export of the student with the contract's tensor names and dynamic sizes."""
+"""ONNX export of the student with the contract's tensor names and dynamic sizes.
+
+What is exported is the fused inference graph (engines/fused_student.py), not the
+training module: same function, fewer full-resolution passes. Each file is stamped
+with the weights hash it came from, so a stale derived file (int8, fp16) is caught
+at load time instead of silently running old weights.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +14,53 @@ from pathlib import Path
 import torch
 
 from engines.contract import INPUT_IMAGE, INPUT_STRENGTH, INPUT_WEIGHTS, OUTPUT_IMAGE, IOContract
+from engines.fused_student import fuse
 from engines.student import StudentNet
 
 OPSET = 18
+# ONNX metadata_props keys.
+STAMP_WEIGHTS = "stylizer.weights_sha256"
+STAMP_PRECISION = "stylizer.precision"
+STAMP_GRAPH = "stylizer.graph"
+GRAPH_VERSION = "fused-1"
+
+
+def stamp(path: str | Path, **props: str) -> None:
+    """Add (or replace) metadata_props entries of the ONNX file at `path`."""
+    import onnx
+
+    model = onnx.load(str(path))
+    keep = [p for p in model.metadata_props if p.key not in props]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+
+
+def read_stamp(path: str | Path) -> dict[str, str]:
+    """The metadata_props of an ONNX file (empty for unstamped or unreadable files)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # onnx raises DecodeError and others for corrupt files; the back-end reports it
+        return {}
+    return {p.key: p.value for p in model.metadata_props}
 
 
 def export_onnx(net: StudentNet, contract: IOContract, path: str | Path, *, height: int = 360, width: int = 640,
-                half: bool = False) -> Path:
-    """Write `net` to `path`. Batch, height and width stay dynamic; weights and strength are inputs."""
+                half: bool = False, weights_sha256: str | None = None) -> Path:
+    """Write `net` to `path`. Batch, height and width stay dynamic; weights and strength are inputs.
+
+    half=True exports a `.half()` model: every tensor, inputs included, is float16, which is what a
+    strongly typed TensorRT network needs to build in FP16.
+    """
     path = Path(path)
-    net = net.eval().cpu()
+    model = fuse(net.eval().cpu())
     dtype = torch.float16 if half else torch.float32
-    if half:
-        net = net.half()
+    model = model.to(dtype)
     args = (
         torch.rand(1, 3, height, width, dtype=dtype),
         torch.full((1, contract.num_styles), 1.0 / contract.num_styles, dtype=dtype),
@@ -32,17 +72,21 @@ def export_onnx(net: StudentNet, contract: IOContract, path: str | Path, *, heig
         INPUT_STRENGTH: {0: "batch"},
         OUTPUT_IMAGE: {0: "batch", 2: "height", 3: "width"},
     }
+    tmp = path.with_name(path.name + ".tmp")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         # The TorchScript exporter: small, dependency-free, and what TensorRT's parser expects.
         torch.onnx.export(
-            net, args, str(path),
+            model, args, str(tmp),
             input_names=[INPUT_IMAGE, INPUT_WEIGHTS, INPUT_STRENGTH],
             output_names=[OUTPUT_IMAGE],
             dynamic_axes=dynamic,
             opset_version=OPSET,
             dynamo=False,
         )
-    if half:
-        net.float()
+    props = {STAMP_PRECISION: "fp16" if half else "fp32", STAMP_GRAPH: GRAPH_VERSION}
+    if weights_sha256:
+        props[STAMP_WEIGHTS] = weights_sha256
+    stamp(tmp, **props)
+    tmp.replace(path)  # never leave a half-written model under the real name
     return path

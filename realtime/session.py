@@ -22,6 +22,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from realtime.pipeline import FramePipeline
+from realtime.ratelimit import TokenBucket
 
 log = logging.getLogger("realtime.session")
 
@@ -129,6 +130,9 @@ class Session:
         self.track: StylizedTrack | None = None
         self.channel = None
         self.created = time.time()
+        self.control_bucket = TokenBucket()     # control messages this client may send
+        self.error_bucket = TokenBucket(rate=10, burst=10)  # error replies to refused ones
+        self.control_dropped = 0
 
     def stats(self) -> dict:
         r, t = self.reader, self.track

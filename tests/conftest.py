@@ -46,9 +46,10 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def run_server(*extra_args: str, timeout_s: float = SERVER_START_TIMEOUT_S) -> Iterator[ServerProcess]:
-    """Start the server on a free port with loopback ICE; wait until /healthz answers; always stop it."""
-    port = free_port()
+def run_server(*extra_args: str, timeout_s: float = SERVER_START_TIMEOUT_S,
+               port: int | None = None) -> Iterator[ServerProcess]:
+    """Start the server (on a free port unless given) with loopback ICE; wait until /healthz answers; always stop it."""
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     log_dir = Path(tempfile.mkdtemp(prefix="stylizer-server-"))
     log_path = log_dir / "server.log"

@@ -52,20 +52,31 @@ def style_stats(features: ExpansionFeatures, styles: list[torch.Tensor]) -> Styl
     )
 
 
-def style_loss(feats: dict[int, torch.Tensor], target: StyleStats, taps: tuple[int, ...] = STYLE_TAPS) -> torch.Tensor:
-    """Mean/std matching, each tap normalised by its target's size, averaged over taps. 0 iff statistics match."""
+def _inner(f: torch.Tensor, margin: float) -> torch.Tensor:
+    """Drop a border of `margin` (fraction) from a feature map."""
+    mh, mw = int(f.shape[2] * margin), int(f.shape[3] * margin)
+    return f[:, :, mh : f.shape[2] - mh, mw : f.shape[3] - mw]
+
+
+def style_loss(feats: dict[int, torch.Tensor], target: StyleStats, taps: tuple[int, ...] = STYLE_TAPS,
+               margin: float = 0.0) -> torch.Tensor:
+    """Mean/std matching, each tap normalised by its target's size, averaged over taps. 0 iff statistics match.
+
+    A margin leaves the frame border out of the statistics: otherwise a generator learns to paint
+    palette swatches along the edge, where zero padding tells it the border is.
+    """
     total = feats[taps[0]].new_zeros(())
     for k in taps:
-        mu, sigma = mean_std(feats[k])
+        mu, sigma = mean_std(_inner(feats[k], margin))
         tm, ts = target.mu[k], target.sigma[k]
         norm = (tm.pow(2).mean() + ts.pow(2).mean()).clamp_min(1e-8)
         total = total + (F.mse_loss(mu, tm) + F.mse_loss(sigma, ts)) / norm
     return total / len(taps)
 
 
-def colour_loss(image: torch.Tensor, target: StyleStats) -> torch.Tensor:
-    """Image-space palette: per-channel RGB mean/std against the mixture's."""
-    mu, sigma = mean_std(image)
+def colour_loss(image: torch.Tensor, target: StyleStats, margin: float = 0.0) -> torch.Tensor:
+    """Image-space palette: per-channel RGB mean/std against the mixture's (border left out, as above)."""
+    mu, sigma = mean_std(_inner(image, margin))
     return F.mse_loss(mu, target.rgb_mu) + F.mse_loss(sigma, target.rgb_sigma)
 
 

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from engines.artifact import save_artifact
 from engines.contract import IOContract
 from engines.student import StudentConfig, StudentNet, count_macs
-from train.data import CropSampler, content_images, load_rgb, resolve_style, sample_style_weights, to_tensor
+from train.data import SHARED_DATA, CropSampler, content_images, load_rgb, resolve_style, sample_style_weights, to_tensor
 from train.features import ExpansionFeatures
 from train.losses import colour_loss, content_loss, style_loss, style_stats, tv_loss
 from train.thumbs import write_thumbnails
@@ -36,14 +36,16 @@ class PerceptualConfig:
     crop: int = 224
     lr: float = 2e-3
     style_weight: float = 200.0
-    content_weight: float = 1.0
+    content_weight: float = 10.0
     colour_weight: float = 20.0
     tv_weight: float = 50.0
+    style_margin: float = 0.08
     style_short_side: int = 400
     seed: int = 0
     threads: int = 2
     save_every: int = 250
     allow_noncommercial: bool = False
+    data: str = str(SHARED_DATA)
 
 
 def train_perceptual(cfg: PerceptualConfig) -> Path:
@@ -54,7 +56,7 @@ def train_perceptual(cfg: PerceptualConfig) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    named = [resolve_style(s) for s in cfg.styles]
+    named = [resolve_style(s, Path(cfg.data)) for s in cfg.styles]
     names = tuple(n for n, _ in named)
     if len(set(names)) != len(names):
         raise ValueError(f"style names must be unique: {names}")
@@ -62,7 +64,7 @@ def train_perceptual(cfg: PerceptualConfig) -> Path:
     style_imgs = [to_tensor(load_rgb(p, cfg.style_short_side, max_long=2 * cfg.style_short_side)) for _, p in named]
     stats = style_stats(features, style_imgs)
 
-    content = content_images(allow_noncommercial=cfg.allow_noncommercial)
+    content = content_images(Path(cfg.data), allow_noncommercial=cfg.allow_noncommercial)
     sampler = CropSampler([im for _, im in content], crop=cfg.crop, seed=cfg.seed)
 
     net = StudentNet(StudentConfig(num_styles=len(names)))
@@ -90,8 +92,8 @@ def train_perceptual(cfg: PerceptualConfig) -> Path:
         with torch.no_grad():
             fc = features(x)
         fy = features(y)
-        ls, lc = style_loss(fy, target), content_loss(fy, fc)
-        lcol, ltv = colour_loss(y, target), tv_loss(y)
+        ls, lc = style_loss(fy, target, margin=cfg.style_margin), content_loss(fy, fc)
+        lcol, ltv = colour_loss(y, target, margin=cfg.style_margin), tv_loss(y)
         loss = cfg.style_weight * ls + cfg.content_weight * lc + cfg.colour_weight * lcol + cfg.tv_weight * ltv
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,11 +1,14 @@
-// Stylizer web app: camera -> WebRTC -> server (stylize + caption) -> back on the same transceiver.
+// Stylizer web app: camera -> WebRTC -> server (stylize + captions, bubbles, stickers) -> back on the same transceiver.
 // Plain ES module, no build step. A small test hook is exposed as window.stylizer.
 
-const SEND_INTERVAL_MS = 100;      // control messages: at most 10 per second
+const SEND_INTERVAL_MS = 100;      // control messages: at most 10 per second (the server allows 20)
 const ICE_GATHER_TIMEOUT_MS = 3000;
 const OFFER_TIMEOUT_MS = 20000;
 const REPLY_TIMEOUT_MS = 5000;
 const DISCONNECT_GRACE_MS = 5000;
+const RECONNECT_DELAYS_S = [1, 2, 4, 8, 15];   // back-off after a lost session; the last one repeats
+const PICKER_EMOJI = ["party", "fire", "heart", "laugh", "cool", "sleepy", "zzz", "coffee", "think", "wow",
+                      "cry", "angry", "thumbsup", "clap", "sparkles", "rocket", "duck", "music", "100", "skull"];
 
 const PRETTY_NAMES = {
   vangogh: "Van Gogh", hokusai: "Hokusai", kandinsky: "Kandinsky",
@@ -20,6 +23,11 @@ const el = {
   hud: $("hud"), hudFps: $("hud-fps"), hudLatency: $("hud-latency"), hudDropped: $("hud-dropped"), hudSize: $("hud-size"),
   caption: $("caption"), captionCount: $("caption-count"), captionClear: $("caption-clear"),
   gallery: $("gallery"), blend: $("blend"), strength: $("strength"), strengthValue: $("strength-value"),
+  camera: $("camera"), resolution: $("resolution"), snapshot: $("snapshot"), record: $("record"),
+  recordLabel: $("record-label"), kinds: $("kinds"), captionColor: $("caption-color"),
+  emojiGrid: $("emoji-grid"), emojiCode: $("emoji-code"), emojiAdd: $("emoji-add"), emojiClear: $("emoji-clear"),
+  emojiCount: $("emoji-count"), moodForm: $("mood-form"), mood: $("mood"), moodList: $("mood-list"),
+  moodChips: $("mood-chips"), moodResult: $("mood-result"),
 };
 
 // ---------------------------------------------------------------- state
@@ -30,8 +38,17 @@ const app = {
   weights: {},             // raw slider values 0..1 per style (what the user set)
   strength: 1.0,
   caption: "",
+  captionKind: "meme-bottom",
+  captionColor: "#ffffff",
+  emoji: [],               // names or codes as the user picked them (the server resolves them)
+  emojiNames: {},          // short name -> emoji character (from /api/emoji)
+  emojiLimit: 8,
+  moods: [],
   running: false,
+  reconnect: { attempt: 0, timer: null, active: false },
+  recorder: null,
   generation: 0,           // bumps on every start/stop, so stale async steps give up
+  pcGeneration: 0,         // bumps on every peer connection (reconnects keep the camera)
   pc: null,
   channel: null,
   stream: null,
@@ -257,6 +274,7 @@ function onChannelMessage(event) {
     app.serverState = msg;
     adoptServerState(msg);
     syncStyleControls();
+    if (msg.notice) showNotice(msg.notice);
   } else if (msg.type === "error") {
     showNotice(`The server refused a setting: ${msg.message}`);
   }
@@ -295,11 +313,16 @@ function adoptServerState(st) {
     el.caption.value = app.caption = st.caption;
     updateCaptionCount();
   }
+  if (typeof st.caption_kind === "string") app.captionKind = st.caption_kind;
+  if (typeof st.caption_color === "string") app.captionColor = st.caption_color;
+  if (Array.isArray(st.emoji) && st.emoji.join("") !== app.emoji.map(emojiChar).join("")) app.emoji = st.emoji;
+  syncExpressionControls();
 }
 
 function currentSettings() {
   const positive = Object.fromEntries(Object.entries(app.weights).filter(([, w]) => w > 0));
-  const msg = { strength: app.strength, caption: app.caption };
+  const msg = { strength: app.strength, caption: app.caption, caption_kind: app.captionKind,
+                caption_color: app.captionColor, emoji: app.emoji };
   if (Object.keys(positive).length) msg.weights = positive;
   return msg;
 }
@@ -401,17 +424,93 @@ async function postOffer(desc) {
   return body;
 }
 
+// A session that was live and then broke is retried with back-off; a failed first start is not
+// (the user is right there and reads the error).
 function connectionLost(gen, message) {
   if (gen !== app.generation || !app.running) return;
-  stop();
-  showError(message);
-  setStatus("error", "Disconnected");
+  const wasLive = app.serverState !== null || app.reconnect.active;
+  teardown();
+  if (!wasLive) {
+    stop();
+    showError(message);
+    setStatus("error", "Disconnected");
+    return;
+  }
+  scheduleReconnect(message);
+}
+
+function scheduleReconnect(message) {
+  const r = app.reconnect;
+  r.active = true;
+  const delay = RECONNECT_DELAYS_S[Math.min(r.attempt, RECONNECT_DELAYS_S.length - 1)];
+  r.attempt++;
+  const gen = app.generation;
+  let left = delay;
+  const tick = () => {
+    if (gen !== app.generation || !app.running) return;
+    showError(`${message} Reconnecting in ${left} s… (attempt ${r.attempt})`);
+    setStatus("busy", "Reconnecting…");
+    if (left <= 0) { tryReconnect(gen); return; }
+    left--;
+    r.timer = setTimeout(tick, 1000);
+  };
+  tick();
+}
+
+async function tryReconnect(gen) {
+  showError("Reconnecting to the server…");
+  let up = false;
+  try {
+    const ctrl = new AbortController();
+    const t = setTimeout(() => ctrl.abort(), 2000);
+    const resp = await fetch("/healthz", { cache: "no-store", signal: ctrl.signal });
+    clearTimeout(t);
+    up = resp.ok;
+  } catch { up = false; }
+  if (gen !== app.generation || !app.running) return;
+  if (!up) {
+    scheduleReconnect("The server is down or restarting.");
+    return;
+  }
+  const ok = await connect(gen);
+  if (!ok && gen === app.generation && app.running) scheduleReconnect("Could not reconnect yet.");
+}
+
+function reconnected() {
+  if (!app.reconnect.active) return;
+  app.reconnect = { attempt: 0, timer: null, active: false };
+  showNotice("Reconnected to the server.");
+}
+
+async function openCamera() {
+  const [w, h] = el.resolution.value.split("x").map(Number);
+  const video = { width: { ideal: w }, height: { ideal: h } };
+  if (el.camera.value) video.deviceId = { exact: el.camera.value };
+  if (!navigator.mediaDevices?.getUserMedia) throw Object.assign(new Error("no mediaDevices"), { name: "Unsupported" });
+  return navigator.mediaDevices.getUserMedia({ video, audio: false });
+}
+
+async function listCameras() {
+  try {
+    const devices = await navigator.mediaDevices.enumerateDevices();
+    const cams = devices.filter((d) => d.kind === "videoinput");
+    const current = el.camera.value;
+    el.camera.replaceChildren(...cams.map((d, i) => {
+      const o = document.createElement("option");
+      o.value = d.deviceId;
+      o.textContent = d.label || `Camera ${i + 1}`;
+      return o;
+    }));
+    if (!cams.length) el.camera.append(new Option("No camera found", ""));
+    if (current && cams.some((d) => d.deviceId === current)) el.camera.value = current;
+  } catch { /* no device list: keep the default */ }
 }
 
 async function start() {
   if (app.running) return;
   clearError();
   app.running = true;
+  app.reconnect = { attempt: 0, timer: null, active: false };
   const gen = ++app.generation;
   el.toggle.textContent = "Stop";
   el.toggle.classList.add("btn-stop");
@@ -419,8 +518,7 @@ async function start() {
 
   let stream;
   try {
-    if (!navigator.mediaDevices?.getUserMedia) throw Object.assign(new Error("no mediaDevices"), { name: "Unsupported" });
-    stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360 }, audio: false });
+    stream = await openCamera();
   } catch (e) {
     if (gen !== app.generation) return;
     stop();
@@ -432,21 +530,37 @@ async function start() {
   app.stream = stream;
   el.local.srcObject = stream;
   el.pip.hidden = false;
+  listCameras();
   const [track] = stream.getVideoTracks();
-  track.addEventListener("ended", () => connectionLost(gen, "The camera stopped (it was unplugged or switched off)."));
+  track.addEventListener("ended", () => {
+    if (gen !== app.generation) return;
+    stop();
+    showError("The camera stopped (it was unplugged or switched off).");
+    setStatus("error", "No camera");
+  });
+  await connect(gen);
+}
 
+// One peer connection over the open camera stream. Returns true once the answer is applied.
+async function connect(gen) {
   setStatus("busy", "Connecting…");
+  const stream = app.stream;
+  const [track] = stream.getVideoTracks();
   const pc = new RTCPeerConnection({ iceServers: [] });
   app.pc = pc;
+  const pcGen = ++app.pcGeneration;
+  const alive = () => gen === app.generation && pcGen === app.pcGeneration;
   // The data channel must exist before the offer, so it is negotiated with the video.
   const channel = pc.createDataChannel("control", { ordered: true });
   app.channel = channel;
   channel.addEventListener("open", () => {
-    if (gen !== app.generation) return;
-    send(currentSettings());   // make the server match what the page shows
+    if (!alive()) return;
+    send(currentSettings());   // make the server match what the page shows (also after a reconnect)
   });
   channel.addEventListener("message", onChannelMessage);
-  channel.addEventListener("close", () => connectionLost(gen, "The connection to the server was lost. Press Start to reconnect."));
+  channel.addEventListener("close", () => {
+    if (alive()) connectionLost(gen, "The connection to the server was lost.");
+  });
 
   const transceiver = pc.addTransceiver(track, { direction: "sendrecv", streams: [stream] });
   preferVp8(transceiver);
@@ -457,7 +571,7 @@ async function start() {
     el.remote.srcObject = ev.streams[0] || new MediaStream([ev.track]);
   });
   pc.addEventListener("connectionstatechange", () => {
-    if (gen !== app.generation) return;
+    if (!alive()) return;
     const st = pc.connectionState;
     if (st === "connected") {
       clearTimeout(app.disconnectTimer);
@@ -466,11 +580,11 @@ async function start() {
       setStatus("busy", "Reconnecting…");
       clearTimeout(app.disconnectTimer);
       app.disconnectTimer = setTimeout(() => {
-        if (pc.connectionState !== "connected") connectionLost(gen, "The connection to the server was lost. Press Start to reconnect.");
+        if (alive() && pc.connectionState !== "connected") connectionLost(gen, "The connection to the server was lost.");
       }, DISCONNECT_GRACE_MS);
     } else if (st === "failed") {
-      connectionLost(gen, app.serverState
-        ? "The connection to the server was lost. Press Start to reconnect."
+      connectionLost(gen, app.serverState || app.reconnect.active
+        ? "The connection to the server was lost."
         : "Could not open a video connection to the server (the network may block WebRTC).");
     }
   });
@@ -479,47 +593,211 @@ async function start() {
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
     await waitForIceGathering(pc, ICE_GATHER_TIMEOUT_MS);
-    if (gen !== app.generation) return;
+    if (!alive()) return false;
     setStatus("busy", "Waiting for the server…");
     const answer = await postOffer(pc.localDescription);
-    if (gen !== app.generation) return;
+    if (!alive()) return false;
     await pc.setRemoteDescription({ type: answer.type || "answer", sdp: answer.sdp });
   } catch (e) {
-    if (gen !== app.generation) return;
+    if (!alive()) return false;
+    if (app.reconnect.active) { teardown(); return false; }
     stop();
     showError(e.message || String(e));
     setStatus("error", "Not connected");
-    return;
+    return false;
   }
+  clearInterval(app.statsTimer);
   app.statsTimer = setInterval(() => pollRtcStats(pc, gen), 1000);
+  return true;
+}
+
+// Closes the peer connection but keeps the camera (and app.running) for a reconnect.
+function teardown() {
+  app.pcGeneration++;
+  clearTimeout(app.disconnectTimer);
+  clearInterval(app.statsTimer);
+  for (const { resolve, timer } of app.pending.values()) {
+    clearTimeout(timer);
+    resolve({ type: "error", message: "disconnected" });
+  }
+  app.pending.clear();
+  stopRecording();
+  if (app.channel) { try { app.channel.close(); } catch { /* already closed */ } }
+  if (app.pc) { try { app.pc.close(); } catch { /* already closed */ } }
+  app.pc = app.channel = null;
+  app.serverState = null;
+  app.stats = null;
+  app.rtc = { rttMs: null, jitterMs: null };
+  el.remote.srcObject = null;
+  el.hud.hidden = true;
+  el.snapshot.disabled = el.record.disabled = true;
 }
 
 function stop() {
   app.generation++;
   app.running = false;
-  clearTimeout(app.disconnectTimer);
-  clearInterval(app.statsTimer);
-  for (const { resolve, timer } of app.pending.values()) {
-    clearTimeout(timer);
-    resolve({ type: "error", message: "stopped" });
-  }
-  app.pending.clear();
-  if (app.channel) { try { app.channel.close(); } catch { /* already closed */ } }
-  if (app.pc) { try { app.pc.close(); } catch { /* already closed */ } }
+  clearTimeout(app.reconnect.timer);
+  app.reconnect = { attempt: 0, timer: null, active: false };
+  teardown();
   if (app.stream) app.stream.getTracks().forEach((t) => t.stop());
-  app.pc = app.channel = app.stream = null;
-  app.serverState = null;
-  app.stats = null;
-  app.rtc = { rttMs: null, jitterMs: null };
-  el.remote.srcObject = null;
+  app.stream = null;
   el.local.srcObject = null;
   el.pip.hidden = true;
-  el.hud.hidden = true;
   el.placeholder.hidden = false;
   el.toggle.textContent = "Start camera";
   el.toggle.classList.remove("btn-stop");
   setStatus("idle", "Stopped");
   syncStyleControls();
+}
+
+// Camera or resolution changed while running: reopen the camera and renegotiate.
+async function restart() {
+  if (!app.running) return;
+  stop();
+  await start();
+}
+
+// ---------------------------------------------------------------- snapshot and recording
+
+function stamp() {
+  return new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19);
+}
+
+function download(blob, name) {
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(blob);
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+}
+
+function snapshot() {
+  const v = el.remote;
+  if (!v.videoWidth) { showNotice("No video yet: press Start first."); return Promise.resolve(null); }
+  const c = document.createElement("canvas");
+  c.width = v.videoWidth;
+  c.height = v.videoHeight;
+  c.getContext("2d").drawImage(v, 0, 0);
+  return new Promise((resolve) => c.toBlob((blob) => {
+    if (blob) download(blob, `stylizer-${stamp()}.png`);
+    resolve(blob);
+  }, "image/png"));
+}
+
+function startRecording() {
+  const stream = el.remote.srcObject;
+  if (!stream || !window.MediaRecorder) { showNotice("Recording is not supported in this browser."); return; }
+  const type = ["video/webm;codecs=vp9", "video/webm;codecs=vp8", "video/webm"].find((t) => MediaRecorder.isTypeSupported(t));
+  let rec;
+  try { rec = new MediaRecorder(stream, type ? { mimeType: type, videoBitsPerSecond: 2_500_000 } : undefined); }
+  catch (e) { showNotice(`Recording could not start (${e.name || e}).`); return; }
+  const chunks = [];
+  const started = performance.now();
+  rec.addEventListener("dataavailable", (ev) => { if (ev.data.size) chunks.push(ev.data); });
+  rec.addEventListener("stop", () => {
+    clearInterval(rec._timer);
+    el.record.classList.remove("recording");
+    el.recordLabel.textContent = "Record";
+    if (chunks.length) download(new Blob(chunks, { type: "video/webm" }), `stylizer-${stamp()}.webm`);
+  });
+  rec.start(1000);
+  rec._timer = setInterval(() => {
+    const s = Math.round((performance.now() - started) / 1000);
+    el.recordLabel.textContent = `Stop ${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+  }, 500);
+  el.record.classList.add("recording");
+  el.recordLabel.textContent = "Stop 0:00";
+  app.recorder = rec;
+}
+
+function stopRecording() {
+  if (app.recorder && app.recorder.state !== "inactive") app.recorder.stop();
+  app.recorder = null;
+}
+
+// ---------------------------------------------------------------- say something: kinds, colour, emoji, mood
+
+function syncExpressionControls() {
+  for (const b of el.kinds.querySelectorAll("button")) {
+    b.setAttribute("aria-checked", String(b.dataset.kind === app.captionKind));
+  }
+  if (el.captionColor.value !== app.captionColor) el.captionColor.value = app.captionColor;
+  const chosen = new Set(app.emoji.map(emojiChar));
+  for (const b of el.emojiGrid.querySelectorAll("button")) {
+    b.classList.toggle("picked", chosen.has(b.textContent));
+    b.setAttribute("aria-pressed", String(chosen.has(b.textContent)));
+  }
+  el.emojiCount.textContent = `${app.emoji.length} / ${app.emojiLimit}`;
+}
+
+function emojiChar(nameOrChar) {
+  return app.emojiNames[nameOrChar] || nameOrChar;
+}
+
+function setEmoji(list) {
+  lastUserInput = performance.now();
+  app.emoji = list.slice(0, app.emojiLimit);
+  syncExpressionControls();
+  queueControl({ emoji: app.emoji });
+}
+
+function renderEmojiGrid() {
+  el.emojiGrid.replaceChildren();
+  for (const name of PICKER_EMOJI) {
+    const ch = app.emojiNames[name];
+    if (!ch) continue;
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "emoji";
+    b.textContent = ch;
+    b.title = name;
+    b.dataset.name = name;
+    b.addEventListener("click", () => {
+      const chars = app.emoji.map(emojiChar);
+      const i = chars.indexOf(ch);
+      if (i >= 0) setEmoji(app.emoji.filter((_, k) => k !== i));
+      else if (app.emoji.length >= app.emojiLimit) showNotice(`At most ${app.emojiLimit} stickers.`);
+      else setEmoji([...app.emoji, name]);
+    });
+    el.emojiGrid.append(b);
+  }
+  syncExpressionControls();
+}
+
+function renderMoods() {
+  el.moodList.replaceChildren(...app.moods.flatMap((m) => [m.name, ...m.phrases.slice(0, 2)])
+    .filter((v, i, a) => a.indexOf(v) === i).map((v) => new Option(v)));
+  el.moodChips.replaceChildren(...app.moods.filter((m) => m.name !== "neutral").slice(0, 8).map((m) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "chip";
+    b.textContent = `${m.emoji[0] || ""} ${m.name}`.trim();
+    b.addEventListener("click", () => { el.mood.value = m.name; applyMood(m.name); });
+    return b;
+  }));
+}
+
+async function applyMood(phrase) {
+  phrase = phrase.trim();
+  if (!phrase) return;
+  lastUserInput = performance.now();
+  if (!channelOpen()) {
+    el.moodResult.textContent = "Start the camera first, then set a mood.";
+    return;
+  }
+  el.moodResult.textContent = "…";
+  const reply = await send({ mood: phrase });
+  if (reply.type !== "state") {
+    el.moodResult.textContent = reply.message;
+    return;
+  }
+  lastUserInput = 0;  // take the mood's blend, strength, caption style and emoji at once
+  adoptServerState(reply);
+  syncStyleControls();
+  el.moodResult.textContent = reply.notice ? reply.notice : `Mood: ${reply.mood}`;
+  el.moodResult.classList.toggle("warn", Boolean(reply.notice));
 }
 
 // ---------------------------------------------------------------- wiring
@@ -528,10 +806,41 @@ el.remote.addEventListener("playing", () => {
   if (!app.running) return;
   el.placeholder.hidden = true;
   el.hud.hidden = false;
+  el.snapshot.disabled = el.record.disabled = false;
   setStatus("live", "Live");
+  reconnected();
 });
 
 el.toggle.addEventListener("click", () => (app.running ? stop() : start()));
+el.camera.addEventListener("change", restart);
+el.resolution.addEventListener("change", restart);
+el.snapshot.addEventListener("click", () => snapshot());
+el.record.addEventListener("click", () => (app.recorder ? stopRecording() : startRecording()));
+el.kinds.addEventListener("click", (ev) => {
+  const b = ev.target.closest("button[data-kind]");
+  if (!b) return;
+  lastUserInput = performance.now();
+  app.captionKind = b.dataset.kind;
+  syncExpressionControls();
+  queueControl({ caption_kind: app.captionKind });
+});
+el.captionColor.addEventListener("input", () => {
+  lastUserInput = performance.now();
+  app.captionColor = el.captionColor.value;
+  queueControl({ caption_color: app.captionColor });
+});
+el.emojiAdd.addEventListener("click", async () => {
+  const code = el.emojiCode.value.trim();
+  if (!code) return;
+  if (app.emoji.length >= app.emojiLimit) { showNotice(`At most ${app.emojiLimit} stickers.`); return; }
+  const next = [...app.emoji, code];
+  if (!channelOpen()) { app.emoji = next; syncExpressionControls(); el.emojiCode.value = ""; return; }
+  const reply = await send({ emoji: next });   // the server says whether it knows that emoji
+  if (reply.type === "state") { el.emojiCode.value = ""; app.emoji = reply.emoji; syncExpressionControls(); }
+});
+el.emojiCode.addEventListener("keydown", (ev) => { if (ev.key === "Enter") el.emojiAdd.click(); });
+el.emojiClear.addEventListener("click", () => setEmoji([]));
+el.moodForm.addEventListener("submit", (ev) => { ev.preventDefault(); applyMood(el.mood.value); });
 el.errorClose.addEventListener("click", clearError);
 
 el.strength.addEventListener("input", () => {
@@ -569,8 +878,14 @@ async function loadStyles() {
       el.caption.maxLength = app.captionLimit;
     }
     updateCaptionCount();
+    if (body.limits && body.limits.emoji) app.emojiLimit = body.limits.emoji;
     if (app.styles.length) app.weights = Object.fromEntries(app.styles.map((s, i) => [s.name, i === 0 ? 1 : 0]));
     renderStyles();
+    const [emoji, moods] = await Promise.all([fetch("/api/emoji").then((r) => r.json()), fetch("/api/moods").then((r) => r.json())]);
+    app.emojiNames = Object.fromEntries(emoji.emoji.map((e) => [e.name, e.emoji]));
+    app.moods = moods.moods || [];
+    renderEmojiGrid();
+    renderMoods();
   } catch (e) {
     el.gallery.innerHTML = '<div class="loading">Styles unavailable</div>';
     showError("Can't reach the stylizer server. Check that it is running, then reload this page.");
@@ -587,8 +902,12 @@ window.stylizer = {
   get stats() { return app.stats; },
   get lastError() { return app.lastError; },
   get running() { return app.running; },
+  get reconnecting() { return app.reconnect.active; },
+  snapshot,
+  applyMood,
   get connectionState() { return app.pc ? app.pc.connectionState : "closed"; },
   get pc() { return app.pc; },
+  get channel() { return app.channel; },
   get styles() { return app.styles.map((s) => s.name); },
   remote: el.remote,
   local: el.local,

@@ -1,0 +1,332 @@
+"""The expression layer: protocol fields, emoji, text cleaning, moods, rate limits, placement, faces, compositing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from realtime.control import ControlError, parse_control
+from realtime.emoji import EmojiError, resolve, split_runs
+from realtime.expression import Expression, ExpressionLayer
+from realtime.faces import Box, FaceTracker, load_detector
+from realtime.moods import MoodBook, MoodError, normalise
+from realtime.overlay import Sprite, composite_torch, render_bubble, render_meme
+from realtime.pipeline import FramePipeline
+from realtime.placement import BusyMap, Choice, Flag
+from realtime.ratelimit import TokenBucket
+from realtime.textlayout import clean_text, fit
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[1]
+NAMES = ("vangogh", "hokusai", "kandinsky", "monet", "klimt", "lineart")
+
+
+# ---------------------------------------------------------------- protocol
+
+
+def test_new_control_fields_are_validated() -> None:
+    u = parse_control(json.dumps({"caption": {"text": "hi", "kind": "speech", "color": "#FFD23F"},
+                                  "emoji": ["party", "1F525", "😴", "U+2728"], "mood": "party time"}), NAMES)
+    assert (u.caption, u.caption_kind, u.caption_color) == ("hi", "speech", "#ffd23f")
+    assert u.emoji == ("🎉", "🔥", "😴", "✨") and u.mood == "party time"
+    assert parse_control('{"caption_kind": "thought", "emoji": []}', NAMES).emoji == ()
+    assert parse_control('{"caption": "plain text"}', NAMES).caption_kind is None  # the old form still works
+
+
+@pytest.mark.parametrize("msg, reason", [
+    ({"caption": {"text": "x", "size": 3}}, "unknown caption field"),
+    ({"caption_kind": "banner"}, "unknown caption kind"),
+    ({"caption_color": "red"}, "#rrggbb"),
+    ({"emoji": ["definitely-not-an-emoji"]}, "unknown emoji"),
+    ({"emoji": ["FFFFF"]}, "unknown emoji"),
+    ({"emoji": ["party"] * 9}, "too many emoji"),
+    ({"emoji": [1]}, "list of names"),
+    ({"mood": "x" * 81}, "mood too long"),
+    ({"mood": 3}, "mood must be a string"),
+    ({"caption": {"text": "x" * 201}}, "too long"),
+])
+def test_bad_expression_fields_say_why(msg: dict, reason: str) -> None:
+    with pytest.raises(ControlError, match=reason):
+        parse_control(json.dumps(msg), NAMES)
+
+
+# ---------------------------------------------------------------- emoji and text
+
+
+def test_emoji_names_codes_and_sequences() -> None:
+    assert resolve("party") == resolve("party popper") == resolve(":party_popper:") == resolve("1f389") == "🎉"
+    assert resolve("👍🏽") == "👍🏽" and resolve("1F44D-1F3FD") == "👍🏽"
+    assert resolve("heart") == "❤️"
+    with pytest.raises(EmojiError, match="unknown emoji"):
+        resolve("zzzz-not-a-name")
+
+
+def test_mixed_scripts_split_into_text_and_emoji_runs() -> None:
+    runs = split_runs("Hi 你好 こんにちは 🎉👨‍👩‍👧 #1")
+    assert runs == [(False, "Hi 你好 こんにちは "), (True, "🎉"), (True, "👨‍👩‍👧"), (False, " #1")]
+
+
+def test_rtl_and_bidi_controls_are_dropped_with_a_clear_message() -> None:
+    text, warnings = clean_text("hello \u202eשלום world")
+    assert text == "hello world"
+    assert any("right-to-left" in w for w in warnings)
+    text, warnings = clean_text("a\u0e01b")  # Thai: not in the caption font
+    assert text == "ab" and any("no glyphs" in w for w in warnings)
+
+
+def test_oversized_caption_shrinks_then_cuts_with_an_ellipsis() -> None:
+    block = fit("long words " * 18, 27, 576, 130)
+    assert block.size < 27 and block.height() <= 130 and block.width() <= 576
+    huge = fit("字" * 200, 27, 200, 60)
+    assert huge.truncated and huge.lines[-1][-1][1].endswith("…")
+    s = render_meme("字" * 200, 640, 360)
+    assert s is not None and s.width <= 640 and s.height <= 360 * 0.4
+
+
+# ---------------------------------------------------------------- moods
+
+
+@pytest.mark.parametrize("phrase, name", [
+    ("so sleepy", "so sleepy"), ("SO SLEEPY!!", "so sleepy"), ("冲鸭!", "冲鸭!"), ("冲鸭！", "冲鸭!"),
+    ("Monday again…", "Monday again…"), ("party time", "party time"), ("ugh, monday", "Monday again…"),
+    ("i'm so sleepy today", "so sleepy"),
+])
+def test_mood_phrases_match_presets(phrase: str, name: str) -> None:
+    m = MoodBook.builtin().match(phrase)
+    assert m.known and m.mood.name == name
+
+
+def test_unknown_mood_is_neutral_and_said() -> None:
+    book = MoodBook.builtin()
+    assert normalise("Monday again…") == "monday again"
+    m = book.match("quantum chromodynamics")
+    assert not m.known and m.mood.name == "neutral"
+    pipe = FramePipeline(_FakeBackend())
+    state, notes = pipe.apply_with_notes(parse_control('{"mood": "quantum chromodynamics"}', NAMES))
+    assert state.mood == "neutral" and "no mood matches" in notes[0]
+
+
+def test_mood_sets_blend_strength_caption_style_and_emoji_and_explicit_fields_win() -> None:
+    pipe = FramePipeline(_FakeBackend())
+    state, notes = pipe.apply_with_notes(parse_control('{"mood": "party time", "strength": 0.5}', NAMES))
+    assert not notes
+    assert state.weights == {"kandinsky": 0.5, "klimt": 0.5} and state.strength == 0.5
+    assert state.caption_kind == "meme-bottom" and state.caption_color == "#ff8ad8" and "🎉" in state.emoji
+    again, _ = FramePipeline(_FakeBackend()).apply_with_notes(parse_control('{"mood": "party time"}', NAMES))
+    assert again.weights == state.weights and again.emoji == state.emoji  # deterministic
+
+
+def test_moods_toml_extends_and_overrides(tmp_path: Path) -> None:
+    f = tmp_path / "moods.toml"
+    f.write_text('[[mood]]\nname = "rainy day"\nphrases = ["rainy day", "下雨了"]\nweights = { monet = 1 }\n'
+                 'strength = 0.6\ncaption = "thought"\ncolor = "#cfe8ff"\nemoji = ["rain", "cloud"]\n'
+                 '[[mood]]\nname = "party time"\nphrases = ["party"]\ncaption = "subtitle"\n', encoding="utf-8")
+    book = MoodBook.load(f)
+    rainy = book.match("下雨了")
+    assert rainy.mood.name == "rainy day" and rainy.mood.emoji == ("🌧️", "☁️")
+    assert book.match("party").mood.caption_kind == "subtitle"
+    for bad, why in [('[[mood]]\nname = "x"\nstrength = 3\n', "strength"),
+                     ('[[mood]]\nname = "x"\nemoji = ["nope-nope"]\n', "unknown emoji"),
+                     ('[[mood]]\nname = "x"\ncaption = "banner"\n', "caption"),
+                     ("not toml [", "not valid TOML")]:
+        f.write_text(bad, encoding="utf-8")
+        with pytest.raises(MoodError, match=why):
+            MoodBook.load(f)
+
+
+# ---------------------------------------------------------------- rate limit (server path)
+
+
+class _Channel:
+    readyState = "open"
+
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+
+    def send(self, data: str) -> None:
+        self.sent.append(json.loads(data))
+
+
+def test_control_flood_is_rate_limited_with_an_error_reply() -> None:
+    from realtime.server import _on_control
+    from realtime.session import Session
+
+    session = Session(SimpleNamespace(), FramePipeline(_FakeBackend()))
+    session.channel = _Channel()
+    for i in range(200):
+        _on_control(session, json.dumps({"strength": 0.5, "id": i}))
+    replies = session.channel.sent
+    states = [r for r in replies if r["type"] == "state"]
+    errors = [r for r in replies if r["type"] == "error"]
+    assert 30 <= len(states) <= 45  # the burst
+    assert errors and "too many control messages" in errors[0]["message"] and "id" in errors[0]
+    assert len(errors) <= 12  # error replies are limited too
+    assert session.control_dropped == 200 - len(states)
+
+
+def test_token_bucket_refills() -> None:
+    b = TokenBucket(rate=10, burst=2, tokens=2, stamp=0.0)
+    assert b.allow(0.0) and b.allow(0.0) and not b.allow(0.0)
+    assert b.allow(0.11)
+
+
+def test_state_reply_has_a_notice_for_dropped_rtl() -> None:
+    from realtime.server import _on_control
+    from realtime.session import Session
+
+    session = Session(SimpleNamespace(), FramePipeline(_FakeBackend()))
+    session.channel = _Channel()
+    _on_control(session, json.dumps({"caption": "hi שלום", "id": 5}))
+    reply = session.channel.sent[-1]
+    assert reply["type"] == "state" and reply["id"] == 5 and "right-to-left" in reply["notice"]
+
+
+# ---------------------------------------------------------------- placement
+
+
+def test_choice_has_hysteresis() -> None:
+    c = Choice()
+    assert c.choose({"a": 10, "b": 12}) == "a"
+    assert c.choose({"a": 10, "b": 9}) == "a"  # only a little calmer: stay
+    assert [c.choose({"a": 10, "b": 3}) for _ in range(3)] == ["a", "a", "b"]  # clearly calmer for 3 rounds
+    f = Flag(on=10, off=5)
+    assert [f.update(x) for x in (8, 11, 7, 4)] == [False, True, True, False]
+
+
+def test_busy_map_prefers_the_calm_region() -> None:
+    rng = np.random.default_rng(0)
+    img = np.full((360, 640, 3), 120, np.uint8)
+    img[:180] = rng.integers(0, 255, (180, 640, 3), dtype=np.uint8)  # noisy top half
+    bm = BusyMap(img)
+    assert bm.score((0, 0, 640, 100)) > 5 * bm.score((0, 250, 640, 100))
+    layer = ExpressionLayer(detector=lambda: None)
+    for _ in range(3):
+        out = img.copy()
+        layer.draw(img, out, Expression(caption="where do I go?", kind="meme"))
+    assert layer.layout["caption"][1] > 180
+
+
+# ---------------------------------------------------------------- faces
+
+
+class _FixedDetector:
+    """Stands in for the cascade: a face at a given place (in small-image pixels, scale 2)."""
+
+    def __init__(self, box: tuple[int, int, int, int] | None) -> None:
+        self.box = box
+
+    def grab(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+        return rgb, 1.0
+
+    def small_grey(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+        return rgb[::2, ::2, 0], 2.0
+
+    def detect(self, grey: np.ndarray) -> list[tuple[int, int, int, int]]:
+        return [self.box] if self.box else []
+
+
+def test_face_tracker_glides_instead_of_jumping() -> None:
+    det = _FixedDetector((50, 40, 40, 40))
+    t = FaceTracker(det, every=3, threaded=False)  # type: ignore[arg-type]
+    frame = np.zeros((360, 640, 3), np.uint8)
+    first = t.update(frame, now=0.0)
+    assert first == Box(100, 80, 80, 80)
+    det.box = (150, 40, 40, 40)  # the face jumps 200 px
+    xs = [t.update(frame, now=0.03 * i).x for i in range(1, 40)]
+    steps = np.abs(np.diff([first.x, *xs]))
+    assert steps.max() < 60 and abs(xs[-1] - 300) < 5  # smooth steps, and it arrives
+    det.box = None
+    for i in range(40, 100):
+        last = t.update(frame, now=0.03 * i)
+    assert last is None  # let go after HOLD_S without a face
+
+
+def test_bubble_tail_points_at_the_face() -> None:
+    frame = np.full((360, 640, 3), 90, np.uint8)
+    layer = ExpressionLayer(detector=lambda: _FixedDetector((60, 70, 50, 50)), threaded_faces=False)  # type: ignore[arg-type,return-value]
+    for _ in range(20):
+        out = frame.copy()
+        layer.draw(frame, out, Expression(caption="hello!", kind="speech"))
+    fx, fy, fw, fh = layer.layout["face"]
+    bx, by, bw, bh = layer.layout["caption"]
+    assert (fx, fy, fw, fh) == (120, 140, 100, 100)
+    assert bx >= fx + fw * 0.8 or bx + bw <= fx + fw * 0.2 or by + bh <= fy + fh * 0.2  # beside or above, not on it
+    # Paper-white pixels of the tail reach close to the face's side.
+    near = out[fy : fy + fh, fx + fw - 10 : fx + fw + 40]
+    assert (near.min(axis=2) > 240).any()
+
+
+def test_real_cascade_finds_the_calibration_face() -> None:
+    det = load_detector()
+    if det is None:
+        pytest.skip("this OpenCV has no Haar cascades (opencv-python-headless<5 ships them)")
+    img = np.asarray(Image.open(REPO / "engines/calibration/intel_headpose_male_0000.jpg").convert("RGB"))
+    t = FaceTracker(det, threaded=False)
+    box = t.update(img)
+    assert box is not None
+    assert abs(box.x - 202) < 25 and abs(box.y - 40) < 25 and 60 < box.w < 130, box
+    assert t.detect_ms > 0
+
+
+# ---------------------------------------------------------------- compositing
+
+
+def test_composite_matches_float_reference_and_clips() -> None:
+    rng = np.random.default_rng(1)
+    rgba = rng.integers(0, 256, (40, 60, 4), dtype=np.uint8)
+    s = Sprite.from_image(Image.fromarray(rgba, "RGBA"))
+    frame = rng.integers(0, 256, (100, 120, 3), dtype=np.uint8)
+    ref = frame.astype(np.float64)
+    a = rgba[..., 3:4] / 255.0
+    ref[10:50, 30:90] = rgba[..., :3] * a + ref[10:50, 30:90] * (1 - a)
+    out = frame.copy()
+    s.at(30, 10).composite(out)
+    assert np.abs(out.astype(int) - np.rint(ref).astype(int)).max() <= 2
+    edge = frame.copy()
+    s.at(100, 90).composite(edge)  # hangs off the bottom-right: clipped, no error
+    assert np.array_equal(edge[:90], frame[:90])
+
+
+def test_torch_composite_matches_numpy_on_cpu_tensors() -> None:
+    torch = pytest.importorskip("torch")
+    made = render_bubble("hi 你好 🎉", 640, 360, "speech", (-30, 90))
+    assert made is not None
+    s = made[0].at(300, 40)
+    frame = np.random.default_rng(2).integers(0, 256, (360, 640, 3), dtype=np.uint8)
+    ref = frame.copy()
+    s.composite(ref)
+    hwc = torch.from_numpy(frame.copy())
+    composite_torch(hwc, s)
+    assert np.abs(hwc.numpy().astype(int) - ref.astype(int)).max() <= 2
+    chw = torch.from_numpy(frame.copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
+    composite_torch(chw, s)
+    back = (chw[0].permute(1, 2, 0) * 255).round().numpy().astype(int)
+    assert np.abs(back - ref.astype(int)).max() <= 2
+
+
+class _FakeBackend:
+    """Enough of a Backend for the pipeline's control logic: identity stylization."""
+
+    name = "fake"
+    style_names = NAMES
+    contract = SimpleNamespace(weights_vector=lambda w: np.array([float((w or {}).get(n, 0)) for n in NAMES]))
+
+    def stylize(self, rgb: np.ndarray, weights: np.ndarray, strength: float = 1.0) -> np.ndarray:
+        return rgb.copy()
+
+
+def test_pipeline_draws_caption_bubble_and_stickers_without_errors() -> None:
+    pipe = FramePipeline(_FakeBackend())  # type: ignore[arg-type]
+    pipe.layer = ExpressionLayer(detector=lambda: None)
+    pipe.apply(parse_control('{"caption": {"text": "hi 🎉", "kind": "thought"}, "emoji": ["fire"]}', NAMES))
+    frame = np.full((360, 640, 3), 100, np.uint8)
+    out = pipe.process(frame)
+    assert set(pipe.layer.layout) == {"caption", "stickers"}
+    assert np.abs(out.astype(int) - 100).sum() > 0
+    assert pipe.times.p50("overlay") < 200

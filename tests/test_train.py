@@ -1,0 +1,88 @@
+"""Losses with known answers, style-weight sampling, and a smoke run of the perceptual trainer on generated data."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engines.artifact import load_artifact
+from train.features import ExpansionFeatures
+from train.losses import colour_loss, content_loss, style_loss, style_stats, tv_loss
+from train.data import sample_style_weights
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def features() -> ExpansionFeatures:
+    return ExpansionFeatures()
+
+
+def test_style_loss_zero_for_identical_statistics(features: ExpansionFeatures) -> None:
+    img = torch.rand(3, 96, 128)
+    stats = style_stats(features, [img, torch.rand(3, 96, 128)])
+    w = torch.tensor([[1.0, 0.0]])
+    with torch.no_grad():
+        f = features(img[None])
+    assert style_loss(f, stats.mix(w)).item() < 1e-6
+    assert colour_loss(img[None], stats.mix(w)).item() < 1e-8
+    # The other style's statistics are clearly different.
+    assert style_loss(f, stats.mix(torch.tensor([[0.0, 1.0]]))).item() > 1e-3
+
+
+def test_mixture_targets_are_weighted_sums(features: ExpansionFeatures) -> None:
+    stats = style_stats(features, [torch.rand(3, 64, 64), torch.zeros(3, 64, 64) + 0.5])
+    mixed = stats.mix(torch.tensor([[0.25, 0.75]]))
+    for k in stats.mu:
+        assert torch.allclose(mixed.mu[k][0], 0.25 * stats.mu[k][0] + 0.75 * stats.mu[k][1], atol=1e-6)
+
+
+def test_content_and_tv_losses_known_answers(features: ExpansionFeatures) -> None:
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        f = features(x)
+    assert content_loss(f, f).item() == 0.0
+    assert tv_loss(torch.full((1, 3, 16, 16), 0.3)).item() == 0.0
+    # One vertical edge of height 1.0 over 16 rows: dx term = 16 / (16 * 15) per channel-mean.
+    step = torch.zeros(1, 1, 16, 16)
+    step[..., 8:] = 1.0
+    assert abs(tv_loss(step).item() - 1 / 15) < 1e-6
+
+
+def test_style_weight_sampling() -> None:
+    w = sample_style_weights(200, 5, random.Random(0))
+    assert torch.allclose(w.sum(1), torch.ones(200))
+    onehot = (w.max(1).values == 1.0).float().mean().item()
+    assert 0.3 < onehot < 0.7  # about half one-hot, half mixtures
+    assert ((w > 0).sum(1) <= 3).all()
+
+
+def _fake_data(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    (root / "styles").mkdir(parents=True)
+    (root / "content" / "kodak").mkdir(parents=True)
+    for name, freq in (("stripes", 7.0), ("blobs", 31.0)):
+        y, x = np.mgrid[0:128, 0:128]
+        img = np.stack([np.sin(x / freq) * 120 + 128, np.cos(y / freq) * 120 + 128, (x + y) % 256], -1)
+        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(root / "styles" / f"{name}_test.png")
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(root / "content" / "kodak" / f"c{i}.png")
+
+
+def test_perceptual_training_smoke(tmp_path: Path) -> None:
+    from train.perceptual import PerceptualConfig, train_perceptual
+
+    _fake_data(tmp_path / "data")
+    cfg = PerceptualConfig(styles=["stripes", "blobs"], out=str(tmp_path / "run"), steps=2, batch=2, crop=64,
+                           style_short_side=64, save_every=1, data=str(tmp_path / "data"), threads=1)
+    model = train_perceptual(cfg)
+    art = load_artifact(model)
+    assert art.contract.style_names == ("stripes", "blobs")
+    assert art.meta["provenance"]["steps_done"] == 2
+    assert art.onnx_path.is_file() and (model / "thumbs" / "stripes.jpg").is_file()
+    assert (tmp_path / "run" / "log.csv").read_text().count("\n") == 3
