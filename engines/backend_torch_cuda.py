@@ -1,7 +1,7 @@
 """PyTorch on a CUDA GPU: the fused student in FP16 (or FP32), channels_last, replayed as a CUDA graph.
 
-Optionally `torch.compile`d (Triton kernels; costs a minute of compilation per shape,
-so it is off unless asked for). Style weights and strength are graph inputs, so a
+Optionally `torch.compile`d (Triton kernels; compiling costs tens of seconds per shape,
+so it is off unless asked for: compile=True or STYLIZER_TORCH_COMPILE=1). Style weights and strength are graph inputs, so a
 new blend is a new value in a static buffer, never a re-capture.
 """
 
@@ -33,8 +33,9 @@ class TorchCudaBackend(DeviceBackend):
         if compile is None:
             compile = os.environ.get("STYLIZER_TORCH_COMPILE", "") == "1"
         if compile:
-            # Graphs are ours (captured around colour conversion too), so Inductor must not add its own.
-            net = t.compile(net, mode="max-autotune-no-cudagraphs", fullgraph=True, dynamic=False)
+            # Default mode: Inductor adds no CUDA graphs of its own (ours wrap colour conversion too), and
+            # no max-autotune, whose kernel search takes minutes per shape.
+            net = t.compile(net, fullgraph=True, dynamic=False)
         self.compiled = bool(compile)
         self.net = net
 

@@ -291,6 +291,8 @@ def load_backend(path: str | Path | None = None, backend: str = "auto", threads:
     if precision is None:
         precision = REGISTRY[kind].precisions[0]
     try:
+        if spec is not None:
+            spec.check_file()  # a truncated or edited engine file fails here, by hash, not mid-stream
         return _create(kind, precision, art, spec, threads)
     except ArtifactError as exc:
         raise BackendError(str(exc)) from exc

@@ -22,8 +22,17 @@ from pathlib import Path
 from engines.artifact import META_FILE, ONNX_FILE, THUMBS_DIR, WEIGHTS_FILE, Artifact, ArtifactError, load_artifact
 from engines.backends import REGISTRY, BackendError
 from engines.contract import padded_size
-from engines.engine_spec import (ENGINE_FILE, ENGINE_FORMAT, ENGINE_FORMAT_VERSION, cache_key, file_sha256, gpu_info,
-                                 package_versions, read_engine, write_engine)
+from engines.engine_spec import (
+    ENGINE_FILE,
+    ENGINE_FORMAT,
+    ENGINE_FORMAT_VERSION,
+    cache_key,
+    file_sha256,
+    gpu_info,
+    package_versions,
+    read_engine,
+    write_engine,
+)
 from engines.onnx_export import GRAPH_VERSION, export_onnx
 
 BUILDABLE = ("onnx", "openvino", "torch-cuda", "tensorrt")

@@ -24,8 +24,8 @@ def _unshuffle_conv(conv: nn.Conv2d, factor: int) -> nn.Conv2d:
     fused = nn.Conv2d(in_c, out_c, factor, stride=factor)
     # pixel_unshuffle puts pixel (i, j) of channel c into channel c*r*r + i*r + j, which is
     # exactly the (c, i, j) order of an r x r kernel.
+    assert conv.bias is not None and fused.bias is not None  # the student's convs all have biases
     fused.weight.data = conv.weight.detach().reshape(out_c, in_c, factor, factor).clone()
-    assert conv.bias is not None
     fused.bias.data = conv.bias.detach().clone()
     return fused
 
@@ -39,6 +39,7 @@ class FusedStudent(nn.Module):
         self.config = net.config
         encode = _unshuffle_conv(net.encode, 4)
         # encode(2x - 1) = encode_w(2x) + (b - sum(w)): fold the scaling into the weights.
+        assert encode.bias is not None
         with torch.no_grad():
             encode.bias -= encode.weight.sum(dim=(1, 2, 3))
             encode.weight *= 2.0

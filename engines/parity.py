@@ -14,7 +14,7 @@ THRESHOLD_DB = {"fp32": 45.0, "fp16": 35.0, "bf16": 35.0, "int8": 32.0}
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float(10 * np.log10(255.0**2 / max(mse, 1e-12)))
 
 

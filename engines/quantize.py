@@ -13,6 +13,8 @@ frame from 32.7 to 34.3 dB.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -81,15 +83,16 @@ def quantize_int8(onnx_in: Path, onnx_out: Path, contract: IOContract, frames: I
         pre = Path(tmp) / "pre.onnx"
         out_tmp = Path(tmp) / "int8.onnx"
         quant_pre_process(str(onnx_in), str(pre), skip_symbolic_shape=True)
-        quantize_static(
-            str(pre), str(out_tmp), _Reader(frames, contract),
-            quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.Percentile,
-            op_types_to_quantize=QUANTIZED_OPS,
-            nodes_to_exclude=keep_fp32,
-            extra_options={"CalibPercentile": 99.99},
-        )
+        with contextlib.redirect_stdout(io.StringIO()):  # the calibrator prints histogram chatter
+            quantize_static(
+                str(pre), str(out_tmp), _Reader(frames, contract),
+                quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.Percentile,
+                op_types_to_quantize=QUANTIZED_OPS,
+                nodes_to_exclude=keep_fp32,
+                extra_options={"CalibPercentile": 99.99},
+            )
         props = {STAMP_PRECISION: "int8"}
         if weights_sha256:
             props[STAMP_WEIGHTS] = weights_sha256

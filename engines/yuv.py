@@ -2,8 +2,11 @@
 
 This is what PyAV/ffmpeg use by default for yuv420p <-> rgb24 (swscale's default
 matrix is BT.601, limited "TV" range): Y in [16, 235], Cb/Cr in [16, 240]. Chroma is
-replicated over each 2x2 block on the way in and averaged over it on the way out,
-as swscale's unscaled converters do. The packed layout is PyAV's
+replicated over each 2x2 block on the way in and averaged over it on the way out
+(swscale uses a wider filter for the latter; on real frames the two agree within
+60 dB, on pure noise they differ). Measured against PyAV on real frames:
+RGB -> yuv420p ~60 dB, yuv420p -> RGB ~46 dB (swscale's fast fixed-point path
+rounds differently, within 3 code values). The packed layout is PyAV's
 `frame.to_ndarray(format="yuv420p")`: (H*3/2, W) = the Y plane, then U and V, each
 (H/2 x W/2) laid row after row. Frames have even width and height.
 """

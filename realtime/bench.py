@@ -313,7 +313,7 @@ def run_bench(args: argparse.Namespace) -> int:
                 rows.append(row)
                 if (w, h) == RATIO_SIZE and n == 1:
                     ref = references.get(b.artifact.weights_sha256)
-                    if ref is b:
+                    if ref is b or b.name == "torch":
                         row.vs_torch = "1.00x"
                     elif ref is not None:
                         print(f"bench: {w}x{h} speed ratio {label} vs torch FP32 (interleaved)", file=sys.stderr)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-
 from typing import NoReturn
 
 from engines.backends import CHOICES
@@ -45,20 +44,40 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
     serve.add_argument("--moods", metavar="FILE.toml", default=None,
                        help="extra mood presets ([[mood]] tables; see docs/moods.md)")
+    serve.add_argument("--token", default=None,
+                       help="bearer token that WHIP, WHEP and /api/streams require (default: env STYLIZER_TOKEN; "
+                            "without one, only clients on this machine may use them)")
+    serve.add_argument("--ice-server", action="append", default=[], metavar="URL",
+                       help="STUN/TURN server for clients behind NAT, e.g. stun:stun.example.org:3478 "
+                            "(repeatable; default: none, enough on one machine or a LAN)")
     serve.add_argument("--loopback-ice", action="store_true",
                        help="offer only 127.0.0.1 ICE candidates (same-machine tests with headless browsers)")
 
-    st = sub.add_parser("stylize", help="stylize an image or a video file",
+    st = sub.add_parser("stylize", help="stylize an image, a video file or a live stream",
                         description="Stylize an image (png/jpg/...) or a video file. Video keeps its frame count, "
-                                    "frame rate and audio.")
+                                    "frame rate and audio. INPUT may also be a stream URL (rtsp://, rtmp://, srt://, "
+                                    "udp://, http://) and OUTPUT a stream URL (rtmp://, srt://, udp://): then the "
+                                    "newest frame is stylized (stale ones are dropped), audio is copied unchanged, "
+                                    "a status line shows fps, lag and drops, and a dropped input is reopened with "
+                                    "back-off. Stop with Ctrl-C (a file output is finished properly).")
     _add_model_args(st)
-    st.add_argument("input", help="input image or video file")
-    st.add_argument("output", help="output file (its extension picks the format)")
+    st.add_argument("input", help="input image, video file or stream URL")
+    st.add_argument("output", help="output file (its extension picks the format) or stream URL")
     group = st.add_mutually_exclusive_group()
     group.add_argument("--style", help="one style from the model's bank")
     group.add_argument("--weights", nargs="+", metavar="NAME=W", help="a blend, e.g. --weights vangogh=0.6 hokusai=0.4")
     st.add_argument("--strength", type=float, default=1.0, help="0 = input, 1 = fully stylized (default: 1)")
     st.add_argument("--caption", default="", help="caption drawn on every frame")
+    live = st.add_argument_group("streams (when INPUT or OUTPUT is a URL)")
+    live.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
+    live.add_argument("--reconnect", type=int, default=-1, metavar="N",
+                      help="reopen a network input that drops at most N times in a row (default: -1, for ever)")
+    live.add_argument("--timeout", type=float, default=5.0, metavar="S",
+                      help="a network input with no data for S seconds counts as dropped (default: 5)")
+    live.add_argument("--input-option", action="append", metavar="KEY=VALUE",
+                      help="FFmpeg option for the input, e.g. listen=1 to receive rtmp:// (repeatable)")
+    live.add_argument("--output-option", action="append", metavar="KEY=VALUE",
+                      help="FFmpeg option for the output muxer/protocol (repeatable)")
 
     bench = sub.add_parser("bench", help="measure fps and latency, print a table, append it to BENCHMARKS.md",
                            description="Network-only rows for every back-end, size and batch size, each with its "

@@ -46,6 +46,7 @@ class ExpressionLayer:
         self.caption_glide = Glider()
         self.sticker_glide = Glider()
         self.layout: dict[str, list[int]] = {}   # last placed boxes (x, y, w, h), for stats and tests
+        self.sprites: list[Sprite] = []          # last placed sprites, drawn in this order (overlay-only viewers)
         self._kind: str | None = None
 
     @property
@@ -72,18 +73,22 @@ class ExpressionLayer:
         if face is not None:
             layout["face"] = list(face.rounded())
         caption_rect: Rect | None = None
+        sprites: list[Sprite] = []
         if ex.caption:
             placed = self._caption(ex, w, h, face)
             if placed is not None:
                 placed.composite(out)
+                sprites.append(placed)
                 caption_rect = (placed.x, placed.y, placed.width, placed.height)
                 layout["caption"] = list(caption_rect)
         if ex.emoji:
             placed = self._stickers(ex.emoji, w, h, face, caption_rect)
             if placed is not None:
                 placed.composite(out)
+                sprites.append(placed)
                 layout["stickers"] = [placed.x, placed.y, placed.width, placed.height]
         self.layout = layout
+        self.sprites = sprites
 
     # ------------------------------------------------------------ captions
 

@@ -10,6 +10,10 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aiortc import RTCConfiguration
 
 _loopback = False
 
@@ -54,3 +58,22 @@ def add_bitrate_hints(sdp: str, start_kbps: int = 1500, min_kbps: int = 800, max
         if m and m.group(1) not in fmtp_seen:
             result.append(f"a=fmtp:{m.group(1)} {hints}")
     return "\r\n".join(result) + "\r\n"
+
+
+_ice_servers: list[str] = []
+
+
+def set_ice_servers(urls: list[str]) -> None:
+    """STUN/TURN URLs offered to every peer connection (`realtime serve --ice-server URL`)."""
+    _ice_servers[:] = list(urls)
+
+
+def rtc_configuration() -> RTCConfiguration:
+    """Peer-connection settings: no STUN server unless configured.
+
+    aiortc's default asks a public STUN server for a reflexive address, which a server on
+    127.0.0.1 or a LAN never needs and which tests on loopback must not do.
+    """
+    from aiortc import RTCConfiguration, RTCIceServer
+
+    return RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in _ice_servers])

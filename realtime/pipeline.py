@@ -131,6 +131,7 @@ class FramePipeline:
             self.layer.draw(rgb, out, state.expression)
         else:
             self.layer.layout = {}
+            self.layer.sprites = []
         t2 = time.perf_counter()
         self.times.add("network", (t1 - t0) * 1e3)
         self.times.add("overlay", (t2 - t1) * 1e3)

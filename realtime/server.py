@@ -10,6 +10,7 @@ Routes:
     GET  /fonts/openmoji.woff2  the colour emoji font the video uses, so the page shows the same emoji
     GET  /healthz        liveness and a few counters
     POST /offer          {"sdp", "type": "offer"} -> {"sdp", "type": "answer"} (ICE fully gathered)
+    WHIP, WHEP, /view/{stream} and /api/streams: realtime/feeds.py and realtime/api.py
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from engines.backends import Backend, load_backend
-from realtime import ice
+from realtime import feeds, ice
+from realtime.auth import token_from_env
 from realtime.control import ControlError, parse_control
 from realtime.emoji import ALIASES, MAX_STICKERS
 from realtime.moods import MAX_MOOD_CHARS, MoodBook, MoodError
@@ -173,7 +175,7 @@ async def offer(request: web.Request) -> web.Response:
     if ice.loopback_enabled():
         sdp = ice.keep_loopback_candidates(sdp)
 
-    pc = RTCPeerConnection()
+    pc = RTCPeerConnection(ice.rtc_configuration())
     session = Session(pc, FramePipeline(app[BACKEND_KEY], moods=app[MOODS_KEY]))
     stats_task: list[asyncio.Task] = []
 
@@ -229,7 +231,8 @@ async def _on_shutdown(app: web.Application) -> None:
     app[EXECUTOR_KEY].shutdown(wait=False, cancel_futures=True)
 
 
-def create_app(backend: Backend, moods: MoodBook | None = None) -> web.Application:
+def create_app(backend: Backend, moods: MoodBook | None = None, token: str | None = None) -> web.Application:
+    """The server; `token`, when set, is required (Bearer) by WHIP, WHEP and /api/streams."""
     _tune_vp8_bitrate()
     app = web.Application(client_max_size=MAX_OFFER_BYTES)
     app[BACKEND_KEY] = backend
@@ -246,6 +249,7 @@ def create_app(backend: Backend, moods: MoodBook | None = None) -> web.Applicati
     app.router.add_get("/thumbs/{name}.jpg", thumb)
     app.router.add_post("/offer", offer)
     app.router.add_static("/static", web_dir(), follow_symlinks=False)
+    feeds.setup(app, backend, app[MOODS_KEY], app[EXECUTOR_KEY], token, web_dir())
     app.on_shutdown.append(_on_shutdown)
     return app
 
@@ -264,11 +268,15 @@ def run_server(args: argparse.Namespace) -> int:
     import numpy as np
 
     backend.stylize(np.zeros((360, 640, 3), np.uint8), backend.contract.weights_vector(None))  # warm-up
+    ice.set_ice_servers(args.ice_server)
     if args.loopback_ice:
         ice.enable_loopback()
-    app = create_app(backend, book)
+    token = token_from_env(getattr(args, "token", None))
+    app = create_app(backend, book, token)
     url = f"http://{args.host}:{args.port}"
     print(f"realtime: serving {url}  (model: {backend.artifact.path}, back-end: {backend.name}, "
           f"styles: {', '.join(backend.style_names)})", flush=True)
+    print(f"realtime: WHIP {url}/whip/NAME, viewer {url}/view/NAME, API {url}/api/streams "
+          f"({'bearer token required' if token else 'no token: clients on this machine only'})", flush=True)
     web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
     return 0

@@ -40,6 +40,8 @@ COPY_AUDIO: dict[str, frozenset[str] | None] = {
     "mov": frozenset({"aac", "mp3", "alac", "ac3", "eac3", "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_f32le"}),
     "matroska": None,
     "webm": frozenset({"opus", "vorbis"}),
+    "mpegts": frozenset({"aac", "mp3", "mp2", "ac3", "eac3", "opus"}),  # stream outputs (realtime/stream_io.py)
+    "flv": frozenset({"aac", "mp3"}),
 }
 
 
@@ -170,7 +172,8 @@ def _open_audio_output(container: OutputContainer, fmt: str, src_audio: AudioStr
         stream = container.add_stream("libopus", rate=48000)  # libopus only takes 48/24/16/12/8 kHz
     else:
         stream = container.add_stream("aac", rate=src_audio.codec_context.sample_rate or 48000)
-    stream.layout = src_audio.codec_context.layout if src_audio.codec_context.layout.nb_channels <= 2 else "stereo"
+    # A named layout: a source's "1 channels" (unspecified order, e.g. PCM in mkv) makes the AAC encoder refuse.
+    stream.layout = "mono" if src_audio.codec_context.layout.nb_channels == 1 else "stereo"
     return stream, False
 
 
@@ -315,6 +318,10 @@ def stylize_video(pipe: FramePipeline, src: Path, tmp: Path, dst_ext: str) -> st
 
 
 def run_stylize(args: argparse.Namespace) -> int:
+    from realtime.stream_io import is_stream, run_stream
+
+    if is_stream(args.input) or is_stream(args.output):
+        return run_stream(args)  # live input or output: newest-frame loop, audio copied, reconnects
     try:
         src, dst, kind = check_args(args)
         backend: Backend = load_backend(args.engine, args.backend, args.threads)

@@ -108,3 +108,20 @@ def pytest_runtest_makereport(item, call):
             if callable(sections):
                 for title, text in sections():
                     report.sections.append((title, text))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip `gpu` tests where there is no CUDA GPU (CI, laptops); scripts/gpu_check.sh runs them on one."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    try:
+        import torch
+
+        have_cuda = torch.cuda.is_available()
+    except Exception:  # no torch, or a broken CUDA install
+        have_cuda = False
+    if not have_cuda:
+        skip = pytest.mark.skip(reason="needs a CUDA GPU (run scripts/gpu_check.sh on one)")
+        for item in gpu_items:
+            item.add_marker(skip)

@@ -60,7 +60,7 @@ class NumberedTrack(VideoStreamTrack):
 
 async def _measure(url: str) -> dict:
     ice.enable_loopback()
-    pc = RTCPeerConnection()
+    pc = RTCPeerConnection(ice.rtc_configuration())
     track = NumberedTrack()
     pc.addTrack(track)
     channel = pc.createDataChannel("control")

@@ -17,7 +17,9 @@ def _add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
         if t is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         elif typing.get_origin(t) is list:
-            parser.add_argument(flag, nargs="+", default=default, help=f"default: {' '.join(map(str, default))}")
+            (item,) = typing.get_args(t) or (str,)
+            parser.add_argument(flag, nargs="+", type=item, default=default,
+                                help=f"default: {' '.join(map(str, default))}")
         else:
             parser.add_argument(flag, type=t, default=default, help=f"default: {default}")
 

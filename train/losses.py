@@ -59,31 +59,50 @@ def _inner(f: torch.Tensor, margin: float) -> torch.Tensor:
 
 
 def style_loss(feats: dict[int, torch.Tensor], target: StyleStats, taps: tuple[int, ...] = STYLE_TAPS,
-               margin: float = 0.0) -> torch.Tensor:
+               margin: float = 0.0, grid: int = 1) -> torch.Tensor:
     """Mean/std matching, each tap normalised by its target's size, averaged over taps. 0 iff statistics match.
 
-    A margin leaves the frame border out of the statistics: otherwise a generator learns to paint
-    palette swatches along the edge, where zero padding tells it the border is.
+    Global statistics can be met by a few local swatches: a generator learned to paint palette
+    blobs along the top edge, where zero padding tells it the border is. A margin leaves the
+    border out, and grid > 1 matches every tile on its own, so the style has to be everywhere.
     """
     total = feats[taps[0]].new_zeros(())
     for k in taps:
-        mu, sigma = mean_std(_inner(feats[k], margin))
         tm, ts = target.mu[k], target.sigma[k]
         norm = (tm.pow(2).mean() + ts.pow(2).mean()).clamp_min(1e-8)
-        total = total + (F.mse_loss(mu, tm) + F.mse_loss(sigma, ts)) / norm
+        for region in _regions(_inner(feats[k], margin), grid):
+            mu, sigma = mean_std(region)
+            total = total + (F.mse_loss(mu, tm) + F.mse_loss(sigma, ts)) / (norm * grid * grid)
     return total / len(taps)
 
 
-def colour_loss(image: torch.Tensor, target: StyleStats, margin: float = 0.0) -> torch.Tensor:
-    """Image-space palette: per-channel RGB mean/std against the mixture's (border left out, as above)."""
-    mu, sigma = mean_std(_inner(image, margin))
-    return F.mse_loss(mu, target.rgb_mu) + F.mse_loss(sigma, target.rgb_sigma)
+def _regions(f: torch.Tensor, grid: int) -> list[torch.Tensor]:
+    """Split a feature map into grid x grid tiles (the last row/column takes the remainder)."""
+    if grid == 1:
+        return [f]
+    h, w = f.shape[2], f.shape[3]
+    ys = [h * i // grid for i in range(grid + 1)]
+    xs = [w * i // grid for i in range(grid + 1)]
+    return [f[:, :, ys[i] : ys[i + 1], xs[j] : xs[j + 1]] for i in range(grid) for j in range(grid)]
 
 
-def content_loss(feats: dict[int, torch.Tensor], content_feats: dict[int, torch.Tensor], tap: int = CONTENT_TAP) -> torch.Tensor:
-    """Relative MSE on one deep tap: MSE(F, Fc) / mean(Fc^2)."""
-    fc = content_feats[tap]
-    return F.mse_loss(feats[tap], fc) / fc.pow(2).mean().clamp_min(1e-8)
+def colour_loss(image: torch.Tensor, target: StyleStats, margin: float = 0.0, grid: int = 1) -> torch.Tensor:
+    """Image-space palette: per-channel RGB mean/std against the mixture's (border and tiles as above)."""
+    total = image.new_zeros(())
+    for region in _regions(_inner(image, margin), grid):
+        mu, sigma = mean_std(region)
+        total = total + F.mse_loss(mu, target.rgb_mu) + F.mse_loss(sigma, target.rgb_sigma)
+    return total / (grid * grid)
+
+
+def content_loss(feats: dict[int, torch.Tensor], content_feats: dict[int, torch.Tensor],
+                 taps: tuple[int, ...] = (CONTENT_TAP,)) -> torch.Tensor:
+    """Relative MSE MSE(F, Fc) / mean(Fc^2), averaged over taps (a stride-8 tap keeps faces, stride-16 layout)."""
+    total = feats[taps[0]].new_zeros(())
+    for k in taps:
+        fc = content_feats[k]
+        total = total + F.mse_loss(feats[k], fc) / fc.pow(2).mean().clamp_min(1e-8)
+    return total / len(taps)
 
 
 def tv_loss(image: torch.Tensor) -> torch.Tensor:

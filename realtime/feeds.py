@@ -1,0 +1,248 @@
+"""WHIP ingest, WHEP egress and the viewer page: streams for OBS and other stream tools.
+
+Routes (registered by `setup`; the control API is in realtime/api.py):
+    POST    /whip                 publish to the stream "live" (body: SDP offer, application/sdp)
+    POST    /whip/{stream}        publish to a named stream -> 201, SDP answer, Location: /whip/{stream}/{id}
+    DELETE  /whip/{stream}/{id}   stop publishing; the stream ends and its viewers are closed
+    POST    /whep/{stream}        pull the stylized stream -> 201, SDP answer, Location: /whep/{stream}/{id}
+    DELETE  /whep/{stream}/{id}   stop pulling
+    GET     /view/{stream}        the viewer page (no controls; ?overlay=1 for the expression layer alone)
+
+ICE is gathered completely before answering (aiortc always does), since OBS does not trickle;
+PATCH (trickle ICE, ICE restart) is therefore answered 405. Auth: realtime/auth.py.
+Publishing again to a live name replaces its publisher (OBS reconnecting) and keeps the viewers.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+
+from engines.backends import Backend
+from realtime import api, ice
+from realtime.auth import refusal
+from realtime.moods import MoodBook
+from realtime.streams import Publisher, StreamHub, Viewer
+
+log = logging.getLogger("realtime.feeds")
+
+DEFAULT_STREAM = "live"
+STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MAX_SDP_BYTES = 64 * 1024
+SDP = "application/sdp"
+
+
+@dataclass
+class Feeds:
+    hub: StreamHub
+    token: str | None
+    pages: Path  # web/, where view.html is
+
+
+FEEDS_KEY = web.AppKey("feeds", Feeds)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _stream_name(request: web.Request) -> str | None:
+    name = request.match_info.get("stream", DEFAULT_STREAM)
+    return name if STREAM_NAME.fullmatch(name) else None
+
+
+def _absolute(request: web.Request, path: str) -> str:
+    """Location as an absolute URL: every WHIP client resolves it, old OBS builds included."""
+    return str(request.url.origin().with_path(path))
+
+
+async def _read_offer(request: web.Request) -> str | web.Response:
+    """The SDP offer of a WHIP/WHEP POST, or the error response."""
+    if request.content_type != SDP:
+        return _error(415, f"send the SDP offer as Content-Type: {SDP}")
+    if request.content_length is not None and request.content_length > MAX_SDP_BYTES:
+        return _error(413, f"offer too large (limit {MAX_SDP_BYTES} bytes)")
+    raw = await request.read()
+    try:
+        sdp = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return _error(400, "invalid offer: not UTF-8 text")
+    if not sdp.lstrip().startswith("v=0"):
+        return _error(400, "invalid offer: an SDP offer starts with 'v=0'")
+    return ice.keep_loopback_candidates(sdp) if ice.loopback_enabled() else sdp
+
+
+def _answer(request: web.Request, sdp: str, location: str) -> web.Response:
+    return web.Response(status=201, text=sdp, content_type=SDP,
+                        headers={"Location": _absolute(request, location), "Cache-Control": "no-store"})
+
+
+def _checked(request: web.Request) -> tuple[Feeds, str] | web.Response:
+    """Auth first (so nothing is revealed to a stranger), then the stream name."""
+    feeds = request.app[FEEDS_KEY]
+    refused = refusal(request, feeds.token)
+    if refused is not None:
+        return refused
+    name = _stream_name(request)
+    if name is None:
+        return _error(400, "stream names are 1-64 letters, digits, '-' or '_'")
+    return feeds, name
+
+
+# ---------------------------------------------------------------- WHIP
+
+
+async def whip_publish(request: web.Request) -> web.Response:
+    checked = _checked(request)
+    if isinstance(checked, web.Response):
+        return checked
+    feeds, name = checked
+    offer = await _read_offer(request)
+    if isinstance(offer, web.Response):
+        return offer
+    pc = RTCPeerConnection(ice.rtc_configuration())
+    received: dict[str, list[MediaStreamTrack]] = {"video": [], "audio": []}
+    pc.on("track", lambda track: received.setdefault(track.kind, []).append(track))
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        if not received["video"]:
+            raise ValueError("the offer sends no video")
+        await pc.setLocalDescription(await pc.createAnswer())
+    except Exception as exc:  # noqa: BLE001  (aiortc raises ValueError/KeyError/... for bad SDP)
+        await pc.close()
+        msg = str(exc) or type(exc).__name__
+        log.info("WHIP offer for %s refused: %s", name, msg)
+        return _error(400, f"invalid offer: {msg}")
+
+    publisher = Publisher(pc, received["video"][0], received["audio"][0] if received["audio"] else None)
+    stream = feeds.hub.stream_for_publish(name)
+    await stream.attach(publisher)
+
+    @pc.on("connectionstatechange")
+    async def on_state() -> None:
+        if pc.connectionState in ("failed", "closed"):
+            await feeds.hub.end(name, publisher.id)  # no-op if a newer publisher took over
+
+    log.info("WHIP: stream %s published (%s)%s", name, publisher.id,
+             " with audio" if publisher.audio is not None else "")
+    return _answer(request, ice.add_bitrate_hints(pc.localDescription.sdp), f"/whip/{name}/{publisher.id}")
+
+
+async def whip_delete(request: web.Request) -> web.Response:
+    checked = _checked(request)
+    if isinstance(checked, web.Response):
+        return checked
+    feeds, name = checked
+    if not await feeds.hub.end(name, request.match_info["id"]):
+        return _error(404, f"no WHIP session {request.match_info['id']!r} on stream {name!r}")
+    return web.Response(status=200)
+
+
+# ---------------------------------------------------------------- WHEP
+
+
+async def whep_view(request: web.Request) -> web.Response:
+    checked = _checked(request)
+    if isinstance(checked, web.Response):
+        return checked
+    feeds, name = checked
+    offer = await _read_offer(request)
+    if isinstance(offer, web.Response):
+        return offer
+    stream = feeds.hub.streams.get(name)
+    if stream is None:
+        return _error(404, f"stream {name!r} is not live")
+    pc = RTCPeerConnection(ice.rtc_configuration())
+    viewer = Viewer(pc)
+
+    @pc.on("datachannel")
+    def on_datachannel(channel) -> None:
+        if channel.label == "overlay":
+            stream.set_overlay_channel(viewer, channel)
+
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        kinds = {t.kind for t in pc.getTransceivers()}
+        if not kinds and "m=application" not in offer:
+            raise ValueError("the offer asks for no video, audio or data channel")
+        if "video" in kinds:
+            viewer.tracks.append(stream.subscribe_video())
+        if "audio" in kinds:
+            viewer.tracks.append(stream.audio.subscribe())
+        for track in viewer.tracks:
+            pc.addTrack(track)
+        await pc.setLocalDescription(await pc.createAnswer())
+    except Exception as exc:  # noqa: BLE001  (as above)
+        await viewer.close()
+        msg = str(exc) or type(exc).__name__
+        log.info("WHEP offer for %s refused: %s", name, msg)
+        return _error(400, f"invalid offer: {msg}")
+    if feeds.hub.streams.get(name) is not stream:  # the stream ended while we answered
+        await viewer.close()
+        return _error(404, f"stream {name!r} is not live")
+    stream.add_viewer(viewer)
+
+    @pc.on("connectionstatechange")
+    async def on_state() -> None:
+        if pc.connectionState in ("failed", "closed"):
+            await stream.remove_viewer(viewer.id)
+
+    log.info("WHEP: viewer %s on stream %s (%d watching)", viewer.id, name, len(stream.viewers))
+    return _answer(request, pc.localDescription.sdp, f"/whep/{name}/{viewer.id}")
+
+
+async def whep_delete(request: web.Request) -> web.Response:
+    checked = _checked(request)
+    if isinstance(checked, web.Response):
+        return checked
+    feeds, name = checked
+    stream = feeds.hub.streams.get(name)
+    if stream is None or not await stream.remove_viewer(request.match_info["id"]):
+        return _error(404, f"no WHEP session {request.match_info['id']!r} on stream {name!r}")
+    return web.Response(status=200)
+
+
+async def options(request: web.Request) -> web.Response:
+    """What WHIP/WHEP clients may ask before POSTing."""
+    return web.Response(status=204, headers={"Accept-Post": SDP, "Allow": "OPTIONS, POST"})
+
+
+# ---------------------------------------------------------------- viewer page
+
+
+async def view_page(request: web.Request) -> web.StreamResponse:
+    if _stream_name(request) is None:
+        raise web.HTTPNotFound()
+    return web.FileResponse(request.app[FEEDS_KEY].pages / "view.html", headers={"Cache-Control": "no-cache"})
+
+
+# ---------------------------------------------------------------- wiring
+
+
+def setup(app: web.Application, backend: Backend, moods: MoodBook, executor: concurrent.futures.Executor,
+          token: str | None, pages: Path) -> StreamHub:
+    """Register WHIP, WHEP, the viewer page (pages/view.html) and the control API on `app`; returns the hub."""
+    hub = StreamHub(backend, moods, executor)
+    app[FEEDS_KEY] = Feeds(hub, token, pages)
+    app.router.add_route("OPTIONS", "/whip", options)
+    app.router.add_post("/whip", whip_publish)
+    app.router.add_route("OPTIONS", "/whip/{stream}", options)
+    app.router.add_post("/whip/{stream}", whip_publish)
+    app.router.add_delete("/whip/{stream}/{id}", whip_delete)
+    app.router.add_route("OPTIONS", "/whep/{stream}", options)
+    app.router.add_post("/whep/{stream}", whep_view)
+    app.router.add_delete("/whep/{stream}/{id}", whep_delete)
+    app.router.add_get("/view/{stream}", view_page)
+    api.setup(app, hub, token)
+
+    async def close(app: web.Application) -> None:
+        await hub.close()
+
+    app.on_shutdown.append(close)
+    return hub
