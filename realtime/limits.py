@@ -1,0 +1,167 @@
+"""What one server takes at most: peers, bodies, request rates, frame sizes; and who holds a peer slot.
+
+Every limit has a clear answer past it:
+    peers       503 {"error": "server busy: ..."} with Retry-After (POST /offer, /whip, /whep)
+    bodies      413 {"error": ...} (offers and SDP 64 KiB, control API 4 KiB)
+    offers      429 {"error": ...} per client address (token bucket), Retry-After
+    control     the data channel's error reply, or 429 from the control API (per session/stream and per client)
+    frames      bigger than --max-resolution: scaled down for the network, with a notice; over 4x that, or
+                smaller than 16x16: a clear error on the data channel (too big ends the session)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from realtime.ratelimit import TokenBucket
+
+log = logging.getLogger("realtime.limits")
+
+MAX_OFFER_BYTES = 64 * 1024     # an SDP offer with every candidate is 3-8 KiB
+MAX_API_BYTES = 4096            # one control message (realtime.control.MAX_MESSAGE_BYTES)
+MIN_FRAME_SIDE = 16             # smaller frames are sent back unchanged (with an error message)
+HARD_PIXELS_FACTOR = 4          # frames over max_pixels * this end the session (decoding them alone is too much)
+MAX_CLIENTS_TRACKED = 4096      # per-address rate-limit buckets kept (least recently used go first)
+
+
+@dataclass
+class Limits:
+    """The server's limits (`realtime serve` options; defaults fit one 2-core machine)."""
+
+    max_peers: int = 8                  # WebRTC peers at once: web sessions + WHIP publishers + WHEP viewers
+    offer_rate: float = 2.0             # offers per second per client address, sustained ...
+    offer_burst: float = 10.0           # ... with bursts of this many
+    api_rate: float = 20.0              # control API requests per second per client address
+    api_burst: float = 40.0
+    max_width: int = 1280               # frames over this many pixels (width x height) are scaled down
+    max_height: int = 720
+    budget_ms: float = 150.0            # a frame's time in the server: decoded -> stylized, handed to the encoder
+    connect_timeout_s: float = 20.0     # an answered peer that has not connected by then is closed
+    idle_timeout_s: float = 15.0        # a session or publisher that sent no video for this long is closed
+    storm_s: float = 5.0                # every frame failing for this long ends a session (see StormGuard)
+    worker_timeout_s: float = 30.0      # an inference call running longer counts as hung: the worker is replaced
+
+    @property
+    def max_pixels(self) -> int:
+        return self.max_width * self.max_height
+
+
+class ClientLimiter:
+    """A token bucket per client address, for offers and API requests; bounded in how many it remembers."""
+
+    def __init__(self, rate: float, burst: float, max_clients: int = MAX_CLIENTS_TRACKED) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_clients = max_clients
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self.refused = 0
+
+    def allow(self, client: str | None) -> bool:
+        key = client or "?"
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = TokenBucket(rate=self.rate, burst=self.burst, tokens=self.burst)
+            self._buckets[key] = bucket
+            while len(self._buckets) > self.max_clients:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+        ok = bucket.allow()
+        if not ok:
+            self.refused += 1
+        return ok
+
+    def retry_after_s(self) -> int:
+        return max(1, round(1.0 / self.rate)) if self.rate > 0 else 60
+
+
+class Slot:
+    """One admitted peer; release() is idempotent."""
+
+    def __init__(self, peers: Peers, kind: str) -> None:
+        self.peers = peers
+        self.kind = kind
+        self.released = False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.peers._held[self.kind] -= 1
+
+
+class Peers:
+    """Admission (at most `limit` peers at once) and a census of every RTCPeerConnection the server made."""
+
+    KINDS = ("session", "publisher", "viewer")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held = {k: 0 for k in self.KINDS}
+        self.refused = 0
+        self.admitted = 0
+        self._pcs: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    @property
+    def count(self) -> int:
+        return sum(self._held.values())
+
+    def held(self, kind: str) -> int:
+        return self._held[kind]
+
+    def admit(self, kind: str) -> Slot | None:
+        """A slot for one more peer, or None when the server is full."""
+        if self.count >= self.limit:
+            self.refused += 1
+            return None
+        self._held[kind] += 1
+        self.admitted += 1
+        return Slot(self, kind)
+
+    def track(self, pc: Any) -> Any:
+        """Remember `pc` (weakly), so leaks show up in /debug/resources."""
+        self._pcs.add(pc)
+        return pc
+
+    def alive(self) -> int:
+        """RTCPeerConnections still in memory (call gc.collect() first for an exact count)."""
+        return len(self._pcs)
+
+    def open(self) -> int:
+        """RTCPeerConnections not closed yet."""
+        return sum(1 for pc in list(self._pcs) if getattr(pc, "connectionState", "closed") != "closed")
+
+
+def watch_connect(pc: Any, timeout_s: float, on_timeout: Callable[[], Any], what: str) -> asyncio.Task:
+    """Close a peer that was answered but never connected (a client that vanished mid-handshake)."""
+
+    async def watch() -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if pc.connectionState == "connected":
+                return
+            if pc.connectionState in ("failed", "closed"):
+                return
+            await asyncio.sleep(0.25)
+        log.info("%s did not connect within %.0f s; closed", what, timeout_s)
+        result = on_timeout()
+        if asyncio.iscoroutine(result):
+            await result
+
+    return asyncio.ensure_future(watch())
+
+
+def scaled_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """The size a frame is stylized at: itself when small enough, else scaled down to max_pixels (even sides)."""
+    if width * height <= max_pixels:
+        return width, height
+    scale = (max_pixels / (width * height)) ** 0.5
+    w = max(2, int(width * scale) // 2 * 2)
+    h = max(2, int(height * scale) // 2 * 2)
+    return w, h
