@@ -10,7 +10,9 @@ Validation is the data channel's (realtime.control.parse_control), and so is the
 (20 per second, bursts of 40, per stream: 429 past that). POST bodies must be
 Content-Type: application/json, which also keeps other web sites from posting here
 (a cross-origin JSON POST needs a CORS preflight, which this server does not grant).
-Errors: {"error": message} with 400, 401/403 (realtime/auth.py), 404, 415 or 429.
+Bodies are at most 4 KiB (413 past that); each client address may make 20 API requests a second
+(bursts of 40) besides the per-stream limit.
+Errors: {"error": message} with 400, 401/403 (realtime/auth.py), 404, 413, 415 or 429.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from realtime.auth import refusal
-from realtime.control import ControlError, parse_control
+from realtime.control import MAX_MESSAGE_BYTES, ControlError, parse_control
+from realtime.limits import RUNTIME_KEY, read_limited
 from realtime.streams import LiveStream, StreamHub
 
 
@@ -75,15 +78,28 @@ async def get_stats(request: web.Request) -> web.Response:
 
 
 async def update_stream(request: web.Request) -> web.Response:
+    refused = refusal(request, request.app[API_KEY].token)
+    if refused is not None:
+        return refused
+    if request.content_type != "application/json":
+        return _error(415, "send the control message as Content-Type: application/json")
+    if request.content_length is not None and request.content_length > MAX_MESSAGE_BYTES:
+        return _error(413, f"control message too large (limit {MAX_MESSAGE_BYTES} bytes)")
     stream = _find(request)
     if isinstance(stream, web.Response):
         return stream
-    if request.content_type != "application/json":
-        return _error(415, "send the control message as Content-Type: application/json")
+    rt = request.app.get(RUNTIME_KEY)
+    if rt is not None and not rt.api.allow(request.remote):
+        return _error(429, f"too many API requests from this address: at most {rt.api.rate:g} per second "
+                           f"(burst {rt.api.burst:g})")
     if not stream.control_bucket.allow():
         b = stream.control_bucket
+        if rt is not None:
+            rt.control_dropped += 1
         return _error(429, f"too many control messages: at most {b.rate:g} per second (burst {b.burst:g})")
-    raw = await request.read()
+    raw = await read_limited(request, MAX_MESSAGE_BYTES)  # a chunked body without a length stops here too
+    if raw is None:
+        return _error(413, f"control message too large (limit {MAX_MESSAGE_BYTES} bytes)")
     try:
         update = parse_control(raw, stream.pipeline.backend.style_names)
     except ControlError as exc:

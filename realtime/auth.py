@@ -4,8 +4,12 @@
   `Authorization: Bearer T`; a missing or wrong token gets 401.
 - Without a token: loopback clients (127.0.0.0/8, ::1) are let in without one, anything else
   gets 403. This keeps a token-less server usable from OBS on the same machine without
-  exposing it to the network. (A later reliability issue will tighten this, e.g. against DNS
-  rebinding from a browser tab; see docs/obs.md.)
+  exposing it to the network. DNS rebinding (a web page whose name resolves to 127.0.0.1) is
+  stopped by the Host check in realtime/security.py.
+- `--insecure` (no token, on purpose): everyone is let in.
+
+Every control and signaling route calls `refusal` first: POST /offer, WHIP, WHEP, /api/streams,
+/metrics and /debug/resources.
 """
 
 from __future__ import annotations
@@ -48,9 +52,12 @@ def bearer(request: web.Request) -> str | None:
 
 def refusal(request: web.Request, token: str | None) -> web.Response | None:
     """None when the request may go on; else the 401/403 response to return."""
+    from realtime.security import POLICY_KEY
+
     given = bearer(request)
     if token is None:
-        if is_loopback(request.remote):
+        policy = request.app.get(POLICY_KEY)
+        if is_loopback(request.remote) or (policy is not None and policy.open):
             return None
         return web.json_response(
             {"error": "this server has no token, so only clients on this machine may use it; "

@@ -45,13 +45,43 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--moods", metavar="FILE.toml", default=None,
                        help="extra mood presets ([[mood]] tables; see docs/moods.md)")
     serve.add_argument("--token", default=None,
-                       help="bearer token that WHIP, WHEP and /api/streams require (default: env STYLIZER_TOKEN; "
-                            "without one, only clients on this machine may use them)")
+                       help="bearer token that every control and signaling route requires: /offer, WHIP, WHEP, "
+                            "/api/streams, /metrics (default: env STYLIZER_TOKEN; without one, only clients on "
+                            "this machine may use them). The web app takes it as /?token=TOKEN")
     serve.add_argument("--ice-server", action="append", default=[], metavar="URL",
                        help="STUN/TURN server for clients behind NAT, e.g. stun:stun.example.org:3478 "
                             "(repeatable; default: none, enough on one machine or a LAN)")
     serve.add_argument("--loopback-ice", action="store_true",
                        help="offer only 127.0.0.1 ICE candidates (same-machine tests with headless browsers)")
+    sec = serve.add_argument_group("security")
+    sec.add_argument("--insecure", action="store_true",
+                     help="allow a non-loopback --host without a token: anyone who reaches the port may use it")
+    sec.add_argument("--cert", metavar="PEM", default=None,
+                     help="TLS certificate (with --key): serve https, which browsers need for the camera "
+                          "off localhost")
+    sec.add_argument("--key", metavar="PEM", default=None, help="TLS private key (with --cert)")
+    sec.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                     help="another origin (e.g. https://studio.example.org) whose pages may call the API and "
+                          "signaling routes; repeatable (default: only the server's own origin)")
+    lim = serve.add_argument_group("limits")
+    lim.add_argument("--max-peers", type=int, default=None, metavar="N",
+                     help="WebRTC peers at once (web sessions + WHIP publishers + WHEP viewers); past it, "
+                          "503 'server busy' (default: 8)")
+    lim.add_argument("--budget-ms", type=float, default=None, metavar="MS",
+                     help="per-frame budget in the server, decoded to stylized; misses are counted "
+                          "(default: 150)")
+    lim.add_argument("--max-resolution", default=None, metavar="WxH",
+                     help="bigger frames are stylized scaled down to this area (default: 1280x720)")
+    lim.add_argument("--offer-rate", type=float, default=None, metavar="N",
+                     help="offers per second per client address, bursts of 5x (default: 2)")
+    lim.add_argument("--idle-timeout", dest="idle_timeout_s", type=float, default=None, metavar="S",
+                     help="close a session or publisher that sent no video for S seconds (default: 15)")
+    lim.add_argument("--connect-timeout", dest="connect_timeout_s", type=float, default=None, metavar="S",
+                     help="close an answered peer that has not connected after S seconds (default: 20)")
+    lim.add_argument("--worker-timeout", dest="worker_timeout_s", type=float, default=None, metavar="S",
+                     help="an inference call running longer counts as hung: the worker is replaced (default: 30)")
+    serve.add_argument("--log-format", choices=("text", "json"), default="text",
+                       help="log lines as text or one JSON object each (with session/stream ids)")
 
     st = sub.add_parser("stylize", help="stylize an image, a video file or a live stream",
                         description="Stylize an image (png/jpg/...) or a video file. Video keeps its frame count, "
@@ -59,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "udp://, http://) and OUTPUT a stream URL (rtmp://, srt://, udp://): then the "
                                     "newest frame is stylized (stale ones are dropped), audio is copied unchanged, "
                                     "a status line shows fps, lag and drops, and a dropped input is reopened with "
-                                    "back-off. Stop with Ctrl-C (a file output is finished properly).")
+                                    "back-off. Stop with Ctrl-C or SIGTERM: a file output is finished properly "
+                                    "(exit 0). Out of disk space: a one-line error, and the partial file is "
+                                    "removed.")
     _add_model_args(st)
     st.add_argument("input", help="input image, video file or stream URL")
     st.add_argument("output", help="output file (its extension picks the format) or stream URL")
@@ -105,21 +137,25 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from engines.backends import BackendError
 
+    if getattr(args, "offer_rate", None) is not None:
+        args.offer_burst = max(1.0, 5 * args.offer_rate)
     try:
         if args.command == "serve":
             from realtime.server import run_server
 
             return run_server(args)
         if args.command == "stylize":
+            from realtime.stop import install_stop_signals
             from realtime.stylize_file import run_stylize
 
-            return run_stylize(args)
+            with install_stop_signals():
+                return run_stylize(args)
         if args.command == "bench":
             from realtime.bench import run_bench
 
             return run_bench(args)
     except BackendError as exc:
-        print(f"realtime: error: {exc}", file=sys.stderr)
+        print(f"realtime: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -15,9 +15,11 @@ Publishing again to a live name replaces its publisher (OBS reconnecting) and ke
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import logging
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,14 +29,16 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from engines.backends import Backend
 from realtime import api, ice
 from realtime.auth import refusal
+from realtime.limits import MAX_OFFER_BYTES, RUNTIME_KEY, Limits, Runtime, Slot, watch_connect
 from realtime.moods import MoodBook
+from realtime.session import close_pc
 from realtime.streams import Publisher, StreamHub, Viewer
 
 log = logging.getLogger("realtime.feeds")
 
 DEFAULT_STREAM = "live"
 STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-MAX_SDP_BYTES = 64 * 1024
+MAX_SDP_BYTES = MAX_OFFER_BYTES
 SDP = "application/sdp"
 
 
@@ -95,18 +99,78 @@ def _checked(request: web.Request) -> tuple[Feeds, str] | web.Response:
     return feeds, name
 
 
-# ---------------------------------------------------------------- WHIP
-
-
-async def whip_publish(request: web.Request) -> web.Response:
+def _admit(request: web.Request, kind: str) -> tuple[Feeds, str, Slot | None] | web.Response:
+    """_checked, then the per-client offer rate and a peer slot (503 when the server is full)."""
     checked = _checked(request)
     if isinstance(checked, web.Response):
         return checked
     feeds, name = checked
-    offer = await _read_offer(request)
-    if isinstance(offer, web.Response):
-        return offer
+    rt = request.app.get(RUNTIME_KEY)
+    if rt is None:  # the feeds without the server around them (unit tests): no limits
+        return feeds, name, None
+    if not rt.offers.allow(request.remote):
+        return web.json_response({"error": f"too many offers from this address: at most {rt.offers.rate:g} per "
+                                           f"second (burst {rt.offers.burst:g}); try again shortly"},
+                                 status=429, headers={"Retry-After": str(rt.offers.retry_after_s())})
+    slot = rt.peers.admit(kind)
+    if slot is None:
+        log.info("busy: WHIP/WHEP %s refused (%d peers, limit %d)", kind, rt.peers.count, rt.peers.limit)
+        return web.json_response({"error": f"server busy: {rt.peers.count} peers connected (limit "
+                                           f"{rt.peers.limit}); try again later"},
+                                 status=503, headers={"Retry-After": "5"})
+    return feeds, name, slot
+
+
+def _runtime(request: web.Request) -> Runtime | None:
+    return request.app.get(RUNTIME_KEY)
+
+
+def _new_pc(request: web.Request) -> RTCPeerConnection:
     pc = RTCPeerConnection(ice.rtc_configuration())
+    rt = _runtime(request)
+    return rt.peers.track(pc) if rt is not None else pc
+
+
+async def _watch_publisher(feeds: Feeds, name: str, publisher: Publisher, limits: Limits) -> None:
+    """End a stream whose publisher never connects or stops sending video (gone without a DELETE)."""
+    start = time.monotonic()
+    pc = publisher.pc
+    while True:
+        await asyncio.sleep(0.5)
+        state = pc.connectionState
+        if state in ("failed", "closed"):
+            return
+        why = ""
+        if state != "connected" and time.monotonic() - start > limits.connect_timeout_s:
+            why = f"did not connect within {limits.connect_timeout_s:g} s"
+        elif state == "connected" and time.monotonic() - publisher.reader.last_arrival > limits.idle_timeout_s:
+            why = f"no video for {limits.idle_timeout_s:g} s"
+        if why:
+            log.info("WHIP: publisher %s of stream %s %s; stream ended", publisher.id, name, why,
+                     extra={"stream": name, "peer": publisher.id})
+            await feeds.hub.end(name, publisher.id)
+            return
+
+
+# ---------------------------------------------------------------- WHIP
+
+
+async def whip_publish(request: web.Request) -> web.Response:
+    admitted = _admit(request, "publisher")
+    if isinstance(admitted, web.Response):
+        return admitted
+    feeds, name, slot = admitted
+    try:
+        offer = await _read_offer(request)
+    except BaseException:
+        if slot is not None:
+            slot.release()
+        raise
+    if isinstance(offer, web.Response):
+        if slot is not None:
+            slot.release()
+        return offer
+    pc = _new_pc(request)
     received: dict[str, list[MediaStreamTrack]] = {"video": [], "audio": []}
     pc.on("track", lambda track: received.setdefault(track.kind, []).append(track))
     try:
@@ -115,22 +179,31 @@ async def whip_publish(request: web.Request) -> web.Response:
             raise ValueError("the offer sends no video")
         await pc.setLocalDescription(await pc.createAnswer())
     except Exception as exc:  # noqa: BLE001  (aiortc raises ValueError/KeyError/... for bad SDP)
-        await pc.close()
-        msg = str(exc) or type(exc).__name__
-        log.info("WHIP offer for %s refused: %s", name, msg)
+        await close_pc(pc)
+        if slot is not None:
+            slot.release()
+        msg = (str(exc) or type(exc).__name__).splitlines()[0][:200]
+        log.info("WHIP offer for %s refused: %s", name, msg, extra={"stream": name})
         return _error(400, f"invalid offer: {msg}")
 
-    publisher = Publisher(pc, received["video"][0], received["audio"][0] if received["audio"] else None)
+    audio = received["audio"][0] if received["audio"] else None
+    extra = [t for ts in received.values() for t in ts if t is not received["video"][0] and t is not audio]
+    publisher = Publisher(pc, received["video"][0], audio, slot, extra)
     stream = feeds.hub.stream_for_publish(name)
     await stream.attach(publisher)
 
     @pc.on("connectionstatechange")
     async def on_state() -> None:
-        if pc.connectionState in ("failed", "closed"):
-            await feeds.hub.end(name, publisher.id)  # no-op if a newer publisher took over
+        # hub.end is a no-op if a newer publisher took over (attach closed this one, which freed its slot).
+        if pc.connectionState in ("failed", "closed") and not await feeds.hub.end(name, publisher.id) \
+                and slot is not None:
+            slot.release()
 
+    rt = _runtime(request)
+    if rt is not None:
+        publisher.tasks.append(asyncio.ensure_future(_watch_publisher(feeds, name, publisher, rt.limits)))
     log.info("WHIP: stream %s published (%s)%s", name, publisher.id,
-             " with audio" if publisher.audio is not None else "")
+             " with audio" if publisher.audio is not None else "", extra={"stream": name, "peer": publisher.id})
     return _answer(request, ice.add_bitrate_hints(pc.localDescription.sdp), f"/whip/{name}/{publisher.id}")
 
 
@@ -148,23 +221,36 @@ async def whip_delete(request: web.Request) -> web.Response:
 
 
 async def whep_view(request: web.Request) -> web.Response:
-    checked = _checked(request)
-    if isinstance(checked, web.Response):
-        return checked
-    feeds, name = checked
-    offer = await _read_offer(request)
+    admitted = _admit(request, "viewer")
+    if isinstance(admitted, web.Response):
+        return admitted
+    feeds, name, slot = admitted
+
+    def release() -> None:
+        if slot is not None:
+            slot.release()
+
+    try:
+        offer = await _read_offer(request)
+    except BaseException:
+        release()
+        raise
     if isinstance(offer, web.Response):
+        release()
         return offer
     stream = feeds.hub.streams.get(name)
     if stream is None:
+        release()
         return _error(404, f"stream {name!r} is not live")
-    pc = RTCPeerConnection(ice.rtc_configuration())
-    viewer = Viewer(pc)
+    pc = _new_pc(request)
+    viewer = Viewer(pc, slot)
 
     @pc.on("datachannel")
     def on_datachannel(channel) -> None:
-        if channel.label == "overlay":
+        if channel.label == "overlay" and viewer.overlay_channel is None:
             stream.set_overlay_channel(viewer, channel)
+        else:
+            channel.close()  # one overlay channel per viewer; nothing else is served on data channels
 
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
@@ -180,8 +266,8 @@ async def whep_view(request: web.Request) -> web.Response:
         await pc.setLocalDescription(await pc.createAnswer())
     except Exception as exc:  # noqa: BLE001  (as above)
         await viewer.close()
-        msg = str(exc) or type(exc).__name__
-        log.info("WHEP offer for %s refused: %s", name, msg)
+        msg = (str(exc) or type(exc).__name__).splitlines()[0][:200]
+        log.info("WHEP offer for %s refused: %s", name, msg, extra={"stream": name})
         return _error(400, f"invalid offer: {msg}")
     if feeds.hub.streams.get(name) is not stream:  # the stream ended while we answered
         await viewer.close()
@@ -193,7 +279,12 @@ async def whep_view(request: web.Request) -> web.Response:
         if pc.connectionState in ("failed", "closed"):
             await stream.remove_viewer(viewer.id)
 
-    log.info("WHEP: viewer %s on stream %s (%d watching)", viewer.id, name, len(stream.viewers))
+    rt = _runtime(request)
+    if rt is not None:
+        viewer.tasks.append(watch_connect(pc, rt.limits.connect_timeout_s, lambda: stream.remove_viewer(viewer.id),
+                                          f"WHEP viewer {viewer.id} of stream {name}"))
+    log.info("WHEP: viewer %s on stream %s (%d watching)", viewer.id, name, len(stream.viewers),
+             extra={"stream": name, "peer": viewer.id})
     return _answer(request, pc.localDescription.sdp, f"/whep/{name}/{viewer.id}")
 
 
@@ -228,7 +319,8 @@ async def view_page(request: web.Request) -> web.StreamResponse:
 def setup(app: web.Application, backend: Backend, moods: MoodBook, executor: concurrent.futures.Executor,
           token: str | None, pages: Path) -> StreamHub:
     """Register WHIP, WHEP, the viewer page (pages/view.html) and the control API on `app`; returns the hub."""
-    hub = StreamHub(backend, moods, executor)
+    rt = app.get(RUNTIME_KEY)
+    hub = StreamHub(backend, moods, executor, rt.limits if rt is not None else None)
     app[FEEDS_KEY] = Feeds(hub, token, pages)
     app.router.add_route("OPTIONS", "/whip", options)
     app.router.add_post("/whip", whip_publish)

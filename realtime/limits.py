@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aiohttp import web
+
 from realtime.ratelimit import TokenBucket
 
 log = logging.getLogger("realtime.limits")
@@ -165,3 +167,33 @@ def scaled_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
     w = max(2, int(width * scale) // 2 * 2)
     h = max(2, int(height * scale) // 2 * 2)
     return w, h
+
+
+class Runtime:
+    """The server's shared admission state: limits, peer slots, per-client limiters and retired counters."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.peers = Peers(limits.max_peers)
+        self.offers = ClientLimiter(limits.offer_rate, limits.offer_burst)
+        self.api = ClientLimiter(limits.api_rate, limits.api_burst)
+        self.control_dropped = 0        # data-channel messages refused for rate, sessions that ended included
+        # Counters of sessions that ended, so /metrics totals never go back.
+        self.retired = {"dropped": 0, "budget_misses": 0, "errors": 0, "overlay_errors": 0, "frames_in": 0,
+                        "frames_out": 0}
+        self.started = time.time()
+
+
+RUNTIME_KEY = web.AppKey("runtime", Runtime)
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes | None:
+    """The request body, or None when it is over `limit` bytes (stops reading there: chunked bodies too)."""
+    data = bytearray()
+    while True:
+        chunk = await request.content.read(limit + 1 - len(data))
+        if not chunk:
+            return bytes(data)
+        data += chunk
+        if len(data) > limit:
+            return None

@@ -4,8 +4,10 @@ RGB frame -> back-end (stylize) -> expression layer (captions, bubbles, stickers
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -14,6 +16,10 @@ from engines.backends import Backend
 from realtime.control import ControlUpdate
 from realtime.expression import Expression, ExpressionLayer
 from realtime.moods import MoodBook
+
+log = logging.getLogger("realtime.pipeline")
+
+OVERLAY_GIVE_UP = 3   # consecutive overlay failures before the overlays are switched off (until the next change)
 
 
 @dataclass(frozen=True)
@@ -41,20 +47,33 @@ class StyleState:
 
 @dataclass
 class StageTimes:
-    """Recent per-stage durations in ms (a small ring), for stats and metrics."""
+    """Recent per-stage durations in ms (a small ring each), for stats and metrics.
+
+    Written by the inference thread, read on the event loop: readers copy the ring first."""
 
     size: int = 120
-    samples: dict[str, list[float]] = field(default_factory=dict)
+    samples: dict[str, deque[float]] = field(default_factory=dict)
 
     def add(self, stage: str, ms: float) -> None:
-        ring = self.samples.setdefault(stage, [])
+        ring = self.samples.get(stage)
+        if ring is None:
+            ring = self.samples.setdefault(stage, deque(maxlen=self.size))
         ring.append(ms)
-        if len(ring) > self.size:
-            del ring[0]
+
+    def recent(self, stage: str) -> list[float]:
+        ring = self.samples.get(stage)
+        return list(ring) if ring else []
+
+    def pct(self, stage: str, q: float) -> float:
+        ring = self.recent(stage)
+        return float(np.percentile(ring, q)) if ring else 0.0
 
     def p50(self, stage: str) -> float:
+        return self.pct(stage, 50)
+
+    def last(self, stage: str) -> float:
         ring = self.samples.get(stage)
-        return float(np.median(ring)) if ring else 0.0
+        return ring[-1] if ring else 0.0
 
 
 class FramePipeline:
@@ -70,6 +89,10 @@ class FramePipeline:
         self._vector = backend.contract.weights_vector(self.state.weights)
         self._lock = threading.Lock()
         self.times = StageTimes()
+        self.overlay_errors = 0
+        self._overlay_failures = 0       # in a row; at OVERLAY_GIVE_UP the overlays are off until the state changes
+        self._overlay_off_for: StyleState | None = None
+        self.label = ""                  # who this pipeline serves, for log lines (a session or stream id)
 
     def apply(self, update: ControlUpdate) -> StyleState:
         """Apply a validated control update; returns the new state."""
@@ -121,14 +144,29 @@ class FramePipeline:
         return s, notes
 
     def process(self, rgb: np.ndarray) -> np.ndarray:
-        """RGB uint8 (H, W, 3) -> stylized RGB uint8 with the overlays drawn on it."""
+        """RGB uint8 (H, W, 3) -> stylized RGB uint8 with the overlays drawn on it.
+
+        A failing overlay never costs the frame: it is left out (counted in overlay_errors), and after
+        OVERLAY_GIVE_UP failures in a row the overlays stay off until the next control change."""
         with self._lock:
             state, vector = self.state, self._vector
         t0 = time.perf_counter()
         out = self.backend.stylize(rgb, vector, state.strength)
         t1 = time.perf_counter()
-        if state.caption or state.emoji:
-            self.layer.draw(rgb, out, state.expression)
+        if (state.caption or state.emoji) and self._overlay_off_for is not state:
+            try:
+                self.layer.draw(rgb, out, state.expression)
+                self._overlay_failures = 0
+            except Exception:
+                self.overlay_errors += 1
+                self._overlay_failures += 1
+                self.layer.layout, self.layer.sprites = {}, []
+                if self._overlay_failures >= OVERLAY_GIVE_UP:
+                    self._overlay_off_for = state
+                    log.exception("overlay failed %d times in a row%s; overlays off until the next change",
+                                  self._overlay_failures, f" ({self.label})" if self.label else "")
+                elif self.overlay_errors <= 3:
+                    log.exception("overlay failed%s; frame sent without it", f" ({self.label})" if self.label else "")
         else:
             self.layer.layout = {}
             self.layer.sprites = []

@@ -2,15 +2,20 @@
 
 Routes:
     GET  /               the web app (web/index.html)
-    GET  /static/{file}  web/ assets
+    GET  /static/{file}  web/ assets (nothing outside web/: no `..`, no symlinks)
     GET  /thumbs/{name}  style thumbnails of the loaded model
     GET  /api/styles     the style bank and limits
     GET  /api/moods      the mood presets in force
     GET  /api/emoji      the short emoji names (for the picker)
     GET  /fonts/openmoji.woff2  the colour emoji font the video uses, so the page shows the same emoji
-    GET  /healthz        liveness and a few counters
+    GET  /healthz        liveness and a few counters (no token needed; nothing secret)
+    GET  /metrics        Prometheus metrics (token / loopback, like the API)
+    GET  /debug/resources  tasks, threads, fds, peers, memory: for leak checks (token / loopback)
     POST /offer          {"sdp", "type": "offer"} -> {"sdp", "type": "answer"} (ICE fully gathered)
     WHIP, WHEP, /view/{stream} and /api/streams: realtime/feeds.py and realtime/api.py
+
+Limits (realtime/limits.py), access (realtime/auth.py, realtime/security.py), the inference worker
+(realtime/worker.py) and metrics (realtime/metrics.py) are shared by the web sessions and the feeds.
 """
 
 from __future__ import annotations
@@ -18,33 +23,49 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import gc
 import importlib.resources
 import json
 import logging
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from engines.backends import Backend, load_backend
-from realtime import feeds, ice
-from realtime.auth import token_from_env
+from realtime import feeds, ice, metrics
+from realtime.auth import refusal, token_from_env
 from realtime.control import ControlError, parse_control
 from realtime.emoji import ALIASES, MAX_STICKERS
+from realtime.limits import MAX_OFFER_BYTES, RUNTIME_KEY, Limits, Runtime
 from realtime.moods import MAX_MOOD_CHARS, MoodBook, MoodError
 from realtime.overlay import KINDS, MAX_CAPTION_CHARS
 from realtime.pipeline import FramePipeline
-from realtime.session import LatestFrameReader, Session, StylizedTrack
+from realtime.security import (
+    POLICY_KEY,
+    Policy,
+    SecurityError,
+    check_bind,
+    errors_middleware,
+    security_middleware,
+    setup_logging,
+    ssl_context,
+)
+from realtime.session import LatestFrameReader, Session, StylizedTrack, drain
+from realtime.worker import InferenceWorker
 
 log = logging.getLogger("realtime.server")
 
 BACKEND_KEY = web.AppKey("backend", Backend)
 SESSIONS_KEY = web.AppKey("sessions", dict)
-EXECUTOR_KEY = web.AppKey("executor", concurrent.futures.ThreadPoolExecutor)
+EXECUTOR_KEY = web.AppKey("executor", concurrent.futures.Executor)
 MOODS_KEY = web.AppKey("moods", MoodBook)
-MAX_OFFER_BYTES = 64 * 1024
+METRICS_KEY = web.AppKey("metrics", object)
 STATS_INTERVAL_S = 1.0
+CHANNEL_BUFFER_LIMIT = 256 * 1024   # bytes queued on a data channel before stats messages are skipped
 
 
 def web_dir() -> Path:
@@ -100,9 +121,99 @@ async def emoji_font(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers={"Cache-Control": "max-age=86400"})
 
 
+def _snapshot(app: web.Application) -> dict[str, Any]:
+    """Everything /metrics reports, from the live sessions and streams and the retired counters."""
+    rt = app[RUNTIME_KEY]
+    hub = app[feeds.FEEDS_KEY].hub
+    worker = app[EXECUTOR_KEY]
+    units: list[dict] = []
+    stages: dict[str, list[float]] = {stage: [] for stage in metrics.STAGES}
+    totals = dict(rt.retired)
+    for k, v in hub.retired.items():
+        totals[k] = totals.get(k, 0) + v
+    for sess in list(app[SESSIONS_KEY].values()):
+        st = sess.stats()
+        units.append({"id": sess.id, "kind": "session", **st})
+        for stage in stages:
+            stages[stage] += sess.pipeline.times.recent(stage)
+        for k in ("dropped", "budget_misses", "errors", "overlay_errors", "frames_in", "frames_out"):
+            totals[k] = totals.get(k, 0) + st.get(k, 0)
+    for name, stream in list(hub.streams.items()):
+        st = stream.stats()
+        units.append({"id": name, "kind": "stream", **st})
+        for stage in stages:
+            stages[stage] += stream.pipeline.times.recent(stage)
+        for k in ("dropped", "budget_misses", "errors", "overlay_errors", "frames_in"):
+            totals[k] = totals.get(k, 0) + st.get(k, 0)
+    if isinstance(worker, InferenceWorker):
+        stages["wait"] = list(worker.wait_ms)
+        wstate = {"restarts": worker.restarts, "queued": worker.queued, "busy_s": worker.busy_s}
+    else:
+        wstate = {"restarts": 0, "queued": 0, "busy_s": 0.0}
+    return {
+        "peers": {k: rt.peers.held(k) for k in rt.peers.KINDS},
+        "peers_limit": rt.peers.limit,
+        "busy": rt.peers.refused,
+        "rate_limited": {"offer": rt.offers.refused, "api": rt.api.refused,
+                         "control": rt.control_dropped + sum(s.control_dropped for s in app[SESSIONS_KEY].values())},
+        "stages": stages,
+        "units": units,
+        "totals": totals,
+        "budget_ms": rt.limits.budget_ms,
+        "worker": wstate,
+    }
+
+
 async def healthz(request: web.Request) -> web.Response:
-    backend = request.app[BACKEND_KEY]
-    return web.json_response({"status": "ok", "sessions": len(request.app[SESSIONS_KEY]), "backend": backend.name})
+    """Liveness: 200 while the inference worker runs (503 if it cannot), with a few counters."""
+    app = request.app
+    backend = app[BACKEND_KEY]
+    rt = app[RUNTIME_KEY]
+    worker = app[EXECUTOR_KEY]
+    alive = worker.alive if isinstance(worker, InferenceWorker) else True
+    body: dict[str, Any] = {"status": "ok" if alive else "degraded", "sessions": len(app[SESSIONS_KEY]),
+            "streams": len(app[feeds.FEEDS_KEY].hub.streams), "peers": rt.peers.count,
+            "peers_limit": rt.peers.limit, "backend": backend.name,
+            "uptime_s": round(time.time() - rt.started, 1)}
+    if isinstance(worker, InferenceWorker):
+        body["worker"] = {"alive": alive, "restarts": worker.restarts, "queued": worker.queued}
+    return web.json_response(body, status=200 if alive else 503)
+
+
+async def metrics_route(request: web.Request) -> web.Response:
+    refused = refusal(request, request.app[POLICY_KEY].token)
+    if refused is not None:
+        return refused
+    body = metrics.render(request.app[METRICS_KEY])  # type: ignore[arg-type]
+    return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
+
+
+async def debug_resources(request: web.Request) -> web.Response:
+    """What the process holds (after a garbage collection): the churn and soak tests read this."""
+    refused = refusal(request, request.app[POLICY_KEY].token)
+    if refused is not None:
+        return refused
+    app = request.app
+    rt = app[RUNTIME_KEY]
+    hub = app[feeds.FEEDS_KEY].hub
+    worker = app[EXECUTOR_KEY]
+    out = metrics.resources(collect=True)
+    out.update({
+        "sessions": len(app[SESSIONS_KEY]),
+        "streams": len(hub.streams),
+        "viewers": sum(len(s.viewers) for s in hub.streams.values()),
+        "peers": rt.peers.count,
+        "peers_by_kind": {k: rt.peers.held(k) for k in rt.peers.KINDS},
+        "peer_connections_alive": rt.peers.alive(),
+        "peer_connections_open": rt.peers.open(),
+        "peers_admitted": rt.peers.admitted,
+        "busy_refusals": rt.peers.refused,
+        "gc_objects": len(gc.get_objects()),
+    })
+    if isinstance(worker, InferenceWorker):
+        out["worker"] = {"alive": worker.alive, "restarts": worker.restarts, "queued": worker.queued,
+                         "calls": worker.calls, "failures": worker.failures}
+    return web.json_response(out)
 
 
 def _send(session: Session, payload: dict) -> None:
@@ -115,7 +226,7 @@ def _request_id(message: str | bytes) -> int | str | None:
     """Best-effort id of a refused message, so the client can match the error to its request."""
     try:
         msg = json.loads(message)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return None
     mid = msg.get("id") if isinstance(msg, dict) else None
     return mid if isinstance(mid, (int, str)) and not isinstance(mid, bool) else None
@@ -123,7 +234,7 @@ def _request_id(message: str | bytes) -> int | str | None:
 
 def _refuse(session: Session, message: str | bytes, why: str) -> None:
     reply: dict = {"type": "error", "message": why}
-    mid = _request_id(message)
+    mid = _request_id(message) if len(message) <= 4096 else None
     if mid is not None:
         reply["id"] = mid
     _send(session, reply)
@@ -135,7 +246,7 @@ def _on_control(session: Session, message: str | bytes) -> None:
         # Error replies are limited too (session.error_bucket), so a flood does not turn into a flood back.
         if session.error_bucket.allow():
             _refuse(session, message, f"too many control messages: at most {session.control_bucket.rate:g} per second "
-                                      f"(burst {session.control_bucket.burst:g}); this one was dropped")
+                                  f"(burst {session.control_bucket.burst:g}); this one was dropped")
         return
     style_names = session.pipeline.backend.style_names
     try:
@@ -155,57 +266,144 @@ def _on_control(session: Session, message: str | bytes) -> None:
 async def _stats_loop(session: Session) -> None:
     while True:
         await asyncio.sleep(STATS_INTERVAL_S)
+        track = session.track
+        if track is not None:
+            while track.check.notices:  # frame-size notices (once per size); not replies, so their own type
+                _send(session, {"type": "notice", "message": track.check.notices.popleft()})
+        ch = session.channel
+        if ch is not None and ch.bufferedAmount > CHANNEL_BUFFER_LIMIT:
+            continue  # the client does not read: skip rather than queue
         stats = session.stats()
         stats["layout"] = session.pipeline.layer.layout  # where overlays are (x, y, w, h)
         stats["control_dropped"] = session.control_dropped
         _send(session, stats)
 
 
+async def _watch_session(session: Session, limits: Limits, close) -> None:
+    """Close a session that never connects, or whose client stopped sending video (gone without a goodbye)."""
+    start = time.monotonic()
+    while True:
+        await asyncio.sleep(0.5)
+        state = session.pc.connectionState
+        if state in ("failed", "closed"):
+            await close(f"connection {state}")
+            return
+        if state != "connected" and time.monotonic() - start > limits.connect_timeout_s:
+            await close(f"did not connect within {limits.connect_timeout_s:g} s")
+            return
+        reader = session.reader
+        if reader is not None and state == "connected" and \
+                time.monotonic() - reader.last_arrival > limits.idle_timeout_s:
+            await close(f"no video for {limits.idle_timeout_s:g} s")
+            return
+
+
+def _busy(rt: Runtime) -> web.Response:
+    return web.json_response(
+        {"error": f"server busy: {rt.peers.count} peers connected (limit {rt.peers.limit}); try again later"},
+        status=503, headers={"Retry-After": "5"})
+
+
+def _too_fast(rt: Runtime) -> web.Response:
+    return web.json_response(
+        {"error": f"too many offers from this address: at most {rt.offers.rate:g} per second "
+                  f"(burst {rt.offers.burst:g}); try again shortly"},
+        status=429, headers={"Retry-After": str(rt.offers.retry_after_s())})
+
+
+def admission(request: web.Request, kind: str) -> web.Response | Any:
+    """Auth, per-client offer rate, then a peer slot: the refusal response, or the slot (release() it)."""
+    app = request.app
+    refused = refusal(request, app[POLICY_KEY].token)
+    if refused is not None:
+        return refused
+    rt = app[RUNTIME_KEY]
+    if not rt.offers.allow(request.remote):
+        return _too_fast(rt)
+    slot = rt.peers.admit(kind)
+    if slot is None:
+        log.info("busy: %s refused (%d peers, limit %d)", kind, rt.peers.count, rt.peers.limit)
+        return _busy(rt)
+    return slot
+
+
 async def offer(request: web.Request) -> web.Response:
     app = request.app
     if request.content_length is not None and request.content_length > MAX_OFFER_BYTES:
         return _error(413, f"offer too large (limit {MAX_OFFER_BYTES} bytes)")
+    slot = admission(request, "session")
+    if isinstance(slot, web.Response):
+        return slot
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return _error(400, "body must be JSON: {\"sdp\": ..., \"type\": \"offer\"}")
-    if not isinstance(body, dict) or not isinstance(body.get("sdp"), str) or body.get("type") != "offer":
-        return _error(400, "body must be JSON: {\"sdp\": ..., \"type\": \"offer\"}")
+        try:
+            body = json.loads(await request.read())
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("sdp"), str) or body.get("type") != "offer":
+            slot.release()
+            return _error(400, "body must be JSON: {\"sdp\": ..., \"type\": \"offer\"}")
+    except BaseException:
+        slot.release()
+        raise
+    rt = app[RUNTIME_KEY]
+    limits = rt.limits
     sdp = body["sdp"]
     if ice.loopback_enabled():
         sdp = ice.keep_loopback_candidates(sdp)
 
-    pc = RTCPeerConnection(ice.rtc_configuration())
-    session = Session(pc, FramePipeline(app[BACKEND_KEY], moods=app[MOODS_KEY]))
-    stats_task: list[asyncio.Task] = []
+    pc = rt.peers.track(RTCPeerConnection(ice.rtc_configuration()))
+    session = Session(pc, FramePipeline(app[BACKEND_KEY], moods=app[MOODS_KEY]), limits)
+    session.pipeline.label = f"session {session.id}"
+    extra = {"session": session.id}
+    closing: list[bool] = []
+
+    async def close(why: str = "closed") -> None:
+        if closing:
+            return
+        closing.append(True)
+        app[SESSIONS_KEY].pop(session.id, None)
+        slot.release()
+        st = session.stats()
+        for key in rt.retired:
+            rt.retired[key] += st.get(key, 0)
+        rt.control_dropped += session.control_dropped
+        try:
+            await session.close()
+        finally:
+            session.pipeline.close()
+        log.info("session closed (%s): %d frames in, %d out, %d dropped, %d over budget, %d errors", why,
+                 st["frames_in"], st["frames_out"], st["dropped"], st["budget_misses"], st["errors"], extra=extra)
+
+    def fatal(message: str) -> None:
+        if closing:
+            return
+        log.error("%s", message, extra=extra)
+        _send(session, {"type": "notice", "message": message, "fatal": True})
+        asyncio.get_running_loop().call_later(0.2, lambda: asyncio.ensure_future(close("ended: " + message)))
 
     @pc.on("datachannel")
     def on_datachannel(channel) -> None:
+        if session.channel is not None:  # one control channel per session: more would each cost a stats loop
+            channel.close()
+            return
         session.channel = channel
         channel.on("message", lambda m: _on_control(session, m))
-        stats_task.append(asyncio.ensure_future(_stats_loop(session)))
+        session.tasks.append(asyncio.ensure_future(_stats_loop(session)))
 
     @pc.on("track")
     def on_track(track) -> None:
         if track.kind != "video" or session.track is not None:
+            session.ignored_tracks.append(track)
+            session.tasks.append(asyncio.ensure_future(drain(track)))  # unread tracks would queue without bound
             return
         session.reader = LatestFrameReader(track)
-        session.track = StylizedTrack(session.reader, session.pipeline, app[EXECUTOR_KEY])
+        session.track = StylizedTrack(session.reader, session.pipeline, app[EXECUTOR_KEY], limits, fatal)
         pc.addTrack(session.track)
-
-    async def close() -> None:
-        if app[SESSIONS_KEY].pop(session.id, None) is None:
-            return
-        for t in stats_task:
-            t.cancel()
-        await session.close()
-        session.pipeline.close()
-        log.info("session %s closed", session.id)
 
     @pc.on("connectionstatechange")
     async def on_state() -> None:
         if pc.connectionState in ("failed", "closed"):
-            await close()
+            await close(f"connection {pc.connectionState}")
 
     app[SESSIONS_KEY][session.id] = session
     try:
@@ -214,12 +412,13 @@ async def offer(request: web.Request) -> web.Response:
             raise ValueError("the offer has no video track")
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
-    except Exception as exc:  # aiortc raises ValueError/KeyError/... for bad SDP
-        await close()
-        msg = str(exc) or type(exc).__name__
-        log.info("offer refused: %s", msg)
+    except Exception as exc:  # noqa: BLE001  (aiortc raises ValueError/KeyError/... for bad SDP)
+        await close("offer refused")
+        msg = (str(exc) or type(exc).__name__).splitlines()[0][:200]
+        log.info("offer refused: %s", msg, extra=extra)
         return _error(400, f"invalid offer: {msg}")
-    log.info("session %s started (%d active)", session.id, len(app[SESSIONS_KEY]))
+    session.tasks.append(asyncio.ensure_future(_watch_session(session, limits, close)))
+    log.info("session started (%d peers)", rt.peers.count, extra=extra)
     answer_sdp = ice.add_bitrate_hints(pc.localDescription.sdp)
     return web.json_response({"sdp": answer_sdp, "type": pc.localDescription.type, "session": session.id})
 
@@ -228,20 +427,42 @@ async def _on_shutdown(app: web.Application) -> None:
     sessions = list(app[SESSIONS_KEY].values())
     app[SESSIONS_KEY].clear()
     await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
-    app[EXECUTOR_KEY].shutdown(wait=False, cancel_futures=True)
+    for s in sessions:
+        s.pipeline.close()
+    if sessions:
+        log.info("shutdown: closed %d session(s)", len(sessions))
 
 
-def create_app(backend: Backend, moods: MoodBook | None = None, token: str | None = None) -> web.Application:
-    """The server; `token`, when set, is required (Bearer) by WHIP, WHEP and /api/streams."""
+async def _on_cleanup(app: web.Application) -> None:
+    executor = app[EXECUTOR_KEY]
+    loop = asyncio.get_running_loop()
+    # Wait (briefly) for a call in progress, off the loop: the back-end must not be torn down under it.
+    await loop.run_in_executor(None, lambda: executor.shutdown(wait=True, cancel_futures=True))
+
+
+def create_app(backend: Backend, moods: MoodBook | None = None, token: str | None = None, *,
+               limits: Limits | None = None, policy: Policy | None = None) -> web.Application:
+    """The server. `token`, when set, is required (Bearer) on every control and signaling route;
+    `policy` adds --insecure, --cors-origin and the bound names; `limits` the peer, rate and frame limits."""
     _tune_vp8_bitrate()
-    app = web.Application(client_max_size=MAX_OFFER_BYTES)
+    limits = limits or Limits()
+    policy = policy or Policy(token=token)
+    if token is not None and policy.token is None:
+        policy.token = token
+    app = web.Application(client_max_size=MAX_OFFER_BYTES,
+                          middlewares=[errors_middleware, security_middleware(policy)])
     app[BACKEND_KEY] = backend
     app[MOODS_KEY] = moods or MoodBook.builtin()
     app[SESSIONS_KEY] = {}
-    # One inference thread: the back-end owns its buffers and already uses every core inside.
-    app[EXECUTOR_KEY] = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    app[POLICY_KEY] = policy
+    app[RUNTIME_KEY] = Runtime(limits)
+    # One inference thread, supervised: the back-end owns its buffers and already uses every core inside.
+    app[EXECUTOR_KEY] = InferenceWorker("inference", hang_timeout_s=limits.worker_timeout_s)
+    app[METRICS_KEY] = metrics.registry(lambda: _snapshot(app))
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_route)
+    app.router.add_get("/debug/resources", debug_resources)
     app.router.add_get("/api/styles", styles)
     app.router.add_get("/api/moods", moods_table)
     app.router.add_get("/api/emoji", emoji_names)
@@ -249,19 +470,47 @@ def create_app(backend: Backend, moods: MoodBook | None = None, token: str | Non
     app.router.add_get("/thumbs/{name}.jpg", thumb)
     app.router.add_post("/offer", offer)
     app.router.add_static("/static", web_dir(), follow_symlinks=False)
-    feeds.setup(app, backend, app[MOODS_KEY], app[EXECUTOR_KEY], token, web_dir())
+    feeds.setup(app, backend, app[MOODS_KEY], app[EXECUTOR_KEY], policy.token, web_dir())
     app.on_shutdown.append(_on_shutdown)
+    app.on_cleanup.append(_on_cleanup)
     return app
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    w, sep, h = text.lower().partition("x")
+    if not sep or not w.isdigit() or not h.isdigit() or int(w) < 16 or int(h) < 16:
+        raise SecurityError(f"--max-resolution must look like 1280x720, got {text!r}")
+    return int(w), int(h)
+
+
+def limits_from_args(args: argparse.Namespace) -> Limits:
+    lim = Limits()
+    for name in ("max_peers", "offer_rate", "offer_burst", "budget_ms", "connect_timeout_s", "idle_timeout_s",
+                 "worker_timeout_s"):
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(lim, name, value)
+    if getattr(args, "max_resolution", None):
+        lim.max_width, lim.max_height = parse_size(args.max_resolution)
+    return lim
+
+
 def run_server(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aioice").setLevel(logging.WARNING)
+    token = token_from_env(getattr(args, "token", None))
+    setup_logging(getattr(args, "log_format", "text"), [token] if token else [])
     try:
+        warnings = check_bind(args.host, token, getattr(args, "insecure", False))
+        tls = ssl_context(getattr(args, "cert", None), getattr(args, "key", None))
+        limits = limits_from_args(args)
         book = MoodBook.load(getattr(args, "moods", None))
-    except MoodError as exc:
+    except (SecurityError, MoodError) as exc:
         print(f"realtime: error: {exc}", file=sys.stderr)
         return 2
+    for warning in warnings:
+        log.warning("%s", warning)
+    if tls is None and token is not None and not args.host.startswith("127.") and args.host != "localhost":
+        log.warning("the token travels in clear text without TLS, and browsers allow the camera only on "
+                    "https:// off localhost: use --cert/--key")
     backend = load_backend(args.engine, args.backend, args.threads)
     for warning in book.check_styles(backend.style_names):
         log.warning("%s", warning)
@@ -271,12 +520,20 @@ def run_server(args: argparse.Namespace) -> int:
     ice.set_ice_servers(args.ice_server)
     if args.loopback_ice:
         ice.enable_loopback()
-    token = token_from_env(getattr(args, "token", None))
-    app = create_app(backend, book, token)
-    url = f"http://{args.host}:{args.port}"
+    policy = Policy(token=token, insecure=getattr(args, "insecure", False),
+                    cors_origins=tuple(getattr(args, "cors_origin", None) or ()),
+                    bind_hosts=frozenset({args.host.lower()}))
+    app = create_app(backend, book, token, limits=limits, policy=policy)
+    scheme = "https" if tls is not None else "http"
+    url = f"{scheme}://{args.host}:{args.port}"
+    access = "bearer token required" if token else ("no token, open to anyone (--insecure)" if policy.insecure
+                                                     else "no token: clients on this machine only")
     print(f"realtime: serving {url}  (model: {backend.artifact.path}, back-end: {backend.name}, "
           f"styles: {', '.join(backend.style_names)})", flush=True)
-    print(f"realtime: WHIP {url}/whip/NAME, viewer {url}/view/NAME, API {url}/api/streams "
-          f"({'bearer token required' if token else 'no token: clients on this machine only'})", flush=True)
-    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
+    print(f"realtime: WHIP {url}/whip/NAME, viewer {url}/view/NAME, API {url}/api/streams ({access}); "
+          f"at most {limits.max_peers} peers", flush=True)
+    # SIGINT/SIGTERM: aiohttp stops accepting, runs on_shutdown (every peer closed), then on_cleanup.
+    web.run_app(app, host=args.host, port=args.port, ssl_context=tls, print=None, access_log=None,
+                shutdown_timeout=5.0)
+    print("realtime: stopped", flush=True)
     return 0

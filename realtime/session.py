@@ -3,7 +3,12 @@
 aiortc queues incoming frames without bound, so a slow consumer would build
 latency forever. The reader task drains the incoming track continuously and
 keeps only the newest frame; older ones are counted as dropped. The heavy work
-runs in a dedicated executor, never on the event loop.
+runs in the inference worker (realtime/worker.py), never on the event loop, and
+picks the newest frame again when it starts, so waiting for the worker never
+makes a frame stale.
+
+Each frame has a budget (`Limits.budget_ms`): its time in the server, from decoded
+to stylized and handed to the encoder. Frames over it are counted (`budget_misses`).
 """
 
 from __future__ import annotations
@@ -12,15 +17,18 @@ import asyncio
 import concurrent.futures
 import fractions
 import logging
+import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 
 import av
 import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
+from realtime.limits import HARD_PIXELS_FACTOR, MIN_FRAME_SIDE, Limits, scaled_size
 from realtime.pipeline import FramePipeline
 from realtime.ratelimit import TokenBucket
 
@@ -28,7 +36,7 @@ log = logging.getLogger("realtime.session")
 
 
 class LatestFrameReader:
-    """Drains `track` in a task and holds only its newest frame."""
+    """Drains `track` in a task and holds only its newest frame (and when it arrived)."""
 
     def __init__(self, track: MediaStreamTrack) -> None:
         self.track = track
@@ -36,7 +44,11 @@ class LatestFrameReader:
         self.dropped = 0
         self.ended = False
         self.in_times: deque[float] = deque(maxlen=120)
-        self._latest: av.VideoFrame | None = None
+        self.last_arrival = time.monotonic()  # the start counts as an arrival, for the idle timeout
+        # (frame, arrival time). Written by the pump on the event loop, taken there by next() and on the
+        # inference thread by fresher(): hence the lock.
+        self._latest: tuple[av.VideoFrame, float] | None = None
+        self._lock = threading.Lock()
         self._event = asyncio.Event()
         self._task = asyncio.ensure_future(self._pump())
 
@@ -44,11 +56,14 @@ class LatestFrameReader:
         try:
             while True:
                 frame = await self.track.recv()
+                now = time.monotonic()
                 self.frames_in += 1
-                self.in_times.append(time.monotonic())
-                if self._latest is not None:
-                    self.dropped += 1  # never processed: a newer frame replaced it
-                self._latest = frame
+                self.in_times.append(now)
+                self.last_arrival = now
+                with self._lock:
+                    if self._latest is not None:
+                        self.dropped += 1  # never processed: a newer frame replaced it
+                    self._latest = (frame, now)  # type: ignore[assignment]  # a video track gives VideoFrames
                 self._event.set()
         except (MediaStreamError, asyncio.CancelledError):
             pass
@@ -56,18 +71,96 @@ class LatestFrameReader:
             self.ended = True
             self._event.set()
 
-    async def next(self) -> av.VideoFrame:
-        """The newest frame not yet returned; waits for one. Raises MediaStreamError at the end."""
-        while self._latest is None:
+    async def next_timed(self) -> tuple[av.VideoFrame, float]:
+        """The newest frame not yet taken and its arrival time; waits for one. MediaStreamError at the end."""
+        while True:
+            with self._lock:
+                item, self._latest = self._latest, None
+            if item is not None:
+                return item
             if self.ended:
                 raise MediaStreamError
             self._event.clear()
+            with self._lock:
+                if self._latest is not None:
+                    continue
             await self._event.wait()
-        frame, self._latest = self._latest, None
-        return frame
+
+    async def next(self) -> av.VideoFrame:
+        """The newest frame not yet taken; waits for one. Raises MediaStreamError at the end."""
+        return (await self.next_timed())[0]
+
+    def fresher(self, frame: av.VideoFrame, arrival: float) -> tuple[av.VideoFrame, float]:
+        """Any thread: a newer frame than `frame` if one came in meanwhile (then `frame` counts as dropped)."""
+        with self._lock:
+            if self._latest is None:
+                return frame, arrival
+            newer, self._latest = self._latest, None
+            self.dropped += 1
+        return newer
 
     def stop(self) -> None:
         self._task.cancel()
+
+
+class StormGuard:
+    """Tells when every frame has failed for `storm_s` seconds: time to give up on a session."""
+
+    def __init__(self, storm_s: float) -> None:
+        self.storm_s = storm_s
+        self.failing_since: float | None = None
+
+    def record(self, ok: bool) -> bool:
+        """Record one frame's outcome; True when the failures have lasted storm_s."""
+        now = time.monotonic()
+        if ok:
+            self.failing_since = None
+            return False
+        if self.failing_since is None:
+            self.failing_since = now
+        return now - self.failing_since >= self.storm_s
+
+
+class FrameCheck:
+    """Frame sizes the live service takes: tiny ones are sent back as they are, big ones scaled down,
+    huge ones refused. Each case is reported once per size (a message for the client)."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._told: set[tuple[str, int, int]] = set()
+        self.notices: deque[str] = deque(maxlen=8)    # for the client, taken on the event loop
+        self.fatal: str | None = None
+
+    def plan(self, w: int, h: int) -> tuple[int, int] | None:
+        """Size to stylize at, or None to send the frame back unchanged."""
+        lim = self.limits
+        if w < MIN_FRAME_SIDE or h < MIN_FRAME_SIDE:
+            self._tell("small", w, h, f"frames of {w}x{h} are too small to stylize (at least "
+                                      f"{MIN_FRAME_SIDE}x{MIN_FRAME_SIDE}); they are sent back unchanged")
+            return None
+        if w * h > lim.max_pixels * HARD_PIXELS_FACTOR:
+            self.fatal = (f"frames of {w}x{h} are too big for this server (limit {lim.max_width}x{lim.max_height}, "
+                          f"scaled down up to {HARD_PIXELS_FACTOR}x that area): send 1280x720 or less")
+            return None
+        size = scaled_size(w, h, lim.max_pixels)
+        if size != (w, h):
+            self._tell("big", w, h, f"frames of {w}x{h} are over this server's {lim.max_width}x{lim.max_height}: "
+                                    f"stylized at {size[0]}x{size[1]}")
+        return size
+
+    def _tell(self, kind: str, w: int, h: int, message: str) -> None:
+        key = (kind, w, h)
+        if key not in self._told and len(self._told) < 64:
+            self._told.add(key)
+            self.notices.append(message)
+            log.info("%s", message)
+
+
+def frame_to_rgb(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
+    """Decoded frame -> RGB uint8 (h, w, 3) at `size` (scaled by swscale when it differs)."""
+    if size == (frame.width, frame.height):
+        return frame.to_ndarray(format="rgb24")
+    return frame.to_ndarray(width=size[0], height=size[1], format="rgb24")
 
 
 class StylizedTrack(MediaStreamTrack):
@@ -76,39 +169,69 @@ class StylizedTrack(MediaStreamTrack):
     kind = "video"
 
     def __init__(self, reader: LatestFrameReader, pipeline: FramePipeline,
-                 executor: concurrent.futures.Executor) -> None:
+                 executor: concurrent.futures.Executor, limits: Limits | None = None,
+                 on_fatal: Callable[[str], None] | None = None) -> None:
         super().__init__()
         self.reader = reader
         self.pipeline = pipeline
         self.executor = executor
+        self.limits = limits or Limits()
+        self.check = FrameCheck(self.limits)
+        self.storm = StormGuard(self.limits.storm_s)
+        self.on_fatal = on_fatal
         self.frames_out = 0
         self.process_ms: deque[float] = deque(maxlen=120)
         self.out_times: deque[float] = deque(maxlen=120)
         self.size = (0, 0)
         self.errors = 0
+        self.budget_misses = 0
+        self.last_error = ""
 
-    def _work(self, frame: av.VideoFrame) -> av.VideoFrame:
-        rgb = frame.to_ndarray(format="rgb24")
+    def _work(self, frame: av.VideoFrame, arrival: float) -> tuple[av.VideoFrame, float]:
+        """Inference thread: newest frame -> stylized frame (or the frame itself when it cannot be)."""
+        frame, arrival = self.reader.fresher(frame, arrival)
+        size = self.check.plan(frame.width, frame.height)
+        if size is None:
+            return frame, arrival
+        t0 = time.perf_counter()
+        rgb = frame_to_rgb(frame, size)
+        t1 = time.perf_counter()
         out = self.pipeline.process(rgb)
+        t2 = time.perf_counter()
         new = av.VideoFrame.from_ndarray(out, format="rgb24")
-        return new
+        self.pipeline.times.add("convert", (t1 - t0 + time.perf_counter() - t2) * 1e3)
+        return new, arrival
 
     async def recv(self) -> av.VideoFrame:
-        frame = await self.reader.next()
+        frame, arrival = await self.reader.next_timed()
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
+        ok = True
         try:
-            new = await loop.run_in_executor(self.executor, self._work, frame)
-        except Exception:  # one bad frame must not end the session
+            new, arrival = await loop.run_in_executor(self.executor, self._work, frame, arrival)
+        except Exception as exc:  # one bad frame must not end the session
+            ok = False
             self.errors += 1
-            log.exception("frame processing failed")
+            self.last_error = str(exc) or type(exc).__name__
+            if self.errors <= 3 or self.errors % 100 == 0:
+                log.exception("frame processing failed (%d so far)", self.errors)
             new = frame
-        self.process_ms.append((time.perf_counter() - t0) * 1e3)
+        if self.storm.record(ok) and self.on_fatal is not None:
+            self.on_fatal(f"the stylizer failed on every frame for {self.limits.storm_s:g} s "
+                          f"({self.last_error}); session ended")
+        if self.check.fatal is not None and self.on_fatal is not None:
+            self.on_fatal(self.check.fatal + "; session ended")
+        done = time.perf_counter()
+        self.process_ms.append((done - t0) * 1e3)
+        age_ms = (time.monotonic() - arrival) * 1e3
+        self.pipeline.times.add("age", age_ms)
+        if age_ms > self.limits.budget_ms:
+            self.budget_misses += 1
         new.pts = frame.pts
         new.time_base = frame.time_base or fractions.Fraction(1, 90000)
         self.frames_out += 1
         self.out_times.append(time.monotonic())
-        self.size = (frame.width, frame.height)
+        self.size = (new.width, new.height)
         return new
 
 
@@ -122,10 +245,11 @@ def _rate(times: deque[float]) -> float:
 class Session:
     """Peer connection, pipeline and tracks of one client."""
 
-    def __init__(self, pc, pipeline: FramePipeline) -> None:  # pc: RTCPeerConnection
+    def __init__(self, pc, pipeline: FramePipeline, limits: Limits | None = None) -> None:  # pc: RTCPeerConnection
         self.id = uuid.uuid4().hex[:8]
         self.pc = pc
         self.pipeline = pipeline
+        self.limits = limits or Limits()
         self.reader: LatestFrameReader | None = None
         self.track: StylizedTrack | None = None
         self.channel = None
@@ -133,9 +257,12 @@ class Session:
         self.control_bucket = TokenBucket()     # control messages this client may send
         self.error_bucket = TokenBucket(rate=10, burst=10)  # error replies to refused ones
         self.control_dropped = 0
+        self.tasks: list[asyncio.Task] = []     # stats loop, connect/idle watch, drains: cancelled on close
+        self.ignored_tracks: list[MediaStreamTrack] = []
 
     def stats(self) -> dict:
         r, t = self.reader, self.track
+        times = self.pipeline.times
         return {
             "type": "stats",
             "session": self.id,
@@ -144,17 +271,64 @@ class Session:
             "fps_in": round(_rate(r.in_times), 1) if r else 0.0,
             "fps_out": round(_rate(t.out_times), 1) if t else 0.0,
             "dropped": r.dropped if r else 0,
-            "network_ms": round(self.pipeline.times.p50("network"), 2),
-            "overlay_ms": round(self.pipeline.times.p50("overlay"), 2),
+            "network_ms": round(times.p50("network"), 2),
+            "overlay_ms": round(times.p50("overlay"), 2),
             "process_ms": round(float(np.median(t.process_ms)), 2) if t and t.process_ms else 0.0,
+            "age_ms": round(times.p50("age"), 1),
+            "age_p95_ms": round(times.pct("age", 95), 1),
+            "budget_ms": self.limits.budget_ms,
+            "budget_misses": t.budget_misses if t else 0,
             "width": t.size[0] if t else 0,
             "height": t.size[1] if t else 0,
             "errors": t.errors if t else 0,
+            "overlay_errors": self.pipeline.overlay_errors,
         }
 
     async def close(self) -> None:
+        me = asyncio.current_task()
+        for task in self.tasks:
+            if task is not me:  # a watch task may be the one closing this
+                task.cancel()
         if self.reader is not None:
             self.reader.stop()
         if self.track is not None:
             self.track.stop()
-        await self.pc.close()
+        for track in self.ignored_tracks:
+            track.stop()
+        await close_pc(self.pc)
+
+
+async def close_pc(pc, timeout_s: float = 10.0) -> None:
+    """pc.close() that never raises or hangs. aiortc can fail part-way for a peer that never got going
+    (e.g. an offer with a data channel and no video: its SCTP transport has nothing to unregister from),
+    which would leave the ICE and DTLS transports, and their sockets, open: those are stopped here."""
+    try:
+        await asyncio.wait_for(pc.close(), timeout_s)
+        return
+    except Exception as exc:  # noqa: BLE001  (aiortc raises AttributeError and friends here)
+        log.warning("closing a peer connection failed part-way (%s: %s); stopping its transports directly",
+                    type(exc).__name__, exc)
+    transports = []
+    for t in pc.getTransceivers():
+        dtls = t.receiver.transport
+        transports += [dtls, getattr(dtls, "transport", None)]
+    sctp = pc.sctp
+    if sctp is not None and sctp.transport is not None:
+        transports += [sctp.transport, getattr(sctp.transport, "transport", None)]
+    for tr in transports:
+        if tr is None:
+            continue
+        try:
+            await asyncio.wait_for(tr.stop(), timeout_s)
+        except Exception:  # noqa: BLE001, S110  (best effort: the rest must still be stopped)
+            pass
+    pc.remove_all_listeners()
+
+
+async def drain(track: MediaStreamTrack) -> None:
+    """Read a track nobody uses and throw the frames away: aiortc would queue them without bound."""
+    try:
+        while True:
+            await track.recv()
+    except (MediaStreamError, asyncio.CancelledError):
+        pass

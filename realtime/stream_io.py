@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engines.backends import Backend, BackendError, load_backend
+from realtime import stop
 from realtime.overlay import MAX_CAPTION_CHARS, render_caption
 from realtime.pipeline import FramePipeline, StyleState
 from realtime.stylize_file import (
@@ -40,6 +41,7 @@ from realtime.stylize_file import (
     _display_rgb,
     _open_audio_output,
     atomic_output,
+    disk_full_error,
     parse_weights,
 )
 
@@ -494,9 +496,10 @@ def stylize_stream(pipe: FramePipeline, src: str, target: str, fmt: str, *, dura
     reader.start()
     status = status or Status()
     stopped = ""
+    failed = False
 
     def over() -> bool:
-        return duration is not None and time.monotonic() - t0 >= duration
+        return stop.requested() or (duration is not None and time.monotonic() - t0 >= duration)
 
     try:
         while True:
@@ -507,7 +510,8 @@ def stylize_stream(pipe: FramePipeline, src: str, target: str, fmt: str, *, dura
                 item = state.take()
                 finished = state.finished
             if over():
-                stopped = f" (stopped after {duration:g} s)"
+                stopped = (f" (stopped by {stop.reason() or 'a signal'})" if stop.requested()
+                           else f" (stopped after {duration:g} s)")
                 break
             if item is None:
                 if finished:
@@ -523,21 +527,33 @@ def stylize_stream(pipe: FramePipeline, src: str, target: str, fmt: str, *, dura
             try:
                 writer.video(styled, item.t)
             except av.FFmpegError as exc:  # the output is opened (connected) with the first packet
+                failed = True
+                if stop.is_disk_full(exc):
+                    raise disk_full_error(exc, writer.frames_out) from None
                 raise StylizeError(f"{target}: cannot write ({exc.strerror or exc})") from None
             status.frame(state.clock() - item.due)
             _drain_audio(state, writer)
             status.show(state, writer)
     except KeyboardInterrupt:
         stopped = " (stopped by Ctrl-C)"
+    except BaseException:
+        failed = True
+        raise
     finally:
         reader.stop_event.set()
         with state.wake:
             state.wake.notify_all()
         try:
             reader.join(2.0)
-            if writer.vout is not None:
-                _drain_audio(state, writer)
-            writer.close()
+            try:
+                if writer.vout is not None and not failed:
+                    _drain_audio(state, writer)
+                writer.close()
+            except (av.FFmpegError, OSError) as exc:
+                if not failed:  # finishing the file failed (e.g. the disk filled up at the trailer)
+                    if stop.is_disk_full(exc):
+                        raise disk_full_error(exc, writer.frames_out) from None
+                    raise StylizeError(f"{target}: cannot finish the output ({exc})") from None
         finally:
             if writer.frames_out:
                 status.show(state, writer, force=True)

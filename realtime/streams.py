@@ -22,6 +22,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
 
 import av
@@ -31,11 +32,12 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError
 
 from engines.backends import Backend
+from realtime.limits import Limits, Slot
 from realtime.moods import MoodBook
 from realtime.overlay import Sprite
 from realtime.pipeline import FramePipeline, StyleState
 from realtime.ratelimit import TokenBucket
-from realtime.session import LatestFrameReader, _rate
+from realtime.session import FrameCheck, LatestFrameReader, StormGuard, _rate, close_pc, drain, frame_to_rgb
 
 log = logging.getLogger("realtime.streams")
 
@@ -139,11 +141,16 @@ class StreamTrack(MediaStreamTrack):
     kind = "video"
 
     def __init__(self, pipeline: FramePipeline, executor: concurrent.futures.Executor,
-                 overlay: OverlayFeed) -> None:
+                 overlay: OverlayFeed, limits: Limits | None = None) -> None:
         super().__init__()
         self.pipeline = pipeline
         self.executor = executor
         self.overlay = overlay
+        self.limits = limits or Limits()
+        self.check = FrameCheck(self.limits)
+        self.storm = StormGuard(self.limits.storm_s)
+        self.budget_misses = 0
+        self.last_error = ""
         self.reader: LatestFrameReader | None = None
         self.wanted = asyncio.Event()       # set while anyone watches: inference pauses otherwise
         self._changed = asyncio.Event()     # a new publisher, or the end
@@ -156,6 +163,7 @@ class StreamTrack(MediaStreamTrack):
         self._last_t: float | None = None   # seconds on the output clock of the last frame
         self._offset = 0.0                  # publisher clock -> output clock
         self._offset_for: LatestFrameReader | None = None
+        self.on_fatal: Callable[[str], None] | None = None  # set by the stream: ends the publish
 
     def set_reader(self, reader: LatestFrameReader | None) -> None:
         old, self.reader = self.reader, reader
@@ -168,14 +176,14 @@ class StreamTrack(MediaStreamTrack):
         self.set_reader(None)
         self.wanted.set()  # wake a recv() that waits for viewers, so it can see the end
 
-    async def _next_frame(self) -> tuple[LatestFrameReader, av.VideoFrame]:
+    async def _next_frame(self) -> tuple[LatestFrameReader, av.VideoFrame, float]:
         while True:
             if self.ended:
                 raise MediaStreamError
             reader = self.reader
             if reader is not None:
                 try:
-                    return reader, await reader.next()
+                    return (reader, *await reader.next_timed())
                 except MediaStreamError:
                     if reader is not self.reader:
                         continue  # replaced by a new publisher while waiting
@@ -196,9 +204,16 @@ class StreamTrack(MediaStreamTrack):
         self._last_t = out
         return out
 
-    def _work(self, frame: av.VideoFrame) -> av.VideoFrame:
-        """Inference thread: decode -> stylize + overlays -> new frame (and the overlay snapshot)."""
-        rgb = frame.to_ndarray(format="rgb24")
+    def _work(self, reader: LatestFrameReader, frame: av.VideoFrame,
+              arrival: float) -> tuple[av.VideoFrame, av.VideoFrame, float]:
+        """Inference thread: newest frame -> stylize + overlays -> new frame (and the overlay snapshot).
+
+        Returns (the frame used, the stylized frame, its arrival time)."""
+        frame, arrival = reader.fresher(frame, arrival)
+        size = self.check.plan(frame.width, frame.height)
+        if size is None:
+            return frame, frame, arrival
+        rgb = frame_to_rgb(frame, size)
         out = self.pipeline.process(rgb)
         self.inferences += 1
         if self.overlay.wanted:
@@ -206,24 +221,36 @@ class StreamTrack(MediaStreamTrack):
         # Convert once here: every viewer's encoder gets the same frame, and an rgb24 frame would make each of
         # them call frame.reformat() on it at once, from several threads, through the frame's one cached
         # SwsContext (which is not thread-safe: a viewer's sender stalled).
-        return av.VideoFrame.from_ndarray(out, format="rgb24").reformat(format="yuv420p")
+        return frame, av.VideoFrame.from_ndarray(out, format="rgb24").reformat(format="yuv420p"), arrival
 
     async def recv(self) -> av.VideoFrame:
         await self.wanted.wait()
-        reader, frame = await self._next_frame()
+        reader, frame, arrival = await self._next_frame()
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
+        ok = True
         try:
-            new = await loop.run_in_executor(self.executor, self._work, frame)
-        except Exception:  # one bad frame must not end the stream
+            frame, new, arrival = await loop.run_in_executor(self.executor, self._work, reader, frame, arrival)
+        except Exception as exc:  # one bad frame must not end the stream
+            ok = False
             self.errors += 1
-            log.exception("frame processing failed")
+            self.last_error = str(exc) or type(exc).__name__
+            if self.errors <= 3 or self.errors % 100 == 0:
+                log.exception("frame processing failed (%d so far)", self.errors)
             new = frame
+        if self.storm.record(ok) and self.on_fatal is not None:
+            self.on_fatal(f"the stylizer failed on every frame for {self.limits.storm_s:g} s ({self.last_error})")
+        if self.check.fatal is not None and self.on_fatal is not None:
+            self.on_fatal(self.check.fatal)
         self.process_ms.append((time.perf_counter() - t0) * 1e3)
+        age_ms = (time.monotonic() - arrival) * 1e3
+        self.pipeline.times.add("age", age_ms)
+        if age_ms > self.limits.budget_ms:
+            self.budget_misses += 1
         new.pts = round(self._out_time(reader, frame) / VIDEO_CLOCK)
         new.time_base = VIDEO_CLOCK
         self.out_times.append(time.monotonic())
-        self.size = (frame.width, frame.height)
+        self.size = (new.width, new.height)
         self.overlay.publish()
         return new
 
@@ -313,22 +340,33 @@ class AudioFanout:
 class Publisher:
     """The WHIP peer feeding a stream."""
 
-    def __init__(self, pc: RTCPeerConnection, video: MediaStreamTrack, audio: MediaStreamTrack | None) -> None:
+    def __init__(self, pc: RTCPeerConnection, video: MediaStreamTrack, audio: MediaStreamTrack | None,
+                 slot: Slot | None = None, extra: list[MediaStreamTrack] | None = None) -> None:
         self.id = _new_id()
         self.pc = pc
         self.reader = LatestFrameReader(video)
         self.audio = audio
         self.since = time.time()
+        self.slot = slot
+        self.tasks: list[asyncio.Task] = [asyncio.ensure_future(drain(t)) for t in extra or []]  # unused tracks
 
     async def close(self) -> None:
+        me = asyncio.current_task()
+        for task in self.tasks:
+            if task is not me:  # a watch task may be the one closing this
+                task.cancel()
         self.reader.stop()
-        await self.pc.close()
+        try:
+            await close_pc(self.pc)
+        finally:
+            if self.slot is not None:
+                self.slot.release()
 
 
 class Viewer:
     """A WHEP peer pulling a stream: video and/or audio tracks, and/or an `overlay` data channel."""
 
-    def __init__(self, pc: RTCPeerConnection) -> None:
+    def __init__(self, pc: RTCPeerConnection, slot: Slot | None = None) -> None:
         self.id = _new_id()
         self.pc = pc
         self.tracks: list[MediaStreamTrack] = []   # relay proxies / audio taps this viewer pulls
@@ -336,6 +374,8 @@ class Viewer:
         self.drain: MediaStreamTrack | None = None  # a relay proxy pulled (not sent) for an overlay-only viewer
         self._drain_task: asyncio.Task | None = None
         self.since = time.time()
+        self.slot = slot
+        self.tasks: list[asyncio.Task] = []         # connect watch
 
     @property
     def video(self) -> bool:
@@ -344,22 +384,22 @@ class Viewer:
     def start_drain(self, proxy: MediaStreamTrack) -> None:
         """Pull `proxy` and throw the frames away: an overlay-only viewer needs frames processed, not sent."""
         self.drain = proxy
-
-        async def pull() -> None:
-            try:
-                while True:
-                    await proxy.recv()
-            except (MediaStreamError, asyncio.CancelledError):
-                pass
-
-        self._drain_task = asyncio.ensure_future(pull())
+        self._drain_task = asyncio.ensure_future(drain(proxy))
 
     async def close(self) -> None:
         if self._drain_task is not None:
             self._drain_task.cancel()
+        me = asyncio.current_task()
+        for task in self.tasks:
+            if task is not me:  # a watch task may be the one closing this
+                task.cancel()
         for t in [*self.tracks, *([self.drain] if self.drain else [])]:
             t.stop()
-        await self.pc.close()
+        try:
+            await close_pc(self.pc)
+        finally:
+            if self.slot is not None:
+                self.slot.release()
 
 
 # ---------------------------------------------------------------- a stream
@@ -369,11 +409,13 @@ class LiveStream:
     """A named stylized stream: its settings (pipeline), the publisher, the one inference, the viewers."""
 
     def __init__(self, name: str, backend: Backend, moods: MoodBook, executor: concurrent.futures.Executor,
-                 state: StyleState | None = None) -> None:
+                 state: StyleState | None = None, limits: Limits | None = None) -> None:
         self.name = name
+        self.limits = limits or Limits()
         self.pipeline = FramePipeline(backend, state, moods)
+        self.pipeline.label = f"stream {name}"
         self.overlay = OverlayFeed()
-        self.track = StreamTrack(self.pipeline, executor, self.overlay)
+        self.track = StreamTrack(self.pipeline, executor, self.overlay, self.limits)
         self.relay = MediaRelay()
         self.audio = AudioFanout()
         self.publisher: Publisher | None = None
@@ -448,6 +490,11 @@ class LiveStream:
             "width": t.size[0],
             "height": t.size[1],
             "errors": t.errors,
+            "overlay_errors": self.pipeline.overlay_errors,
+            "age_ms": round(self.pipeline.times.p50("age"), 1),
+            "age_p95_ms": round(self.pipeline.times.pct("age", 95), 1),
+            "budget_ms": self.limits.budget_ms,
+            "budget_misses": t.budget_misses,
             "layout": self.pipeline.layer.layout,
         }
 
@@ -471,18 +518,30 @@ class LiveStream:
 class StreamHub:
     """Every named stream of a server; settings outlive a publisher, so a reconnect keeps its look."""
 
-    def __init__(self, backend: Backend, moods: MoodBook, executor: concurrent.futures.Executor) -> None:
+    def __init__(self, backend: Backend, moods: MoodBook, executor: concurrent.futures.Executor,
+                 limits: Limits | None = None) -> None:
         self.backend = backend
         self.moods = moods
         self.executor = executor
+        self.limits = limits or Limits()
         self.streams: dict[str, LiveStream] = {}
         self.saved: OrderedDict[str, StyleState] = OrderedDict()  # settings of streams that ended (last 64)
+        # Counters of streams that ended, so /metrics totals never go back.
+        self.retired = {"dropped": 0, "budget_misses": 0, "errors": 0, "inferences": 0, "frames_in": 0}
 
     def stream_for_publish(self, name: str) -> LiveStream:
         stream = self.streams.get(name)
         if stream is None:
-            stream = LiveStream(name, self.backend, self.moods, self.executor, self.saved.pop(name, None))
+            stream = LiveStream(name, self.backend, self.moods, self.executor, self.saved.pop(name, None),
+                                self.limits)
             self.streams[name] = stream
+
+            def fatal(message: str, name: str = name, stream: LiveStream = stream) -> None:
+                if self.streams.get(name) is stream:
+                    log.error("stream %s: %s; the stream is ended", name, message)
+                    asyncio.ensure_future(self.end(name))
+
+            stream.track.on_fatal = fatal
         return stream
 
     async def end(self, name: str, publisher_id: str | None = None) -> bool:
@@ -492,6 +551,9 @@ class StreamHub:
                               (stream.publisher is None or stream.publisher.id != publisher_id)):
             return False
         del self.streams[name]
+        last = stream.stats()
+        for key in self.retired:
+            self.retired[key] += last.get(key, 0)
         self.saved[name] = stream.pipeline.state
         while len(self.saved) > 64:
             self.saved.popitem(last=False)

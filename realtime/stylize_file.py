@@ -4,6 +4,10 @@ Video keeps its exact frame count and timing (every decoded frame is encoded onc
 with its own pts) and its audio (packets copied when the output container takes
 the codec, else re-encoded). The result is written to a hidden temp file next to
 OUTPUT and renamed at the end, so a failed run never leaves a file that looks done.
+
+SIGTERM / Ctrl-C stop after the current frame: the file is finished (the frames so far) and
+renamed into place, exit 0. Out of disk space (or over a file-size limit) while writing: a one-line
+error, and the partial file is removed; the run is not worth keeping half-written.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engines.backends import Backend, BackendError, load_backend
+from realtime import stop
 from realtime.overlay import MAX_CAPTION_CHARS, render_caption
 from realtime.pipeline import FramePipeline, StyleState
 
@@ -47,6 +52,12 @@ COPY_AUDIO: dict[str, frozenset[str] | None] = {
 
 class StylizeError(Exception):
     """A user-facing failure; str() is the one line printed after `realtime: error:`."""
+
+
+def disk_full_error(exc: BaseException, frames: int) -> StylizeError:
+    why = getattr(exc, "strerror", None) or str(exc)
+    return StylizeError(f"cannot write the output after {frames} frames ({why}): out of disk space or over a "
+                        "file-size limit; the partial file was removed")
 
 
 # ---------------------------------------------------------------- arguments
@@ -220,6 +231,12 @@ def _display_rgb(frame: av.VideoFrame) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, k=turns)) if turns else rgb
 
 
+def _resize(rgb: np.ndarray, w: int, h: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BILINEAR))
+
+
 def stylize_video(pipe: FramePipeline, src: Path, tmp: Path, dst_ext: str) -> str:
     import av
     from tqdm import tqdm
@@ -255,8 +272,13 @@ def stylize_video(pipe: FramePipeline, src: Path, tmp: Path, dst_ext: str) -> st
                 for af in packet.decode():
                     out.mux(aout.encode(af))
 
+        failed = False
+        stopped = False
         try:
             for packet in inp.demux(*(s for s in (vin, ain) if s is not None)):
+                if stop.requested():
+                    stopped = True
+                    break
                 if packet.stream is ain:
                     if packet.dts is None and copy_audio:
                         continue  # demuxer flush packet: nothing to copy
@@ -271,6 +293,8 @@ def stylize_video(pipe: FramePipeline, src: Path, tmp: Path, dst_ext: str) -> st
                     if vout is None:
                         # yuv420p needs even sizes: drop at most one row/column rather than rescale.
                         eh, ew = h - h % 2, w - w % 2
+                        if eh < 2 or ew < 2:
+                            raise StylizeError(f"{src}: frames of {w}x{h} are too small to encode (at least 2x2)")
                         if (eh, ew) != (h, w):
                             note = f" (odd size {w}x{h} cropped to {ew}x{eh} for yuv420p)"
                             bar.write(f"realtime: note: {src.name} is {w}x{h}; yuv420p needs even sizes, "
@@ -282,7 +306,9 @@ def stylize_video(pipe: FramePipeline, src: Path, tmp: Path, dst_ext: str) -> st
                                 if not (copy_audio and p.dts is None):
                                     mux_audio(p)
                             held.clear()
-                    styled = pipe.process(rgb[: vout.height, : vout.width])
+                    if not (0 <= h - vout.height <= 1 and 0 <= w - vout.width <= 1):
+                        rgb = _resize(rgb, vout.width, vout.height)  # the size changed mid-file: keep the output's
+                    styled = pipe.process(np.ascontiguousarray(rgb[: vout.height, : vout.width]))
                     vf = av.VideoFrame.from_ndarray(styled, format="rgb24").reformat(format="yuv420p")
                     vf.pts, vf.time_base = clock.pts(frame.pts), clock.time_base
                     packets = vout.encode(vf)
@@ -298,13 +324,28 @@ def stylize_video(pipe: FramePipeline, src: Path, tmp: Path, dst_ext: str) -> st
             if aout is not None and not copy_audio:
                 out.mux(aout.encode(None))
         except av.FFmpegError as exc:
+            failed = True
+            if stop.is_disk_full(exc):
+                raise disk_full_error(exc, frames_in) from None
             raise StylizeError(f"{src}: video error after {frames_in} frames ({exc.strerror or exc})") from None
+        except BaseException:
+            failed = True
+            raise
         finally:
             bar.close()
-            out.close()
+            try:
+                out.close()  # writes the trailer (and moves the index to the front for mp4): can fail too
+            except (av.FFmpegError, OSError) as exc:
+                if not failed:
+                    if stop.is_disk_full(exc):
+                        raise disk_full_error(exc, frames_in) from None
+                    raise StylizeError(f"cannot finish the output ({getattr(exc, 'strerror', None) or exc})") \
+                        from None
     if frames_out != frames_in:  # the encoder must emit one packet per frame; anything else is a bug
         raise StylizeError(f"encoded {frames_out} frames for {frames_in} input frames")
-    if vin.frames and frames_in < vin.frames:
+    if stopped:
+        note += f" (stopped by {stop.reason() or 'a signal'}: the frames so far)"
+    elif vin.frames and frames_in < vin.frames:
         # Not an error: edit lists can legitimately hide frames the index counts. But say so.
         note += f" (the file lists {vin.frames} frames but only {frames_in} decoded: truncated?)"
     audio = ""
@@ -341,7 +382,8 @@ def run_stylize(args: argparse.Namespace) -> int:
         print(f"realtime: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     except OSError as exc:  # disk full, permissions: still one line, still no partial output
-        print(f"realtime: error: {exc.filename or args.output}: {exc.strerror or exc}", file=sys.stderr)
+        extra = "; nothing was written" if stop.is_disk_full(exc) else ""
+        print(f"realtime: error: {exc.filename or args.output}: {exc.strerror or exc}{extra}", file=sys.stderr)
         return 2
     print(f"wrote {dst}: {summary}", file=sys.stderr)
     return 0

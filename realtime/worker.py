@@ -114,12 +114,16 @@ class InferenceWorker(concurrent.futures.Executor):
                 self._current = (gen, future, start)
             try:
                 result = fn(*args, **kwargs)
-            except Exception as exc:  # the caller decides what a failed call means
+            except Exception as exc:  # noqa: BLE001  (the caller decides what a failed call means)
                 self.failures += 1
                 self._settle(gen, future, exc=exc)
-            except BaseException as exc:  # SystemExit and the like: this thread ends; the watchdog replaces it
+            except BaseException as exc:  # noqa: BLE001  (SystemExit and the like: the watchdog replaces this thread)
                 self._settle(gen, future, exc=WorkerFailed(f"the inference worker died ({type(exc).__name__})"))
-                raise
+                log.error("inference worker %s ended by %s: %s", threading.current_thread().name,
+                          type(exc).__name__, exc)
+                with self._cv:
+                    self._current = None
+                return
             else:
                 self._settle(gen, future, result=result)
             finally:

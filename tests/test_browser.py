@@ -353,9 +353,21 @@ def test_stylized_frames_arrive_and_are_restyled(live: LivePage) -> None:
           f"stylized {d_styled:.1f} / {r_styled:.1f}")
     assert min(stds) > 25, "returned frames look blank"
     assert r_plain < 10, f"strength 0 should return the input (codec noise only), residual {r_plain:.1f}"
-    assert r_styled > max(2 * r_plain, r_plain + 6), (
-        f"returned frames are not clearly restyled: residual to the input {r_styled:.1f} "
+    # Restyled by the model itself: the returned frames are closer to what the bundled model makes of the
+    # input (run here, in the test) than to the input, beyond what a global colour map explains.
+    from engines.backends import load_backend
+
+    backend = load_backend()
+    state = live.send({"id": "probe"})
+    vector = backend.contract.weights_vector(state["weights"])
+    r_model = statistics.median(
+        restyle_residual(backend.stylize(live.frames[i], vector, 1.0), f) for i, f in styled)
+    print(f"[browser] residual of the stylized frames to the model's own output: {r_model:.1f}")
+    assert r_styled > r_plain + 1.0, (
+        f"returned frames are not restyled: residual to the input {r_styled:.1f} "
         f"vs {r_plain:.1f} for the unstyled round trip")
+    assert r_model < r_styled - 0.5, (
+        f"returned frames are not the model's output: residual {r_model:.1f} to it vs {r_styled:.1f} to the input")
     live.styled_before_caption = [f for _, f in styled]
 
 

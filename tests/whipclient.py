@@ -181,3 +181,107 @@ def latencies_ms(sent: dict[int, float], arrivals: dict[int, float]) -> list[flo
     """Per frame index seen by the viewer: arrival minus hand-over to the publisher's encoder."""
     return [1e3 * (arrivals[i] - sent[i]) for i in arrivals if i in sent and arrivals[i] >= sent[i]]
 
+
+
+def luma(frame: av.VideoFrame) -> np.ndarray:
+    """The Y plane of a decoded frame as (h, w, 1) uint8, without a colour conversion (enough for read_index)."""
+    plane = frame.planes[0]
+    y = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)[:, : frame.width]
+    return y[..., None]
+
+
+class OfferClient:
+    """A peer like the web app: POST /offer (JSON), numbered frames out, stylized frames back, `control` channel.
+
+    Latency per returned frame comes from the index drawn into it (tests/framecode.py): arrival minus the
+    moment the publisher's encoder was handed that frame. `samples` holds (arrival, latency s)."""
+
+    def __init__(self, base: np.ndarray, control: bool = True) -> None:
+        self.pc = RTCPeerConnection(_config())
+        self.video = NumberedTrack(base)
+        self.pc.addTrack(self.video)
+        self.channel = self.pc.createDataChannel("control") if control else None
+        self.messages: list[dict] = []
+        self.replies: asyncio.Queue = asyncio.Queue()
+        self.count = 0
+        self.sizes: list[tuple[int, int]] = []
+        self.samples: list[tuple[float, float]] = []
+        self.seen: set[int] = set()
+        self.ended = asyncio.Event()
+        self.session: str | None = None
+        self._tasks: list[asyncio.Task] = []
+        if self.channel is not None:
+            self.channel.on("message", self._on_message)
+
+        @self.pc.on("track")
+        def on_track(track) -> None:
+            self._tasks.append(asyncio.ensure_future(self._collect(track)))
+
+    def _on_message(self, m: str | bytes) -> None:
+        msg = json.loads(m)
+        self.messages.append(msg)
+        del self.messages[:-200]
+        if msg.get("type") in ("state", "error"):
+            self.replies.put_nowait(msg)
+
+    async def _collect(self, track) -> None:
+        try:
+            while True:
+                f = await track.recv()
+                t = time.monotonic()
+                self.count += 1
+                if not self.sizes or self.sizes[-1] != (f.width, f.height):
+                    self.sizes.append((f.width, f.height))
+                idx = read_index(luma(f)) if f.format.name == "yuv420p" else read_index(f.to_ndarray(format="rgb24"))
+                if idx is not None and idx not in self.seen:
+                    self.seen.add(idx)
+                    sent = self.video.sent.get(idx)
+                    if sent is not None and t >= sent:
+                        self.samples.append((t, t - sent))
+                if len(self.seen) > 2048:
+                    self.seen.clear()
+        except MediaStreamError:
+            self.ended.set()
+
+    async def connect(self, http: aiohttp.ClientSession, base_url: str, token: str | None = None) -> tuple[int, dict]:
+        """POST the gathered offer to /offer; apply the answer on 200. Returns (status, JSON body)."""
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with http.post(f"{base_url}/offer", json={"sdp": self.pc.localDescription.sdp, "type": "offer"},
+                             headers=headers) as r:
+            body = await r.json(content_type=None)
+            if r.status == 200:
+                self.session = body.get("session")
+                await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
+            return r.status, body
+
+    async def wait_open(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.channel is not None and self.channel.readyState != "open":
+            if time.monotonic() > deadline:
+                raise AssertionError("control channel never opened")
+            await asyncio.sleep(0.05)
+
+    async def request(self, payload: dict | str, timeout: float = 5.0) -> dict:
+        """Send one control message and return its state/error reply."""
+        assert self.channel is not None
+        while not self.replies.empty():
+            self.replies.get_nowait()
+        self.channel.send(payload if isinstance(payload, str) else json.dumps(payload))
+        return await asyncio.wait_for(self.replies.get(), timeout)
+
+    async def wait_frames(self, n: int, timeout: float = 30.0) -> None:
+        target = self.count + n
+        deadline = time.monotonic() + timeout
+        while self.count < target:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"only {self.count} frames received, wanted {target}")
+            await asyncio.sleep(0.05)
+
+    def stats(self) -> list[dict]:
+        return [m for m in self.messages if m.get("type") == "stats"]
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await self.pc.close()

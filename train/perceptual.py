@@ -43,7 +43,8 @@ class PerceptualConfig:
     tv_weight: float = 50.0
     style_margin: float = 0.08
     style_grid: int = 2
-    film_lr_scale: float = 5.0
+    film_lr_scale: float = 2.0
+    grad_clip: float = 1.0
     style_short_side: int = 400
     seed: int = 0
     threads: int = 2
@@ -106,6 +107,9 @@ def train_perceptual(cfg: PerceptualConfig) -> Path:
         loss = cfg.style_weight * ls + cfg.content_weight * lc + cfg.colour_weight * lcol + cfg.tv_weight * ltv
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        # A 5x FiLM rate once drove a scale to -1 mid-run: every feature died and the net fell back
+        # to the identity for good. Clipping keeps one bad batch from doing that.
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}", style=f"{ls.item():.4f}", content=f"{lc.item():.3f}")
@@ -114,6 +118,9 @@ def train_perceptual(cfg: PerceptualConfig) -> Path:
             log.flush()
             provenance["steps_done"] = step
             save_artifact(net, contract, out / "model", provenance=provenance, export_onnx=step == cfg.steps)
+            # Snapshots too, so a late collapse never costs the whole run.
+            save_artifact(net, contract, out / "snapshots" / f"step{step:06d}", provenance=provenance,
+                          export_onnx=False)
     log.close()
     write_thumbnails([p for _, p in named], names, out / "model" / "thumbs")
     return out / "model"

@@ -15,6 +15,21 @@ const PRETTY_NAMES = {
   monet: "Monet", klimt: "Klimt", lineart: "Line art",
 };
 
+// The server's bearer token, when it has one: open the page as /?token=TOKEN once. It is kept for this tab
+// (sessionStorage) and taken out of the address bar, so it does not end up in bookmarks or screenshots.
+const TOKEN = (() => {
+  const params = new URLSearchParams(location.search);
+  const given = params.get("token");
+  if (given) {
+    try { sessionStorage.setItem("stylizer-token", given); } catch { /* storage off: keep it in memory */ }
+    params.delete("token");
+    const rest = params.toString();
+    history.replaceState(null, "", location.pathname + (rest ? `?${rest}` : "") + location.hash);
+    return given;
+  }
+  try { return sessionStorage.getItem("stylizer-token") || ""; } catch { return ""; }
+})();
+
 const $ = (id) => document.getElementById(id);
 const el = {
   toggle: $("toggle"), status: $("status"), statusText: $("status-text"),
@@ -277,6 +292,11 @@ function onChannelMessage(event) {
     if (msg.notice) showNotice(msg.notice);
   } else if (msg.type === "error") {
     showNotice(`The server refused a setting: ${msg.message}`);
+  } else if (msg.type === "notice") {
+    // Not a reply: something the server says about the video (a frame size), or why it ends the session.
+    if (msg.fatal) showError(`The server ended the session: ${msg.message}`);
+    else showNotice(msg.message);
+    return;
   }
   // Replies come in order; one without an id (a message the server could not parse) answers the oldest.
   const key = msg.id != null ? msg.id : app.pending.keys().next().value;
@@ -403,7 +423,8 @@ async function postOffer(desc) {
   try {
     resp = await fetch("/offer", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: TOKEN ? { "Content-Type": "application/json", Authorization: `Bearer ${TOKEN}` }
+                     : { "Content-Type": "application/json" },
       body: JSON.stringify({ sdp: desc.sdp, type: desc.type }),
       signal: ctrl.signal,
     });
