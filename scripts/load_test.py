@@ -248,8 +248,14 @@ def load_row(n: int, seconds: float, warmup: float, size: str, strength: float, 
         # about 2 s to start): growth between the two is what would be unbounded.
         time.sleep(max(0.0, t0 + 2 + warmup - time.monotonic()))
         rss0 = srv.get("/debug/resources")["rss_bytes"] / 2**20
+        series = [round(rss0, 1)]
+        while time.monotonic() < t0 + seconds - 10:  # every 10 s: a soak shows whether memory levels off
+            time.sleep(10)
+            series.append(round(srv.get("/debug/resources")["rss_bytes"] / 2**20, 1))
         time.sleep(max(0.0, t0 + seconds - time.monotonic()))
         rss1 = srv.get("/debug/resources")["rss_bytes"] / 2**20
+        series.append(round(rss1, 1))
+        metrics = urllib.request.urlopen(srv.url + "/metrics", timeout=10).read().decode()
         results = []
         for p in procs:
             try:
@@ -258,7 +264,10 @@ def load_row(n: int, seconds: float, warmup: float, size: str, strength: float, 
             except (subprocess.TimeoutExpired, ValueError, IndexError) as exc:
                 p.kill()
                 results.append({"ok": False, "error": repr(exc)})
-    return Row(n, results, rss_idle, rss0, rss1)
+    row = Row(n, results, rss_idle, rss0, rss1)
+    keep = ("stylizer_stage_latency_ms", "stylizer_fps", "stylizer_frames_dropped", "stylizer_budget_misses_total")
+    row.server_stats = {"rss_series_mb": series, "metrics": [ln for ln in metrics.splitlines() if ln.startswith(keep)]}
+    return row
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -270,6 +279,8 @@ def cmd_load(args: argparse.Namespace) -> int:
         row = load_row(n, args.seconds, args.warmup, args.size, args.strength, args.server_arg or [])
         rows.append(row)
         print(row.line(), flush=True)
+        if args.verbose:
+            print(f"    RSS every 10 s (MB): {row.server_stats['rss_series_mb']}", flush=True)
     good = [r.peers for r in rows if r.holds]
     best = max(good) if good else 0
     print(f"\nlargest N that holds (>= {FPS_FLOOR:g} fps per peer, p95 < {P95_CEILING_MS:g} ms): {best}", flush=True)
@@ -468,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     ld.add_argument("--double", action="store_true", help="also run 2N for the largest N that holds")
     ld.add_argument("--server-arg", action="append", help="extra `realtime serve` argument (repeatable)")
     ld.add_argument("--json", default=None)
+    ld.add_argument("--verbose", action="store_true", help="print the server's RSS every 10 s of each row")
     ch = sub.add_parser("churn", help="connect/disconnect cycles with kill -9; leak figures")
     ch.add_argument("--cycles", type=int, default=200)
     ch.add_argument("--size", default="320x180")

@@ -4,7 +4,6 @@ session, a full disk under `realtime stylize`, and SIGTERM/SIGINT for `serve` an
 from __future__ import annotations
 
 import asyncio
-import os
 import resource
 import signal
 import subprocess
@@ -269,6 +268,7 @@ def test_serve_closes_peers_and_exits_0_on_a_signal(sig: signal.Signals) -> None
             return [took, closed]
 
         took, closed = asyncio.run(connect())
+        print(f"\n[faults] {sig.name}: the server exited {took:.1f} s after the signal")
         code = srv.proc.wait(5)
         log = srv.log(20000)
     assert code == 0, log[-3000:]
@@ -287,8 +287,3 @@ async def _wait_closed(pcs, timeout: float) -> bool:
             return True
         await asyncio.sleep(0.2)
     return False
-
-
-def test_environment_has_no_stray_token() -> None:
-    """The fixtures above start tokenless servers; a STYLIZER_TOKEN in CI's environment would change them."""
-    assert os.environ.get("STYLIZER_TOKEN") in (None, "")
