@@ -356,6 +356,7 @@ async def offer(request: web.Request) -> web.Response:
     session.pipeline.label = f"session {session.id}"
     extra = {"session": session.id}
     closing: list[bool] = []
+    ending: list[bool] = []
 
     async def close(why: str = "closed") -> None:
         if closing:
@@ -375,8 +376,9 @@ async def offer(request: web.Request) -> web.Response:
                  st["frames_in"], st["frames_out"], st["dropped"], st["budget_misses"], st["errors"], extra=extra)
 
     def fatal(message: str) -> None:
-        if closing:
+        if closing or ending:
             return
+        ending.append(True)  # once: recv() keeps calling until the close below has run
         log.error("%s", message, extra=extra)
         _send(session, {"type": "notice", "message": message, "fatal": True})
         asyncio.get_running_loop().call_later(0.2, lambda: asyncio.ensure_future(close("ended: " + message)))
