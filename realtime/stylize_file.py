@@ -246,6 +246,8 @@ def stylize_video(pipe: FramePipeline, src: Path, tmp: Path, dst_ext: str) -> st
         inp = av.open(str(src))
     except av.FFmpegError as exc:
         raise StylizeError(f"{src}: cannot read video ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:  # PyAV decodes container metadata as UTF-8; a damaged header can break that
+        raise StylizeError(f"{src}: cannot read video (corrupt metadata)") from None
     with inp:
         if not inp.streams.video:
             raise StylizeError(f"{src}: no video stream")
