@@ -22,6 +22,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
@@ -32,7 +33,7 @@ from realtime.auth import refusal
 from realtime.limits import MAX_OFFER_BYTES, RUNTIME_KEY, Limits, Runtime, Slot, watch_connect
 from realtime.moods import MoodBook
 from realtime.session import close_pc
-from realtime.streams import Publisher, StreamHub, Viewer
+from realtime.streams import LiveStream, Publisher, StreamHub, Viewer
 
 log = logging.getLogger("realtime.feeds")
 
@@ -220,6 +221,19 @@ async def whip_delete(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------- WHEP
 
 
+def _viewer_channel(stream: LiveStream, viewer: Viewer, channel: Any) -> None:
+    """Keep a viewer's first `overlay` and first `status` channel; close any other (never held for nothing).
+
+    `status` carries nothing: the viewer page opens it to learn at once when the session ends (it closes with
+    the peer connection), so closing it here would read as "stream ended" and make the page reconnect."""
+    if channel.label == "overlay" and viewer.overlay_channel is None:
+        stream.set_overlay_channel(viewer, channel)
+    elif channel.label == "status" and viewer.status_channel is None:
+        viewer.status_channel = channel
+    else:
+        channel.close()
+
+
 async def whep_view(request: web.Request) -> web.Response:
     admitted = _admit(request, "viewer")
     if isinstance(admitted, web.Response):
@@ -245,12 +259,7 @@ async def whep_view(request: web.Request) -> web.Response:
     pc = _new_pc(request)
     viewer = Viewer(pc, slot)
 
-    @pc.on("datachannel")
-    def on_datachannel(channel) -> None:
-        if channel.label == "overlay" and viewer.overlay_channel is None:
-            stream.set_overlay_channel(viewer, channel)
-        else:
-            channel.close()  # one overlay channel per viewer; nothing else is served on data channels
+    pc.on("datachannel", lambda channel: _viewer_channel(stream, viewer, channel))
 
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))

@@ -364,13 +364,15 @@ class Publisher:
 
 
 class Viewer:
-    """A WHEP peer pulling a stream: video and/or audio tracks, and/or an `overlay` data channel."""
+    """A WHEP peer pulling a stream: video and/or audio tracks, and/or an `overlay` data channel (and/or an
+    idle `status` channel, which closes with the session)."""
 
     def __init__(self, pc: RTCPeerConnection, slot: Slot | None = None) -> None:
         self.id = _new_id()
         self.pc = pc
         self.tracks: list[MediaStreamTrack] = []   # relay proxies / audio taps this viewer pulls
         self.overlay_channel: Any = None
+        self.status_channel: Any = None             # the viewer page's end-of-session signal (nothing sent)
         self.drain: MediaStreamTrack | None = None  # a relay proxy pulled (not sent) for an overlay-only viewer
         self._drain_task: asyncio.Task | None = None
         self.since = time.time()

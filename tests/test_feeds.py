@@ -3,7 +3,8 @@
 A WHIP publisher sends numbered 640x360 frames (and a tone); WHEP viewers pull the stylized
 stream. Checked: the content is the model's stylization of the exact input frame, two viewers
 share one inference per frame, the API changes a running stream, overlay-only viewers get the
-expression layer, DELETE ends sessions cleanly, bad tokens get 401 and bad offers 400.
+expression layer, a viewer's `status` channel stays open until its session ends (other labels are
+closed), DELETE ends sessions cleanly, bad tokens get 401 and bad offers 400.
 WHIP -> WHEP latency (frame index drawn into each frame, tests/framecode.py) is printed.
 """
 
@@ -14,6 +15,7 @@ import base64
 import io
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import numpy as np
@@ -55,6 +57,13 @@ async def _wait_for(predicate, timeout: float, step: float = 0.1) -> bool:
     return False
 
 
+def _closed(channel) -> Callable[[], Awaitable[bool]]:
+    """A _wait_for predicate: the data channel is closed."""
+    async def check() -> bool:
+        return channel.readyState == "closed"
+    return check
+
+
 async def _scenario(base: str, styles: tuple[str, ...]) -> dict:
     ice.enable_loopback()  # this process's peers gather 127.0.0.1 only
     out: dict = {}
@@ -90,11 +99,16 @@ async def _scenario(base: str, styles: tuple[str, ...]) -> dict:
         out["publish"] = (status, pub.location)
         a = WhepViewer(audio=True, keep=40)
         b = WhepViewer()
+        # Like the viewer page: an idle `status` channel tells it when the session ends; any other label is closed.
+        b_status, b_extra = b.pc.createDataChannel("status"), b.pc.createDataChannel("extra")
         out["view_a"] = (await a.play(http, f"{base}/whep/test", TOKEN))[0]
         out["view_b"] = (await b.play(http, f"{base}/whep/test", TOKEN))[0]
         out["locations"] = (a.location, b.location)
         await a.wait_frames(20, timeout=60)
         await b.wait_frames(5, timeout=30)
+        out["b_extra_closed"] = await _wait_for(_closed(b_extra), 10)
+        await asyncio.sleep(1.5)  # the viewer page reconnected about 1 s after its status channel was closed
+        out["b_status_state"] = b_status.readyState
 
         # Content: the first style (a new stream's default), compared with the model's output (below the strip).
         out["plain"] = a.frames[-4:]
@@ -171,6 +185,7 @@ async def _scenario(base: str, styles: tuple[str, ...]) -> dict:
             out["delete_b"] = r.status
         async with http.delete(b.location, headers=auth) as r:
             out["delete_b_again"] = r.status
+        out["b_status_closed_by_delete"] = await _wait_for(_closed(b_status), 10)
         async with http.delete(swap.location, headers={"Authorization": "Bearer nope"}) as r:
             out["delete_pub_bad_token"] = r.status
         _, out["stats_after_b"] = await _json(http, "GET", f"{base}/api/streams/test/stats", headers=auth)
@@ -299,6 +314,13 @@ def test_overlay_only_viewer_gets_the_expression_layer(feeds: dict) -> None:
         alpha = rgba[..., 3]
         assert (alpha == 0).mean() > 0.05 and (alpha == 255).mean() > 0.02, "sprite has no real transparency"
     assert feeds["stats_with_overlay"]["overlay_viewers"] == 1
+
+
+def test_viewer_status_channel_stays_open_until_the_session_ends(feeds: dict) -> None:
+    """The viewer page's `status` channel is its end-of-session signal: closing it early made the page reconnect."""
+    assert feeds["b_status_state"] == "open", "the server closed the viewer's status channel"
+    assert feeds["b_extra_closed"], "a data channel with an unknown label was kept open"
+    assert feeds["b_status_closed_by_delete"], "the status channel did not close when the session was deleted"
 
 
 def test_a_new_publish_takes_over_and_keeps_the_viewers(feeds: dict) -> None:
