@@ -40,6 +40,55 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--out", default="contact_sheet.png")
     s.add_argument("--height", type=int, default=240)
 
+    t = sub.add_parser("teacher", help="train the multi-reference GAN teacher from a preset",
+                       description="Train the style-conditioned GAN teacher over a bank of reference styles. "
+                                   "Settings come from a preset TOML (a path, or a name in train/presets: "
+                                   "teacher_cpu, teacher_gpu, teacher_tiny), then --set overrides. "
+                                   "Under torchrun it trains with DDP (gloo on CPUs, NCCL on GPUs).")
+    t.add_argument("--preset", default="teacher_cpu", help="preset TOML (default: teacher_cpu)")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting, TOML value syntax (e.g. --set steps=2000 --set 'styles=[\"vangogh\"]')")
+    t.add_argument("--style", dest="extra_styles", action="append", default=[], metavar="REF",
+                   help="add a style: NAME=PATH, an image path of your own, or a file-name prefix in shared/data/styles")
+    t.add_argument("--fuse", action="append", nargs="+", default=[], metavar="REF",
+                   help="add ONE style fused from several references' pooled statistics "
+                        "(first item may be NAME=ref); repeat for more fused styles")
+    t.add_argument("--resume", default=None, help="checkpoint.pt to continue from (same styles)")
+
+    dd = sub.add_parser("distill", help="distil a teacher checkpoint into the live student (an engines artifact)",
+                        description="Train the tiny live student against a frozen GAN teacher: L1 + perceptual "
+                                    "output matching, an adversarial term and the temporal terms, plus a same-size "
+                                    "ablation twin without the temporal terms. Writes OUT/model (the artifact "
+                                    "`realtime serve --engine` takes) and OUT/ablation.")
+    dd.add_argument("--teacher", required=True, help="teacher checkpoint (checkpoint.pt or its teacher.pt copy)")
+    dd.add_argument("--critic", default=None,
+                    help="teacher training checkpoint whose discriminator initialises the critic (default: --teacher "
+                         "if it holds one, else a fresh critic)")
+    dd.add_argument("--preset", default="distill_cpu", help="preset TOML (default: distill_cpu)")
+    dd.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one setting, TOML value syntax")
+
+    e = sub.add_parser("eval", help="metrics table and contact sheets for students and teachers, side by side",
+                       description="Style distance, edge SSIM and warping error on the held-out photos and clip, "
+                                   "one table for all checkpoints, and a contact sheet for each.")
+    e.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
+                   help="a model folder (model.json) or a teacher checkpoint (.pt/.ckpt)")
+    e.add_argument("--out", required=True, help="folder for metrics.md, metrics.csv and the sheets")
+    e.add_argument("--size", type=int, default=384, help="short side of the photos and clip the metrics run at")
+    e.add_argument("--clip", default=None, help="video for the warping error (default: the held-out clip)")
+    e.add_argument("--frames", type=int, default=60, help="first frames of the clip to use")
+    e.add_argument("--height", type=int, default=192, help="photo height on the contact sheets")
+    e.add_argument("--teacher", default=None, metavar="CKPT",
+                   help="the reference teacher checkpoint: it heads the table, and every other checkpoint also gets "
+                        "PSNR/SSIM against it (fidelity table), a side_by_side_<name>.mp4 of the clip and, with "
+                        "--speed, a CPU speed comparison")
+    e.add_argument("--speed", action=argparse.BooleanOptionalAction, default=None,
+                   help="time the teacher (PyTorch eager FP32) against each student folder on its default CPU "
+                        "back-end at 640x360, interleaved (default: on with --teacher)")
+    e.add_argument("--speed-frames", type=int, default=20,
+                   help="teacher frames timed per student; the student runs as many times more as it is faster, "
+                        "so both sides take about equal time (default: 20)")
+
     args = parser.parse_args(argv)
     if args.command == "perceptual":
         from train.perceptual import train_perceptual
@@ -52,6 +101,46 @@ def main(argv: list[str] | None = None) -> int:
 
         contact_sheet(args.model, args.out, height=args.height)
         print(f"contact sheet written to {args.out}")
+    elif args.command == "teacher":
+        from train.teacher import TeacherConfig, train_teacher
+
+        try:
+            cfg = TeacherConfig.from_preset(args.preset, args.overrides)
+        except (OSError, ValueError) as exc:
+            parser.error(str(exc))
+        cfg.styles = [*cfg.styles, *args.extra_styles]
+        cfg.fuse = [*cfg.fuse, *(",".join(refs) for refs in args.fuse)]
+        path = train_teacher(cfg, resume=args.resume)
+        print(f"teacher checkpoint written to {path} (inference copy: {path.parent / 'teacher.pt'})")
+    elif args.command == "distill":
+        import torch
+
+        from train.distill import DistillConfig, train_distill
+
+        try:
+            cfg = DistillConfig.from_preset(args.preset, args.overrides)
+        except (OSError, ValueError) as exc:
+            parser.error(str(exc))
+        critic = args.critic
+        if critic is None and "discriminator" in torch.load(args.teacher, map_location="cpu", weights_only=True):
+            critic = args.teacher
+        path = train_distill(cfg, args.teacher, critic)
+        print(f"student written to {path}")
+    elif args.command == "eval":
+        from train.evaluate import evaluate
+
+        if args.speed and args.teacher is None:
+            parser.error("--speed compares students with the teacher: pass --teacher CKPT too")
+        if args.speed_frames < 1:
+            parser.error("--speed-frames must be at least 1")
+        try:
+            table = evaluate(args.checkpoints, args.out, size=args.size, clip=args.clip, frames=args.frames,
+                             height=args.height, teacher=args.teacher, speed=args.speed,
+                             speed_frames_count=args.speed_frames)
+        except ValueError as exc:  # a student without a teacher style, a checkpoint that is neither kind
+            parser.error(str(exc))
+        print(table)
+        print(f"metrics and contact sheets written to {args.out}")
     return 0
 
 

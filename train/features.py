@@ -49,7 +49,7 @@ class ExpansionFeatures(nn.Module):
         for p in self.parameters():
             p.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "ExpansionFeatures":
+    def train(self, mode: bool = True) -> ExpansionFeatures:
         return super().train(False)  # always frozen BN statistics
 
     def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:

@@ -19,7 +19,7 @@ class StyleStats:
     rgb_mu: torch.Tensor
     rgb_sigma: torch.Tensor
 
-    def mix(self, w: torch.Tensor) -> "StyleStats":
+    def mix(self, w: torch.Tensor) -> StyleStats:
         """Targets for a batch of weight vectors w (N, S): the weighted mixture of the references' statistics."""
         return StyleStats(
             mu={k: w @ v for k, v in self.mu.items()},
@@ -50,6 +50,29 @@ def style_stats(features: ExpansionFeatures, styles: list[torch.Tensor]) -> Styl
         rgb_mu=torch.stack(rgb_mu),
         rgb_sigma=torch.stack(rgb_sigma),
     )
+
+
+def pooled_style_stats(features: ExpansionFeatures, refs: list[list[torch.Tensor]]) -> StyleStats:
+    """One row per style; a style with several references gets the statistics of their pooled features,
+    each reference weighted equally: the mixture's mean, and its variance = mean variance + spread of means."""
+    rows = [style_stats(features, imgs) for imgs in refs]
+
+    def pool(mu: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m = mu.mean(0)
+        return m, (sigma.pow(2).mean(0) + (mu - m).pow(2).mean(0)).sqrt()
+
+    taps = rows[0].mu.keys()
+    mus: dict[int, list[torch.Tensor]] = {k: [] for k in taps}
+    sigmas: dict[int, list[torch.Tensor]] = {k: [] for k in taps}
+    rgb: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for r in rows:
+        for k in taps:
+            m, s = pool(r.mu[k], r.sigma[k])
+            mus[k].append(m)
+            sigmas[k].append(s)
+        rgb.append(pool(r.rgb_mu, r.rgb_sigma))
+    return StyleStats(mu={k: torch.stack(v) for k, v in mus.items()}, sigma={k: torch.stack(v) for k, v in sigmas.items()},
+                      rgb_mu=torch.stack([m for m, _ in rgb]), rgb_sigma=torch.stack([s for _, s in rgb]))
 
 
 def _inner(f: torch.Tensor, margin: float) -> torch.Tensor:

@@ -19,7 +19,15 @@ from tqdm import tqdm
 from engines.artifact import save_artifact
 from engines.contract import IOContract
 from engines.student import StudentConfig, StudentNet, count_macs
-from train.data import SHARED_DATA, CropSampler, content_images, load_rgb, resolve_style, sample_style_weights, to_tensor
+from train.data import (
+    SHARED_DATA,
+    CropSampler,
+    content_images,
+    load_rgb,
+    resolve_style,
+    sample_style_weights,
+    to_tensor,
+)
 from train.features import ExpansionFeatures
 from train.losses import colour_loss, content_loss, style_loss, style_stats, tv_loss
 from train.thumbs import write_thumbnails

@@ -12,7 +12,8 @@ from engines.artifact import load_artifact
 from train.data import held_out_images, to_tensor
 
 
-def _fit(img: Image.Image, height: int) -> Image.Image:
+def fit_height(img: Image.Image, height: int) -> Image.Image:
+    """Resize to `height` (both sides rounded down to the network's multiple of 8)."""
     w = round(img.width * height / img.height) // 8 * 8
     return img.resize((w, height // 8 * 8), Image.LANCZOS)
 
@@ -27,7 +28,7 @@ def contact_sheet(model: str | Path | None, out: str | Path, height: int = 240) 
         columns.append((f"{names[0]}+{names[1]}", torch.tensor([0.5, 0.5] + [0.0] * (len(names) - 2))))
     rows = []
     for _, img in held_out_images():
-        im = _fit(img, height)
+        im = fit_height(img, height)
         x = to_tensor(im)[None]
         tiles = [im]
         for _, w in columns:

@@ -1,0 +1,193 @@
+"""The GAN teacher: losses with known answers, its networks, and real runs of the loop on generated data.
+
+The runs use the `teacher_tiny` preset on a generated data folder (content photos, two style
+references, a short moving sequence), so they pass on a fresh clone without ../shared.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.traindata import make_data_root
+from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss
+from train.features import ExpansionFeatures
+from train.flow import random_affine_flow, smooth_random_flow, warp
+from train.losses import pooled_style_stats, style_stats
+from train.teacher import TeacherConfig, load_stylizer, train_teacher
+from train.teacher_losses import expression_loss, gradient_loss, temporal_loss
+from train.teacher_net import TeacherNet, TeacherNetConfig, count_macs
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def features() -> ExpansionFeatures:
+    return ExpansionFeatures()
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_data_root(tmp_path_factory.mktemp("teacher_data"))
+
+
+# ----------------------------------------------------------------------------- losses with known answers
+
+
+def test_style_loss_is_zero_for_identical_statistics(features: ExpansionFeatures) -> None:
+    img = torch.rand(1, 3, 96, 96)
+    stats = style_stats(features, [img[0], torch.rand(3, 96, 96)])
+    with torch.no_grad():
+        f = features(img)
+    one = torch.ones(1, 1)
+    assert expression_loss(f, f, stats.mix(torch.tensor([[1.0, 0.0]])), one, features.taps).item() < 1e-6
+    assert expression_loss(f, f, stats.mix(torch.tensor([[0.0, 1.0]])), one, features.taps).item() > 1e-3
+    # Strength 0 asks for the content's own statistics: the identity scores 0 whatever the style.
+    zero = torch.zeros(1, 1)
+    assert expression_loss(f, f, stats.mix(torch.tensor([[0.0, 1.0]])), zero, features.taps, grid=2).item() < 1e-6
+
+
+def test_temporal_loss_is_zero_for_a_consistent_pair_under_a_known_warp() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 48, 64)
+    for fl in (random_affine_flow(2, 48, 64, g), smooth_random_flow(2, 48, 64, g)):
+        # A per-pixel affine colour transform commutes with (bilinear) warping exactly.
+        stylize = lambda im: torch.einsum("ij,njhw->nihw", torch.tensor([[0.5, 0.3, 0.1], [0.1, 0.6, 0.2], [0.2, 0.1, 0.4]]), im) + 0.1
+        consistent = temporal_loss(stylize(warp(x, fl)), stylize(x), fl)
+        assert consistent.item() < 1e-6
+        flicker = temporal_loss(stylize(warp(x, fl)) + 0.1 * torch.rand_like(x), stylize(x), fl)
+        assert flicker.item() > 0.02
+
+
+def test_gradient_loss_is_zero_for_identical_edges() -> None:
+    x = torch.rand(2, 3, 32, 32)
+    assert gradient_loss(x, x).item() == 0.0
+    # A uniform colour shift keeps every gradient and edge.
+    assert gradient_loss(x * 0.5 + 0.25, x * 0.5 + 0.25 + 0.1).item() < 1e-6
+    assert gradient_loss(torch.full_like(x, 0.5), x).item() > 0.05
+
+
+def test_fused_style_pools_the_references_statistics(features: ExpansionFeatures) -> None:
+    a, b = torch.rand(3, 64, 64) * 0.5, torch.rand(3, 64, 64) * 0.5 + 0.5
+    pooled = pooled_style_stats(features, [[a, b]])
+    both = style_stats(features, [torch.cat([a, b], dim=2)])  # one image holding both references
+    assert torch.allclose(pooled.rgb_mu, both.rgb_mu, atol=1e-5)
+    assert torch.allclose(pooled.rgb_sigma, both.rgb_sigma, atol=1e-4)
+
+
+def test_discriminator_hinge_and_conditioning() -> None:
+    d = MultiScaleDiscriminator(DiscriminatorConfig(num_styles=3, channels=8, layers=2))
+    x = torch.rand(2, 3, 64, 64)
+    outs = d(x, torch.eye(3)[:2])
+    assert len(outs) == 2 and outs[1].shape[-1] < outs[0].shape[-1]
+    # Projection: the logits are linear in the style weights (weights summing to 1 share psi).
+    d.eval()  # spectral norm's power iteration would otherwise move the weights between calls
+    w = torch.tensor([[0.3, 0.7, 0.0], [0.3, 0.7, 0.0]])
+    mixed = d(x, w)[0]
+    pure = [d(x, torch.eye(3)[[i, i]])[0] for i in range(2)]
+    assert torch.allclose(mixed, 0.3 * pure[0] + 0.7 * pure[1], atol=1e-4)
+    perfect = [torch.full((2, 1, 4, 4), 2.0)], [torch.full((2, 1, 4, 4), -2.0)]
+    assert hinge_d_loss(*perfect).item() == 0.0
+
+
+def test_teacher_network_budget_and_strength() -> None:
+    cfg = TeacherNetConfig(num_styles=4)
+    net = TeacherNet(cfg).eval()
+    macs = 0
+
+    def hook(module: torch.nn.Conv2d, inputs: tuple, out: torch.Tensor) -> None:
+        nonlocal macs
+        macs += out.numel() // out.shape[0] * module.in_channels // module.groups * module.kernel_size[0] ** 2
+
+    for m in net.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_hook(hook)
+    x = torch.rand(1, 3, 360, 640)
+    with torch.no_grad():
+        y = net(x, torch.eye(4)[:1], torch.ones(1, 1))
+    assert macs == count_macs(cfg)
+    assert 30e9 < macs < 40e9  # Johnson class
+    # Identity at initialisation (zero head), and always inside (0, 1).
+    assert torch.allclose(y, x.clamp(1e-3, 1 - 1e-3), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- real runs of the loop
+
+
+def _tiny(data_root: Path, out: Path, **extra: object) -> TeacherConfig:
+    cfg = TeacherConfig.from_preset("teacher_tiny", [f'data="{data_root}"', f'out="{out}"'])
+    for k, v in extra.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def test_one_step_smoke_run_and_checkpoint_round_trip(data_root: Path, tmp_path: Path) -> None:
+    cfg = _tiny(data_root, tmp_path / "run", steps=1, fuse=["ab=a_stripes,b_noise"])
+    ckpt = train_teacher(cfg)
+    rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
+    assert [r["step"] for r in rows] == ["1"]
+    for key in ("style", "content", "grad", "temporal", "clip_temporal", "loss_d"):
+        assert np.isfinite(float(rows[0][key])), key
+    assert float(rows[0]["clip_temporal"]) > 0  # the generated clip produced a real pair with flow
+    assert float(rows[0]["loss_d"]) > 0  # the critic took a step (adv_start = 0 in the tiny preset)
+
+    stylizer = load_stylizer(ckpt)
+    assert stylizer.style_names == ("a", "b", "ab")
+    assert [len(r) for r in stylizer.style_refs] == [1, 1, 2]
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert raw["config"]["channels"] == [8, 16, 16] and stylizer.net.config.channels == (8, 16, 16)
+    rebuilt = TeacherNet(TeacherNetConfig.from_dict(raw["generator_config"]))
+    rebuilt.load_state_dict(raw["generator_ema"])
+    x = torch.rand(1, 3, 32, 48)
+    w, s = torch.tensor([[0.2, 0.3, 0.5]]), torch.ones(1, 1)
+    assert torch.equal(stylizer(x, w, s), rebuilt.eval()(x, w, s))
+    # The inference copy (fp16 EMA weights) gives the same picture within fp16 rounding.
+    small = load_stylizer(tmp_path / "run" / "teacher.pt")
+    assert (small(x, w, s) - stylizer(x, w, s)).abs().max().item() < 5e-3
+
+    # Resume: two more steps continue from step 1, same styles and log.
+    cfg.steps = 3
+    train_teacher(cfg, resume=ckpt)
+    rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
+    assert [r["step"] for r in rows] == ["1", "2", "3"]
+    assert torch.load(ckpt, map_location="cpu", weights_only=True)["step"] == 3
+
+
+def test_runs_repeat_with_the_same_seed(data_root: Path, tmp_path: Path) -> None:
+    losses = []
+    for name in ("a", "b"):
+        train_teacher(_tiny(data_root, tmp_path / name, steps=2))
+        losses.append([r["loss_g"] for r in csv.DictReader((tmp_path / name / "log.csv").open())])
+    assert losses[0] == losses[1]
+
+
+def test_bad_settings_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown teacher setting"):
+        TeacherConfig.from_preset("teacher_tiny", ["stepz=3"])
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable teacher checkpoint"):
+        load_stylizer(bad)
+
+
+def test_two_process_ddp_smoke_run_on_gloo(data_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "train", "teacher", "--preset", "teacher_tiny", "--set", f'data="{data_root}"',
+           "--set", f'out="{out}"', "--set", "steps=2"]
+    done = subprocess.run(cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 process(es)" in done.stdout
+    ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert ckpt["step"] == 2
+    rows = list(csv.DictReader((out / "log.csv").open()))
+    assert [r["step"] for r in rows] == ["1", "2"]  # only rank 0 writes

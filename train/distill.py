@@ -1,0 +1,292 @@
+"""Distil the GAN teacher into the live student: `python -m train distill --teacher CKPT --preset PRESET.toml`.
+
+The frozen teacher (eval mode, no grad) labels every batch: random style mixtures, strengths,
+content crops and real clip pairs. The student (engines.student.StudentNet, the network every
+back-end runs) learns to match it with:
+- L1 plus perceptual (EfficientNet-Lite0 expansion features) output matching;
+- an adversarial term from a critic initialised from the teacher's (reference patches are real);
+- the teacher's temporal terms: synthetic motion with an exact flow, and real clip pairs with
+  DIS flow and occlusion masks.
+The ablation twin (same size, same batches, same teacher labels, no temporal terms) trains in the
+same run, so the table can show what the temporal terms buy at no extra teacher cost.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import random
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from engines.artifact import load_artifact, save_artifact
+from engines.contract import IOContract
+from engines.student import StudentConfig, StudentNet
+from engines.student import count_macs as student_macs
+from train.data import SHARED_DATA, sample_style_weights
+from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
+from train.features import ExpansionFeatures
+from train.flow import random_affine_flow, smooth_random_flow, warp
+from train.teacher import PRESETS, load_stylizer
+from train.teacher_data import DataSpec, TeacherBatches
+from train.teacher_losses import temporal_loss
+from train.teacher_net import count_macs as teacher_macs
+from train.teacher_net import count_params
+from train.thumbs import write_thumbnails
+
+
+@dataclass
+class DistillConfig:
+    out: str = "runs/distill"
+    data: str = str(SHARED_DATA)
+    allow_noncommercial: bool = False
+    steps: int = 1500
+    crop: int = 192
+    content_batch: int = 4
+    real_batch: int = 4
+    clip_pairs: bool = True
+    # the student (engines.student.StudentConfig fields)
+    enc_channels: int = 32
+    body_channels: int = 64
+    half_channels: int = 16
+    expansion: int = 2
+    blocks: int = 6
+    init: str = ""  # a student artifact to start from (matching FiLM rows are copied by style name)
+    lr: float = 1e-3
+    lr_d: float = 1e-4
+    grad_clip: float = 1.0
+    # loss weights
+    l1_weight: float = 10.0
+    perceptual_weight: float = 2.0
+    perceptual_taps: list[int] = field(default_factory=lambda: [0, 2, 4, 7])
+    adv_weight: float = 0.05
+    adv_start: int = 300
+    temporal_weight: float = 20.0
+    clip_temporal_weight: float = 20.0
+    p_full_strength: float = 0.7
+    p_onehot: float = 0.5
+    ablate_temporal: bool = True  # also train the same-size twin without the temporal terms
+    seed: int = 0
+    threads: int = 2
+    workers: int = 1
+    device: str = "auto"
+    save_every: int = 250
+
+    @classmethod
+    def from_preset(cls, preset: str | Path | None, overrides: list[str] = ()) -> DistillConfig:
+        values: dict = {}
+        if preset is not None:
+            path = Path(preset)
+            if not path.is_file() and (PRESETS / f"{preset}.toml").is_file():
+                path = PRESETS / f"{preset}.toml"
+            with open(path, "rb") as f:
+                values.update(tomllib.load(f))
+        for item in overrides:
+            key, sep, raw = item.partition("=")
+            if not sep:
+                raise ValueError(f"--set expects key=value, got {item!r}")
+            try:
+                values[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+            except tomllib.TOMLDecodeError:
+                values[key.strip()] = raw
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown distill setting(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    def student_config(self, num_styles: int) -> StudentConfig:
+        return StudentConfig(num_styles=num_styles, enc_channels=self.enc_channels, body_channels=self.body_channels,
+                             half_channels=self.half_channels, expansion=self.expansion, blocks=self.blocks)
+
+
+def init_from_artifact(net: StudentNet, path: str | Path, names: tuple[str, ...]) -> list[str]:
+    """Copy a trained student's weights; FiLM rows go by style name (new styles start at the identity)."""
+    art = load_artifact(path)
+    src = art.load_student()
+    old_names = art.contract.style_names
+    state = net.state_dict()
+    copied = []
+    for key, value in src.state_dict().items():
+        if key not in state:
+            continue
+        if "film" in key:  # (S, C) per-style rows
+            for i, name in enumerate(names):
+                if name in old_names:
+                    state[key][i] = value[old_names.index(name)]
+            copied.append(key)
+        elif state[key].shape == value.shape:
+            state[key] = value
+            copied.append(key)
+    net.load_state_dict(state)
+    return copied
+
+
+def _perceptual(features: ExpansionFeatures, fy: dict[int, torch.Tensor], ft: dict[int, torch.Tensor],
+                taps: list[int]) -> torch.Tensor:
+    """Relative L1 between student and teacher expansion features, averaged over taps."""
+    return sum(F.l1_loss(fy[k], ft[k]) / ft[k].abs().mean().clamp_min(1e-6) for k in taps) / len(taps)
+
+
+def _sample_strength(n: int, rng: random.Random, p_full: float) -> torch.Tensor:
+    return torch.tensor([[1.0 if rng.random() < p_full else rng.random()] for _ in range(n)])
+
+
+class _Student:
+    """One student with its optimiser and schedule (the main one and its ablation twin)."""
+
+    def __init__(self, cfg: DistillConfig, net: StudentNet, temporal: bool) -> None:
+        self.net, self.temporal = net, temporal
+        self.opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda i: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(i, cfg.steps) / cfg.steps)))
+
+
+def train_distill(cfg: DistillConfig, teacher_path: str | Path, critic_path: str | Path | None = None) -> Path:
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    torch.set_flush_denormal(True)
+    rng = random.Random(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if cfg.device == "auto" else cfg.device))
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    teacher = load_stylizer(teacher_path)
+    teacher.net.to(device).eval()
+    names = teacher.style_names
+    s_count = len(names)
+    contract = IOContract(style_names=names)
+    students = [_Student(cfg, StudentNet(cfg.student_config(s_count)).to(device), temporal=True)]
+    if cfg.ablate_temporal:
+        students.append(_Student(cfg, StudentNet(cfg.student_config(s_count)).to(device), temporal=False))
+    if cfg.init:
+        for st in students:
+            init_from_artifact(st.net, cfg.init, names)
+
+    critic = MultiScaleDiscriminator(DiscriminatorConfig(num_styles=s_count))
+    if critic_path:
+        ckpt = torch.load(critic_path, map_location="cpu", weights_only=True)
+        critic = MultiScaleDiscriminator(DiscriminatorConfig(
+            num_styles=s_count, scales=ckpt["config"]["d_scales"], channels=ckpt["config"]["d_channels"],
+            layers=ckpt["config"]["d_layers"]))
+        critic.load_state_dict(ckpt["discriminator"])
+    critic.to(device)
+    opt_d = torch.optim.Adam(critic.parameters(), lr=cfg.lr_d, betas=(0.5, 0.99))
+    features = ExpansionFeatures(tuple(cfg.perceptual_taps)).to(device)
+
+    spec = DataSpec(root=cfg.data, style_refs=[[str(p) for p in r] for r in teacher.style_refs], crop=cfg.crop,
+                    content_batch=cfg.content_batch, real_batch=cfg.real_batch, clip_pairs=cfg.clip_pairs,
+                    allow_noncommercial=cfg.allow_noncommercial, seed=cfg.seed)
+    batches = iter(torch.utils.data.DataLoader(TeacherBatches(spec), batch_size=None, num_workers=cfg.workers,
+                                               persistent_workers=cfg.workers > 0))
+    t_macs, s_macs = teacher_macs(teacher.net.config), student_macs(students[0].net.config)
+    provenance = {
+        "recipe": "distilled from the GAN teacher (L1 + perceptual + adversarial + temporal)",
+        "config": asdict(cfg),
+        "teacher": {"path": str(teacher_path), "step": teacher.step, "macs_640x360": t_macs,
+                    "params": count_params(teacher.net)},
+        "styles": {n: [Path(p).name for p in refs] for n, refs in zip(names, teacher.style_refs)},
+        "macs_640x360": s_macs,
+        "params": count_params(students[0].net),
+    }
+    print(f"distill: {s_count} styles ({', '.join(names)}); teacher {t_macs / 1e9:.1f} GMAC, "
+          f"{count_params(teacher.net) / 1e6:.2f} M params; student {s_macs / 1e9:.2f} GMAC, "
+          f"{count_params(students[0].net) / 1e6:.3f} M params ({t_macs / s_macs:.0f}x fewer MACs)"
+          + ("; with the no-temporal ablation twin" if cfg.ablate_temporal else ""))
+
+    log = (out / "log.csv").open("w", newline="")
+    writer = csv.writer(log)
+    writer.writerow(["step", "student", "l1", "perceptual", "adv", "temporal", "clip_temporal", "ablation", "loss_d",
+                     "seconds"])
+    t0 = time.time()
+    bar = tqdm(range(1, cfg.steps + 1), desc="distill", dynamic_ncols=True)
+    for step in bar:
+        batch = {k: v.to(device) for k, v in next(batches).items()}
+        content = batch["content"]
+        nc = content.shape[0]
+        h, w = content.shape[-2:]
+        flow_syn = (random_affine_flow(1, h, w, gen) if rng.random() < 0.5 else smooth_random_flow(1, h, w, gen))
+        flow_syn = flow_syn.to(device)
+        w_c = sample_style_weights(nc, s_count, rng, p_onehot=cfg.p_onehot).to(device)
+        s_c = _sample_strength(nc, rng, cfg.p_full_strength).to(device)
+        parts, weights, strengths = [content, warp(content[:1], flow_syn)], [w_c, w_c[:1]], [s_c, s_c[:1]]
+        has_pair = "pair" in batch
+        if has_pair:
+            parts.append(batch["pair"])
+            weights.append(sample_style_weights(1, s_count, rng, p_onehot=cfg.p_onehot).to(device).expand(2, -1))
+            strengths.append(_sample_strength(1, rng, cfg.p_full_strength).to(device).expand(2, -1))
+        x, wts, strength = torch.cat(parts), torch.cat(weights), torch.cat(strengths)
+        with torch.no_grad():
+            target = teacher(x, wts, strength)
+            ft = features(target)
+        full = strength[:, 0] >= 1.0
+        use_adv = step > cfg.adv_start and cfg.adv_weight > 0 and bool(full.any())
+
+        logs: list[dict[str, float]] = []
+        fake_for_critic = None
+        for st in students:
+            st.net.train()
+            y = st.net(x, wts, strength)
+            fy = features(y)
+            l1 = F.l1_loss(y, target)
+            lp = _perceptual(features, fy, ft, cfg.perceptual_taps)
+            loss = cfg.l1_weight * l1 + cfg.perceptual_weight * lp
+            l_temp = temporal_loss(y[nc:nc + 1], y[:1], flow_syn)
+            l_clip = (temporal_loss(y[nc + 2:nc + 3], y[nc + 1:nc + 2], batch["pair_flow"], batch["pair_mask"])
+                      if has_pair else y.new_zeros(()))
+            if st.temporal:
+                loss = loss + cfg.temporal_weight * l_temp + cfg.clip_temporal_weight * l_clip
+            l_adv = y.new_zeros(())
+            if use_adv:
+                critic.requires_grad_(False)
+                l_adv = hinge_g_loss(critic(y[full], wts[full]))
+                critic.requires_grad_(True)
+                loss = loss + cfg.adv_weight * l_adv
+            st.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(st.net.parameters(), cfg.grad_clip)
+            st.opt.step()
+            st.sched.step()
+            if fake_for_critic is None:
+                fake_for_critic = y[full].detach()
+            logs.append({"loss": float(loss.detach()), "l1": float(l1.detach()), "perceptual": float(lp.detach()),
+                         "adv": float(l_adv.detach()), "temporal": float(l_temp.detach()),
+                         "clip": float(l_clip.detach())})
+
+        loss_d = 0.0
+        if use_adv and fake_for_critic is not None:
+            real = batch["real"]
+            w_real = F.one_hot(batch["real_style"], s_count).float()
+            logits = critic(torch.cat([real, fake_for_critic]), torch.cat([w_real, wts[full]]))
+            nr = real.shape[0]
+            ld = hinge_d_loss([lg[:nr] for lg in logits], [lg[nr:] for lg in logits])
+            opt_d.zero_grad(set_to_none=True)
+            ld.backward()
+            opt_d.step()
+            loss_d = float(ld.detach())
+
+        main = logs[0]
+        ablation = logs[1]["loss"] if len(logs) > 1 else float("nan")
+        writer.writerow([step, f"{main['loss']:.5f}", f"{main['l1']:.5f}", f"{main['perceptual']:.5f}",
+                         f"{main['adv']:.5f}", f"{main['temporal']:.5f}", f"{main['clip']:.5f}", f"{ablation:.5f}",
+                         f"{loss_d:.5f}", round(time.time() - t0, 1)])
+        bar.set_postfix(l1=f"{main['l1']:.4f}", perc=f"{main['perceptual']:.3f}", temp=f"{main['temporal']:.4f}")
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            log.flush()
+            last = step == cfg.steps
+            for st, sub in zip(students, ("model", "ablation")):
+                st.net.eval()
+                prov = {**provenance, "steps_done": step, "temporal_terms": st.temporal}
+                save_artifact(st.net.cpu(), contract, out / sub, provenance=prov, export_onnx=last)
+                st.net.to(device)
+    log.close()
+    write_thumbnails([refs[0] for refs in teacher.style_refs], names, out / "model" / "thumbs")
+    return out / "model"

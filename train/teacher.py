@@ -1,0 +1,429 @@
+"""The multi-reference GAN teacher: `python -m train teacher --preset PRESET.toml [--set key=value ...]`.
+
+Loss: L_adv + grad_weight * L_grad + expr_weight * L_expr + style, content, colour, TV and the two
+temporal terms (synthetic motion with an exact flow; real clip pairs with DIS flow and occlusion
+masks). Style weights are sampled one-hot and as Dirichlet mixtures, so blends are trained for.
+Strengths are sampled too: s = 1 trains the style (and the critic), s < 1 the expression knob.
+
+Runs on the CPU or one GPU (AMP in bf16, channels_last), or on several processes under torchrun
+(DDP; NCCL on GPUs, gloo on CPUs). Checkpoints store the whole config, so `--resume` and
+`python -m train eval` rebuild the exact networks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import dataclasses
+import math
+import os
+import random
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from PIL import Image
+from tqdm import tqdm
+
+from train.data import HELD_OUT, SHARED_DATA, load_rgb, resolve_style, sample_style_weights, to_tensor
+from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
+from train.features import ExpansionFeatures
+from train.flow import random_affine_flow, smooth_random_flow, warp
+from train.losses import StyleStats, content_loss, pooled_style_stats, tv_loss
+from train.teacher_data import DataSpec, TeacherBatches
+from train.teacher_losses import expression_colour_loss, expression_loss, gradient_loss, temporal_loss
+from train.teacher_net import TeacherNet, TeacherNetConfig, count_macs, count_params
+
+PRESETS = Path(__file__).resolve().parent / "presets"
+
+
+@dataclass
+class TeacherConfig:
+    """Every knob of a teacher run; a preset TOML sets any of them (flat keys), `--set` overrides."""
+
+    styles: list[str] = field(default_factory=lambda: ["vangogh", "hokusai", "kandinsky", "monet", "klimt",
+                                                       "lineart", "munch"])
+    # Fused styles: "NAME=ref1,ref2,..." (paths or style-file prefixes), one style from their pooled statistics.
+    fuse: list[str] = field(default_factory=list)
+    out: str = "runs/teacher"
+    data: str = str(SHARED_DATA)
+    allow_noncommercial: bool = False
+    steps: int = 1200
+    crop: int = 192
+    content_batch: int = 3
+    real_batch: int = 4
+    clip_pairs: bool = True
+    # generator / discriminator
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    blocks: int = 5
+    d_scales: int = 2
+    d_channels: int = 64
+    d_layers: int = 3
+    lr_g: float = 1e-3
+    lr_d: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.99])
+    grad_clip: float = 5.0
+    ema_decay: float = 0.995
+    # loss weights
+    adv_weight: float = 0.5
+    adv_start: int = 300  # the critic joins once the perceptual terms have found the style
+    adv_ramp: int = 200
+    style_weight: float = 60.0
+    expr_weight: float = 30.0
+    style_taps: list[int] = field(default_factory=lambda: [2, 4, 7, 10])
+    style_margin: float = 0.06
+    style_grid: int = 1
+    content_weight: float = 8.0
+    content_taps: list[int] = field(default_factory=lambda: [4, 7])
+    colour_weight: float = 20.0
+    grad_weight: float = 2.0
+    tv_weight: float = 10.0
+    temporal_weight: float = 20.0
+    clip_temporal_weight: float = 20.0
+    p_full_strength: float = 0.7
+    p_onehot: float = 0.5
+    style_short: int = 512
+    # infrastructure
+    seed: int = 0
+    threads: int = 2
+    workers: int = 1
+    device: str = "auto"
+    amp: bool = True  # bf16 autocast on CUDA; ignored on the CPU
+    save_every: int = 200
+    sample_every: int = 100
+
+    @classmethod
+    def from_preset(cls, preset: str | Path | None, overrides: list[str] = ()) -> TeacherConfig:
+        values: dict = {}
+        if preset is not None:
+            path = Path(preset)
+            if not path.is_file() and (PRESETS / f"{preset}.toml").is_file():
+                path = PRESETS / f"{preset}.toml"
+            with open(path, "rb") as f:
+                values.update(tomllib.load(f))
+        for item in overrides:
+            key, sep, raw = item.partition("=")
+            if not sep:
+                raise ValueError(f"--set expects key=value, got {item!r}")
+            try:
+                values[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+            except tomllib.TOMLDecodeError:
+                values[key.strip()] = raw  # a bare string
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown teacher setting(s): {', '.join(unknown)}")
+        return cls(**values)
+
+
+# ----------------------------------------------------------------------------- style bank
+
+
+@dataclass
+class StyleBank:
+    names: tuple[str, ...]
+    refs: list[list[Path]]  # per style, one reference or several fused ones
+
+    @classmethod
+    def from_config(cls, cfg: TeacherConfig) -> StyleBank:
+        root = Path(cfg.data)
+        names, refs = [], []
+        for spec in cfg.styles:
+            name, path = resolve_style(spec, root)
+            names.append(name)
+            refs.append([path])
+        for spec in cfg.fuse:
+            name, sep, rest = spec.rpartition("=")
+            parts = [p for p in (rest if sep else spec).split(",") if p]
+            if len(parts) < 1:
+                raise ValueError(f"--fuse needs reference images, got {spec!r}")
+            paths = [resolve_style(p, root)[1] for p in parts]
+            names.append(name or "fused" + (str(len(cfg.fuse)) if len(cfg.fuse) > 1 else ""))
+            refs.append(paths)
+        if len(set(names)) != len(names):
+            raise ValueError(f"style names must be unique: {names}")
+        return cls(tuple(names), refs)
+
+    def stats(self, features: ExpansionFeatures, short_side: int) -> StyleStats:
+        """Each style's statistics; a fused style pools its references' features (equal weight each)."""
+        return pooled_style_stats(features, [[to_tensor(load_rgb(p, short_side, max_long=2 * short_side))
+                                              for p in paths] for paths in self.refs])
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def build_networks(cfg: TeacherConfig, num_styles: int) -> tuple[TeacherNet, MultiScaleDiscriminator]:
+    g = TeacherNet(TeacherNetConfig(num_styles=num_styles, channels=tuple(cfg.channels), blocks=cfg.blocks))
+    d = MultiScaleDiscriminator(DiscriminatorConfig(num_styles=num_styles, scales=cfg.d_scales,
+                                                    channels=cfg.d_channels, layers=cfg.d_layers))
+    return g, d
+
+
+def save_checkpoint(path: Path, cfg: TeacherConfig, bank: StyleBank, step: int, g: TeacherNet, g_ema: TeacherNet,
+                    d: MultiScaleDiscriminator, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({
+        "format": "stylizer-teacher/1",
+        "config": asdict(cfg),
+        "style_names": list(bank.names),
+        "style_refs": [[str(p) for p in refs] for refs in bank.refs],
+        "generator_config": g.config.to_dict(),
+        "step": step,
+        "generator": g.state_dict(),
+        "generator_ema": g_ema.state_dict(),
+        "discriminator": d.state_dict(),
+        "opt_g": opt_g.state_dict(),
+        "opt_d": opt_d.state_dict(),
+    }, tmp)
+    os.replace(tmp, path)  # atomic: a crash mid-save never leaves a broken checkpoint
+
+
+def export_generator(path: Path, ckpt_path: Path, half: bool = True) -> Path:
+    """A small inference-only file (EMA generator, config, styles), for distillation and evaluation."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ckpt["generator_ema"].items()}
+    keep = {k: ckpt[k] for k in ("format", "config", "style_names", "style_refs", "generator_config", "step")}
+    torch.save({**keep, "generator_ema": state}, path)
+    return path
+
+
+class TeacherStylizer:
+    """The EMA generator of a checkpoint as a stylizer: (x, weights, strength) -> image, no grad."""
+
+    def __init__(self, ckpt: dict) -> None:
+        self.net = TeacherNet(TeacherNetConfig.from_dict(ckpt["generator_config"]))
+        self.net.load_state_dict({k: v.float() for k, v in ckpt["generator_ema"].items()})
+        self.net.eval()
+        self.style_names = tuple(ckpt["style_names"])
+        self.style_refs = [[Path(p) for p in refs] for refs in ckpt["style_refs"]]
+        self.step = int(ckpt["step"])
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, weights: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+        return self.net(x, weights, strength)
+
+
+def load_stylizer(path: str | Path) -> TeacherStylizer:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable teacher checkpoint ({exc.__class__.__name__})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "stylizer-teacher/1":
+        raise ValueError(f"{path}: not a teacher checkpoint (no stylizer-teacher/1 format tag)")
+    return TeacherStylizer(ckpt)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _setup_distributed(cfg: TeacherConfig) -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    want_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    if world > 1:
+        dist.init_process_group(backend="nccl" if want_cuda else "gloo")
+    rank = dist.get_rank() if world > 1 else 0
+    if want_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def _sample_strength(n: int, rng: random.Random, p_full: float) -> torch.Tensor:
+    return torch.tensor([[1.0 if rng.random() < p_full else rng.random()] for _ in range(n)])
+
+
+def _preview(g: TeacherNet, bank: StyleBank, data: Path, out: Path, device: torch.device) -> None:
+    """One held-out photo in every style, to watch a run as it trains."""
+    path = data / HELD_OUT[0]
+    if not path.is_file():
+        return
+    x = to_tensor(load_rgb(path, 160)).to(device)[None]
+    x = x[..., : x.shape[-2] // 8 * 8, : x.shape[-1] // 8 * 8]
+    s = len(bank.names)
+    with torch.no_grad():
+        y = g(x.expand(s, -1, -1, -1), torch.eye(s, device=device), torch.ones(s, 1, device=device))
+    tiles = torch.cat([x, y]).clamp(0, 1).mul(255).byte().permute(0, 2, 3, 1).cpu().numpy()
+    Image.fromarray(tiles.transpose(1, 0, 2, 3).reshape(tiles.shape[1], -1, 3)).save(out)
+
+
+def train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path:
+    rank, world, device = _setup_distributed(cfg)
+    main = rank == 0
+    torch.manual_seed(cfg.seed + rank)
+    torch.set_num_threads(cfg.threads)
+    torch.set_flush_denormal(True)
+    rng = random.Random(cfg.seed * 1000 + rank)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    out = Path(cfg.out)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+
+    bank = StyleBank.from_config(cfg)
+    s_count = len(bank.names)
+    features = ExpansionFeatures(tuple(sorted(set(cfg.style_taps) | set(cfg.content_taps)))).to(device)
+    stats = bank.stats(features.cpu(), cfg.style_short)
+    features.to(device)
+    stats = StyleStats(mu={k: v.to(device) for k, v in stats.mu.items()},
+                       sigma={k: v.to(device) for k, v in stats.sigma.items()},
+                       rgb_mu=stats.rgb_mu.to(device), rgb_sigma=stats.rgb_sigma.to(device))
+
+    g, d = build_networks(cfg, s_count)
+    g_ema = copy.deepcopy(g).eval()
+    for p in g_ema.parameters():
+        p.requires_grad_(False)
+    g.to(device), d.to(device), g_ema.to(device)
+    cuda = device.type == "cuda"
+    if cuda:
+        g, d, g_ema = (m.to(memory_format=torch.channels_last) for m in (g, d, g_ema))
+    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas))
+    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=tuple(cfg.betas))
+    start = 0
+    if resume is not None:
+        ckpt = torch.load(resume, map_location=device, weights_only=True)
+        if ckpt["style_names"] != list(bank.names):
+            raise ValueError(f"--resume: checkpoint styles {ckpt['style_names']} differ from the config's {bank.names}")
+        g.load_state_dict(ckpt["generator"]), g_ema.load_state_dict(ckpt["generator_ema"])
+        d.load_state_dict(ckpt["discriminator"])
+        opt_g.load_state_dict(ckpt["opt_g"]), opt_d.load_state_dict(ckpt["opt_d"])
+        start = int(ckpt["step"])
+    # Cosine decay to 5% of the rate; the offset keeps a resumed run on the same curve.
+    sched_g = torch.optim.lr_scheduler.LambdaLR(
+        opt_g, lambda i: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(i + start, cfg.steps) / cfg.steps)))
+    g_train: torch.nn.Module = g
+    d_train: torch.nn.Module = d
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        g_train = DDP(g, device_ids=[device.index] if cuda else None)
+        d_train = DDP(d, device_ids=[device.index] if cuda else None)
+
+    spec = DataSpec(root=cfg.data, style_refs=[[str(p) for p in r] for r in bank.refs], crop=cfg.crop,
+                    content_batch=cfg.content_batch, real_batch=cfg.real_batch, clip_pairs=cfg.clip_pairs,
+                    style_short=(min(300, cfg.style_short), cfg.style_short), allow_noncommercial=cfg.allow_noncommercial,
+                    seed=cfg.seed + start, rank=rank)
+    loader = torch.utils.data.DataLoader(TeacherBatches(spec), batch_size=None, num_workers=cfg.workers,
+                                         persistent_workers=cfg.workers > 0, pin_memory=cuda)
+    batches = iter(loader)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.amp else contextlib.nullcontext)
+
+    if main:
+        macs = count_macs(g.config)
+        print(f"teacher: {s_count} styles ({', '.join(bank.names)}), generator {count_params(g) / 1e6:.2f} M params, "
+              f"{macs / 1e9:.1f} GMAC at 640x360; discriminator {count_params(d) / 1e6:.2f} M params; "
+              f"{world} process(es) on {device}")
+        log_path = out / "log.csv"
+        log = log_path.open("a" if start else "w", newline="")
+        writer = csv.writer(log)
+        columns = ["step", "loss_g", "adv", "style", "expr", "content", "colour", "grad", "tv", "temporal",
+                   "clip_temporal", "loss_d", "d_real", "d_fake", "seconds"]
+        if not start:
+            writer.writerow(columns)
+    t0 = time.time()
+    bar = tqdm(range(start + 1, cfg.steps + 1), desc="teacher", dynamic_ncols=True, disable=not main,
+               initial=start, total=cfg.steps)
+    for step in bar:
+        batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+        content = batch["content"]
+        nc = content.shape[0]
+        w_c = sample_style_weights(nc, s_count, rng, p_onehot=cfg.p_onehot).to(device)
+        s_c = _sample_strength(nc, rng, cfg.p_full_strength).to(device)
+        # Synthetic motion on the first crop: half rigid (a hand-held camera), half smooth non-rigid.
+        h, w = content.shape[-2:]
+        if rng.random() < 0.5:
+            flow_syn = random_affine_flow(1, h, w, gen)
+        else:
+            flow_syn = smooth_random_flow(1, h, w, gen)
+        flow_syn = flow_syn.to(device)
+        parts, weights, strengths = [content, warp(content[:1], flow_syn)], [w_c, w_c[:1]], [s_c, s_c[:1]]
+        has_pair = "pair" in batch
+        if has_pair:
+            w_p = sample_style_weights(1, s_count, rng, p_onehot=cfg.p_onehot).to(device)
+            s_p = _sample_strength(1, rng, cfg.p_full_strength).to(device)
+            parts.append(batch["pair"])
+            weights.append(w_p.expand(2, -1))
+            strengths.append(s_p.expand(2, -1))
+        x, wts, strength = torch.cat(parts), torch.cat(weights), torch.cat(strengths)
+        if cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+
+        # ---- generator step
+        adv_scale = cfg.adv_weight * min(1.0, max(0.0, (step - cfg.adv_start) / max(cfg.adv_ramp, 1)))
+        full = (strength[:, 0] >= 1.0)
+        with autocast():
+            y = g_train(x, wts, strength)
+            with torch.no_grad():
+                fx = features(x)
+            fy = features(y)
+            target = stats.mix(wts)
+            per_sample = expression_loss(fy, fx, target, strength, tuple(cfg.style_taps), cfg.style_margin,
+                                         cfg.style_grid)
+            l_style = per_sample[full].mean() if full.any() else per_sample.new_zeros(())
+            l_expr = per_sample[~full].mean() if (~full).any() else per_sample.new_zeros(())
+            l_colour = expression_colour_loss(y, x, target, strength, cfg.style_margin).mean()
+            l_content = content_loss(fy, fx, tuple(cfg.content_taps))
+            l_grad = gradient_loss(y, x)
+            l_tv = tv_loss(y)
+            l_temp = temporal_loss(y[nc:nc + 1], y[:1], flow_syn)
+            l_clip = (temporal_loss(y[nc + 2:nc + 3], y[nc + 1:nc + 2], batch["pair_flow"], batch["pair_mask"])
+                      if has_pair else y.new_zeros(()))
+            loss_g = (cfg.style_weight * l_style + cfg.expr_weight * l_expr + cfg.colour_weight * l_colour
+                      + cfg.content_weight * l_content + cfg.grad_weight * l_grad + cfg.tv_weight * l_tv
+                      + cfg.temporal_weight * l_temp + cfg.clip_temporal_weight * l_clip)
+            l_adv = y.new_zeros(())
+            if adv_scale > 0 and full.any():
+                d.requires_grad_(False)
+                l_adv = hinge_g_loss(d(y[full], wts[full]))  # the critic's own module: no DDP sync needed
+                d.requires_grad_(True)
+                loss_g = loss_g + adv_scale * l_adv
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        torch.nn.utils.clip_grad_norm_(g.parameters(), cfg.grad_clip)
+        opt_g.step()
+        sched_g.step()
+        with torch.no_grad():
+            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+            for pe, p in zip(g_ema.parameters(), g.parameters()):
+                pe.lerp_(p, 1.0 - decay)
+
+        # ---- critic step: reference patches (one-hot) against full-strength outputs
+        loss_d = d_real = d_fake = torch.zeros(())
+        if adv_scale > 0 and full.any():
+            real = batch["real"]
+            w_real = torch.nn.functional.one_hot(batch["real_style"], s_count).float()
+            fake = y[full].detach()
+            with autocast():
+                logits = d_train(torch.cat([real, fake]), torch.cat([w_real, wts[full]]))
+                nr = real.shape[0]
+                loss_d = hinge_d_loss([lg[:nr] for lg in logits], [lg[nr:] for lg in logits])
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            d_real = sum(lg[:nr].mean() for lg in logits).detach() / len(logits)
+            d_fake = sum(lg[nr:].mean() for lg in logits).detach() / len(logits)
+
+        if main:
+            vals = [loss_g, l_adv, l_style, l_expr, l_content, l_colour, l_grad, l_tv, l_temp, l_clip, loss_d,
+                    d_real, d_fake]
+            vals = [float(v.detach()) for v in vals]
+            writer.writerow([step, *[f"{v:.5f}" for v in vals], round(time.time() - t0, 1)])
+            bar.set_postfix(g=f"{vals[0]:.3f}", style=f"{vals[2]:.4f}", adv=f"{vals[1]:.2f}",
+                            temp=f"{vals[8]:.4f}", d=f"{vals[10]:.2f}")
+            if step % cfg.sample_every == 0 or step == cfg.steps:
+                log.flush()
+                _preview(g_ema, bank, Path(cfg.data), out / "preview.png", device)
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                save_checkpoint(out / "checkpoint.pt", cfg, bank, step, g, g_ema, d, opt_g, opt_d)
+    if main:
+        log.close()
+        export_generator(out / "teacher.pt", out / "checkpoint.pt")
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return out / "checkpoint.pt"

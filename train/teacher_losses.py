@@ -1,0 +1,105 @@
+"""The teacher's non-adversarial losses: strength-aware style statistics, gradient domain, temporal.
+
+Style, content, colour and TV come from train.losses (the recipe measured in
+shared/STYLE_LOSS_NOTES.md). What is added here:
+- the expression loss: at strength s the target statistics are (1-s)*content + s*style mixture,
+  per sample, so s = 1 is the style loss and s < 1 teaches the strength knob;
+- the gradient-domain loss, which keeps structure, faces and text readable;
+- the temporal loss, stylize(warp(x)) ~ warp(stylize(x)), with a known or an estimated flow.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from train.features import mean_std
+from train.flow import warp
+from train.losses import StyleStats, _inner, _regions
+
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def expression_loss(feats: dict[int, torch.Tensor], content_feats: dict[int, torch.Tensor], target: StyleStats,
+                    strength: torch.Tensor, taps: tuple[int, ...], margin: float = 0.0, grid: int = 1) -> torch.Tensor:
+    """Per-sample (N,) mean/std distance to (1-s)*content + s*style, normalised per tap as the style loss.
+
+    The content part is taken region by region from the content's own features, so the identity
+    scores exactly 0 at s = 0, and the style part is the mixture's global statistics.
+    """
+    s = strength.view(-1, 1)
+    total = feats[taps[0]].new_zeros(feats[taps[0]].shape[0])
+    for k in taps:
+        tm, ts = target.mu[k], target.sigma[k]  # (N, C)
+        norm = (tm.pow(2).mean(1) + ts.pow(2).mean(1)).clamp_min(1e-8)
+        out_regions = _regions(_inner(feats[k], margin), grid)
+        content_regions = _regions(_inner(content_feats[k], margin), grid)
+        for region, content in zip(out_regions, content_regions):
+            mu, sigma = mean_std(region)
+            cmu, csigma = mean_std(content)
+            goal_mu, goal_sigma = (1 - s) * cmu + s * tm, (1 - s) * csigma + s * ts
+            total = total + ((mu - goal_mu).pow(2).mean(1) + (sigma - goal_sigma).pow(2).mean(1)) / (norm * grid * grid)
+    return total / len(taps)
+
+
+def expression_colour_loss(image: torch.Tensor, content: torch.Tensor, target: StyleStats, strength: torch.Tensor,
+                           margin: float = 0.0) -> torch.Tensor:
+    """Per-sample (N,) image-space palette loss against (1-s)*content + s*style RGB statistics."""
+    s = strength.view(-1, 1)
+    mu, sigma = mean_std(_inner(image, margin))
+    cmu, csigma = mean_std(_inner(content, margin))
+    goal_mu, goal_sigma = (1 - s) * cmu + s * target.rgb_mu, (1 - s) * csigma + s * target.rgb_sigma
+    return (mu - goal_mu).pow(2).mean(1) + (sigma - goal_sigma).pow(2).mean(1)
+
+
+def _sobel(gray: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    kx = gray.new_tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]).view(1, 1, 3, 3) / 8.0
+    g = F.pad(gray, (1, 1, 1, 1), mode="replicate")
+    return F.conv2d(g, kx), F.conv2d(g, kx.transpose(2, 3))
+
+
+def luma(image: torch.Tensor) -> torch.Tensor:
+    return (image * image.new_tensor(_LUMA).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+
+
+def gradient_loss(output: torch.Tensor, content: torch.Tensor, scales: int = 2) -> torch.Tensor:
+    """Gradient-domain loss: luma gradients and soft edge maps of the output against the content.
+
+    Taken at full and half resolution: brush texture lives at the finest scale and is free to
+    change; outlines, faces and letters live at both and have to stay. 0 iff the edges match.
+    """
+    total = output.new_zeros(())
+    y, x = luma(output), luma(content)
+    for i in range(scales):
+        if i:
+            y, x = F.avg_pool2d(y, 2), F.avg_pool2d(x, 2)
+        gyx, gyy = _sobel(y)
+        gxx, gxy = _sobel(x)
+        total = total + (gyx - gxx).abs().mean() + (gyy - gxy).abs().mean()
+        # Soft edge maps: saturate the magnitude, so a strong stroke does not count more than an outline.
+        ey = torch.tanh(20.0 * (gyx.pow(2) + gyy.pow(2) + 1e-8).sqrt())
+        ex = torch.tanh(20.0 * (gxx.pow(2) + gxy.pow(2) + 1e-8).sqrt())
+        total = total + (ey - ex).abs().mean()
+    return total / scales
+
+
+def inside_mask(flow: torch.Tensor) -> torch.Tensor:
+    """(N,1,H,W) 1 where p + flow(p) lands inside the image (a warp there is defined, not padded)."""
+    h, w = flow.shape[-2:]
+    ys = torch.arange(h, device=flow.device, dtype=flow.dtype).view(1, h, 1)
+    xs = torch.arange(w, device=flow.device, dtype=flow.dtype).view(1, 1, w)
+    tx, ty = xs + flow[:, 0], ys + flow[:, 1]
+    ok = (tx >= 0) & (tx <= w - 1) & (ty >= 0) & (ty <= h - 1)
+    return ok.unsqueeze(1).to(flow.dtype)
+
+
+def temporal_loss(out_next: torch.Tensor, out_prev: torch.Tensor, flow: torch.Tensor,
+                  mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Masked L1 between out_next and out_prev warped by `flow` (next(p) ~ prev(p + flow(p))).
+
+    With a synthetic flow this is stylize(warp(x)) vs warp(stylize(x)); with an estimated
+    flow on a real clip, `mask` also removes occlusions and motion boundaries.
+    """
+    valid = inside_mask(flow) if mask is None else mask * inside_mask(flow)
+    diff = (out_next - warp(out_prev, flow)).abs() * valid
+    return diff.sum() / (valid.sum() * out_next.shape[1]).clamp_min(1.0)

@@ -1,0 +1,150 @@
+"""The GAN teacher's generator: a Johnson-class residual network conditioned on a style blend and a strength.
+
+Layout (Johnson et al. 2016, with the fixes fast_neural_style settled on): a 7x7 stem, two
+stride-2 convolutions, residual blocks at 1/4 resolution, resize-then-conv upsampling (transposed
+convolutions paint checkerboards) and a 7x7 head.
+
+Conditioning is conditional instance norm (Dumoulin et al. 2017): every style owns a per-channel
+scale and shift for every norm layer, and a blend uses the weighted sum, so blends come from one
+network. Strength is a trained knob, not an output cross-fade: the conditioning vector is
+(s * w, 1 - s), where the extra entry is an "identity" pseudo-style. The expression loss teaches
+that entry to keep the content's own statistics, so s moves the look from the photo to the style.
+
+The output is a residual in logit space, sigmoid(logit(x) + head): bounded to (0, 1) without a
+hard clamp (clamped pixels stop learning), and the identity at initialisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TeacherNetConfig:
+    num_styles: int
+    channels: tuple[int, int, int] = (32, 64, 128)  # full, 1/2 and 1/4 resolution
+    blocks: int = 5
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TeacherNetConfig:
+        d = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        if "channels" in d:
+            d["channels"] = tuple(d["channels"])
+        return cls(**d)
+
+
+def conditioning(weights: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+    """(N,S) style weights (rows sum to 1) and (N,1) strength -> (N,S+1) conditioning (s*w, 1-s)."""
+    s = strength.clamp(0.0, 1.0)
+    return torch.cat([weights * s, 1.0 - s], dim=1)
+
+
+class CondInstanceNorm(nn.Module):
+    """Instance norm whose affine parameters are the blend of per-style (and identity) parameters."""
+
+    def __init__(self, num_cond: int, channels: int) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(num_cond, channels))
+        self.shift = nn.Parameter(torch.zeros(num_cond, channels))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        x = F.instance_norm(x, eps=1e-5)
+        return x * (c @ self.scale)[:, :, None, None] + (c @ self.shift)[:, :, None, None]
+
+
+class ConvLayer(nn.Module):
+    """Reflection-padded conv (zero padding tells the net where the border is; it paints swatches there)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1) -> None:
+        super().__init__()
+        self.pad = nn.ReflectionPad2d(kernel // 2)
+        self.conv = nn.Conv2d(cin, cout, kernel, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.pad(x))
+
+
+class NormConv(nn.Module):
+    """ConvLayer -> conditional instance norm -> ReLU."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, num_cond: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv = ConvLayer(cin, cout, kernel, stride)
+        self.norm = CondInstanceNorm(num_cond, cout)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.norm(self.conv(x), c))
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels: int, num_cond: int) -> None:
+        super().__init__()
+        self.a = NormConv(channels, channels, 3, num_cond)
+        self.conv = ConvLayer(channels, channels, 3)
+        self.norm = CondInstanceNorm(num_cond, channels)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return x + self.norm(self.conv(self.a(x, c)), c)
+
+
+class UpsampleConv(nn.Module):
+    """Bilinear x2 then conv: no checkerboard (fast_neural_style's reasoning, measured again here)."""
+
+    def __init__(self, cin: int, cout: int, num_cond: int) -> None:
+        super().__init__()
+        self.layer = NormConv(cin, cout, 3, num_cond)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return self.layer(F.interpolate(x, size=size, mode="bilinear", align_corners=False), c)
+
+
+class TeacherNet(nn.Module):
+    """(image (N,3,H,W) in [0,1], style_weights (N,S), strength (N,1)) -> (N,3,H,W) in (0,1)."""
+
+    def __init__(self, config: TeacherNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        c1, c2, c3 = config.channels
+        k = config.num_styles + 1
+        self.stem = NormConv(3, c1, 7, k)
+        self.down1 = NormConv(c1, c2, 3, k, stride=2)
+        self.down2 = NormConv(c2, c3, 3, k, stride=2)
+        self.body = nn.ModuleList(ResidualBlock(c3, k) for _ in range(config.blocks))
+        self.up1 = UpsampleConv(c3, c2, k)
+        self.up2 = UpsampleConv(c2, c1, k)
+        self.head = ConvLayer(c1, 3, 7)
+        nn.init.zeros_(self.head.conv.weight)  # start as the identity
+        nn.init.zeros_(self.head.conv.bias)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+        c = conditioning(weights, strength)
+        h1 = self.stem(x, c)  # (N, c1, H, W)
+        h2 = self.down1(h1, c)  # (N, c2, H/2, W/2)
+        h = self.down2(h2, c)  # (N, c3, H/4, W/4)
+        for block in self.body:
+            h = block(h, c)
+        h = self.up1(h, c, h2.shape[-2:])
+        h = self.up2(h, c, h1.shape[-2:])
+        logit = torch.logit(x.clamp(1e-3, 1.0 - 1e-3))
+        return torch.sigmoid(logit + self.head(h))
+
+
+def count_macs(config: TeacherNetConfig, height: int = 360, width: int = 640) -> int:
+    """Multiply-accumulates of the convolutions for one frame (norms and activations are negligible)."""
+    c1, c2, c3 = config.channels
+    full, half, quarter = height * width, (height // 2) * (width // 2), (height // 4) * (width // 4)
+    macs = full * 49 * 3 * c1 + half * 9 * c1 * c2 + quarter * 9 * c2 * c3
+    macs += quarter * 2 * config.blocks * 9 * c3 * c3
+    macs += half * 9 * c3 * c2 + full * 9 * c2 * c1 + full * 49 * c1 * 3
+    return macs
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
