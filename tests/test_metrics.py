@@ -8,6 +8,10 @@ import math
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -17,7 +21,20 @@ import torch
 from PIL import Image
 
 from engines.artifact import DEFAULT_MODEL_DIR, META_FILE
-from train.evaluate import load_stylizer, sheet_columns
+from train.evaluate import (
+    LABEL_BAR,
+    SPEED_WARMUP,
+    Reference,
+    Stylizer,
+    evaluate,
+    fidelity,
+    load_stylizer,
+    sheet_columns,
+    side_by_side,
+    style_map,
+    time_interleaved,
+    write_video,
+)
 from train.features import ExpansionFeatures
 from train.flow import flow, occlusion_mask, random_affine_flow, smooth_random_flow, warp, warp_np
 from train.losses import pooled_style_stats, style_stats
@@ -261,3 +278,170 @@ def test_eval_command_smoke(tmp_path: Path) -> None:
         assert math.isfinite(float(model[key])), key
     assert 0.0 < float(model["edge_ssim"]) <= 1.0
     assert float(rows[1]["warping_error_first_style"]) >= 0.0
+
+
+# ---------------------------------------------------------------- student against teacher (--teacher)
+
+
+@dataclass
+class Distilled:
+    root: Path  # generated training data plus the held-out photos and clip
+    teacher: Path  # the inference copy, teacher.pt
+    student: Path
+    ablation: Path
+
+
+@pytest.fixture(scope="module")
+def distilled(tmp_path_factory: pytest.TempPathFactory) -> Distilled:
+    """A real tiny teacher (one step) and its distilled student and ablation twin (one step), on generated data."""
+    from tests.traindata import make_data_root
+    from train.distill import DistillConfig, train_distill
+    from train.teacher import TeacherConfig, train_teacher
+
+    tmp = tmp_path_factory.mktemp("distilled")
+    root = make_data_root(tmp / "data")
+    threads = torch.get_num_threads()  # the tiny presets pin one thread, process-wide
+    ckpt = train_teacher(TeacherConfig.from_preset("teacher_tiny", [f'data="{root}"', f'out="{tmp / "t"}"',
+                                                                    "steps=1"]))
+    train_distill(DistillConfig.from_preset("distill_tiny", [f'data="{root}"', f'out="{tmp / "s"}"', "steps=1"]),
+                  ckpt)
+    torch.set_num_threads(threads)
+    _held_out(root)
+    return Distilled(root, ckpt.parent / "teacher.pt", tmp / "s" / "model", tmp / "s" / "ablation")
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny nets on tiny images: a thread pool only costs (and starves on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class _Reordered:
+    """A stylizer seen with its styles in another order (or a subset): weights are mapped back by index."""
+
+    def __init__(self, model: Stylizer, order: list[int]) -> None:
+        self.model, self.order = model, order
+        self.style_names = tuple(model.style_names[i] for i in order)
+        self.style_refs = [model.style_refs[i] for i in order]
+
+    def __call__(self, x: torch.Tensor, weights: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+        full = torch.zeros(len(weights), len(self.model.style_names))
+        full[:, self.order] = weights
+        return self.model(x, full, strength)
+
+
+def test_style_map_matches_by_name() -> None:
+    m = style_map(("a", "b"), ("b", "extra", "a"), "student")
+    assert torch.equal(m, torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="student lacks the teacher's style"):
+        style_map(("a", "b"), ("a",), "student")
+
+
+def test_fidelity_per_setting_and_the_teacher_against_itself(distilled: Distilled, one_thread: None) -> None:
+    teacher, student = load_stylizer(distilled.teacher), load_stylizer(distilled.student)
+    ref = Reference.build("teacher", teacher, [Image.fromarray(_texture(40, 56, seed=30))], size=32)
+    itself = fidelity(teacher, "teacher", ref)
+    assert list(itself.scores) == ["a", "b", "a+b", "a x0.25", "a x0.5", "a x0.75"]
+    assert all(p == math.inf and abs(s - 1.0) < 1e-9 for p, s in itself.scores.values())
+    assert itself.overall[0] == math.inf  # identical outputs: handled, not a crash or a NaN
+    fid = fidelity(student, "student", ref)
+    assert all(math.isfinite(p) and p > 0 and -1.0 <= s <= 1.0 for p, s in fid.scores.values())
+    assert fid.overall[0] == pytest.approx(np.mean([fid.scores[k][0] for k in ("a", "b", "a+b")]))
+    # Styles are matched by name, not position: a student listing them the other way round scores the same.
+    flipped = fidelity(_Reordered(student, [1, 0]), "flipped", ref)
+    for k, (p, s) in fid.scores.items():
+        assert flipped.scores[k] == pytest.approx((p, s), rel=1e-5)
+    with pytest.raises(ValueError, match="lacks the teacher's style"):
+        fidelity(_Reordered(student, [0]), "one style", ref)
+
+
+def test_eval_refuses_a_student_without_the_teacher_styles(distilled: Distilled, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from train.data import HELD_OUT_CLIP
+
+    monkeypatch.setattr("train.evaluate.held_out_images", lambda: [("p", Image.fromarray(_texture(48, 64)))])
+    clip = distilled.root / HELD_OUT_CLIP
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="lacks the teacher's style"):  # the bundled model has vangogh..., not a, b
+        evaluate([str(DEFAULT_MODEL_DIR)], tmp_path, clip=clip, teacher=str(distilled.teacher))
+    assert time.perf_counter() - t0 < 10  # refused before the slow work
+    with pytest.raises(ValueError, match="--teacher"):
+        evaluate([str(distilled.student)], tmp_path, clip=clip, speed=True)
+
+
+def test_side_by_side_video_has_even_sizes_and_every_frame(tmp_path: Path) -> None:
+    import av
+
+    clip = [np.full((15, 21, 3), 40 * i, np.uint8) for i in range(3)]
+    frames = side_by_side([(["input", "teacher: a", "model: a"], [clip, clip, clip]),
+                           (["input", "teacher: a+b", "model: a+b"], [clip, clip, clip])])
+    assert len(frames) == 6 and frames[0].shape == (LABEL_BAR + 16, 64, 3)  # 33 x 63, padded to even
+    assert (frames[1][LABEL_BAR:, :63] == 40).all()
+    codec = write_video(frames, Fraction(24000, 1001), tmp_path / "v.mp4")
+    assert codec in ("libx264", "mpeg4")
+    with av.open(str(tmp_path / "v.mp4")) as c:
+        s = c.streams.video[0]
+        assert s.codec_context.name in ("h264", "mpeg4") and s.average_rate == Fraction(24000, 1001)
+        decoded = list(c.decode(video=0))
+    assert len(decoded) == 6 and (decoded[0].width, decoded[0].height) == (64, LABEL_BAR + 16)
+    assert decoded[0].format.name == "yuv420p"
+
+
+def test_time_interleaved_gives_the_fast_side_more_frames() -> None:
+    calls = {"slow": 0, "fast": 0}
+
+    def slow(_: np.ndarray) -> None:
+        calls["slow"] += 1
+        time.sleep(0.008)
+
+    def fast(_: np.ndarray) -> None:
+        calls["fast"] += 1
+        time.sleep(0.001)
+
+    ms_slow, ms_fast, k = time_interleaved(slow, fast, [np.zeros((2, 2, 3), np.uint8)], rounds=4)
+    assert k >= 2 and ms_slow > 2 * ms_fast >= 2.0
+    assert calls == {"slow": SPEED_WARMUP + 1 + 4, "fast": SPEED_WARMUP + 1 + 4 * k}  # warm-up, estimate, rounds
+
+
+def test_eval_with_teacher_end_to_end(distilled: Distilled, tmp_path: Path) -> None:
+    """`python -m train eval STUDENT ABLATION TEACHER --teacher TEACHER` on a fresh clone: no ../shared."""
+    import av
+
+    from train.evaluate import _slug
+
+    out = tmp_path / "eval"
+    # One thread: a thread pool only costs on these tiny images (and starves on a busy machine).
+    env = {**os.environ, "STYLIZER_DATA": str(distilled.root), "OMP_NUM_THREADS": "1"}
+    teacher, student, ablation = str(distilled.teacher), str(distilled.student), str(distilled.ablation)
+    cmd = [sys.executable, "-m", "train", "eval", student, ablation, teacher, "--teacher", teacher,
+           "--out", str(out), "--size", "48", "--frames", "4", "--height", "48", "--speed-frames", "1", "--speed-threads", "1"]
+    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Fidelity to the teacher" in res.stdout and "Speed on the CPU at 640x360" in res.stdout
+    rows = {r["model"]: r for r in csv.DictReader((out / "metrics.csv").open())}
+    assert list(rows) == [teacher, student, ablation, "input (floor)"]  # the teacher heads the table, once
+    assert rows[teacher]["fidelity_psnr_mean"] == ""  # the reference is not scored against itself
+    assert rows[teacher]["runs_on"] == "torch eager FP32" and float(rows[teacher]["speedup_vs_teacher"]) == 1.0
+    for label in (teacher, student, ablation):
+        assert math.isfinite(float(rows[label]["warping_error_first_style"])), label
+    for label in (student, ablation):
+        r = rows[label]
+        for s in ("a", "b", "a+b", "a x0.25", "a x0.5", "a x0.75"):
+            assert math.isfinite(float(r[f"fidelity_psnr_{s}"])) and -1 <= float(r[f"fidelity_ssim_{s}"]) <= 1
+        assert math.isfinite(float(r["fidelity_psnr_mean"]))
+        assert r["runs_on"] in ("onnx", "onnx-int8", "torch") and float(r["speedup_vs_teacher"]) > 0
+        assert int(r["params"]) > 0 and int(r["macs_640x360"]) > 0
+    md = (out / "metrics.md").read_text()
+    for s in ("a", "b", "a+b", "a x0.25", "a x0.5", "a x0.75", "**mean, styles and blends**"):
+        assert f"| {s} |" in md, s
+    assert md.count("| torch eager FP32 |") == 2  # the teacher's row in each of the two timed pairs
+    assert len(list(out.glob("sheet_*.png"))) == 3
+    assert sorted(p.name for p in out.glob("side_by_side_*.mp4")) == sorted(
+        f"side_by_side_{_slug(x)}.mp4" for x in (student, ablation))
+    with av.open(str(out / f"side_by_side_{_slug(student)}.mp4")) as c:
+        decoded = list(c.decode(video=0))
+    assert len(decoded) == 2 * 4  # the first style, then the first blend
+    assert (decoded[0].width, decoded[0].height) == (3 * 64, LABEL_BAR + 48)

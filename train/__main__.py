@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
 
     e = sub.add_parser("eval", help="metrics table and contact sheets for students and teachers, side by side",
                        description="Style distance, edge SSIM and warping error on the held-out photos and clip, "
-                                   "one table for all checkpoints, and a contact sheet for each.")
+                                   "one table for all checkpoints, and a contact sheet for each. With --teacher, "
+                                   "also each model's PSNR/SSIM against the teacher, side-by-side videos of the "
+                                   "clip and a CPU speed table.")
     e.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
                    help="a model folder (model.json) or a teacher checkpoint (.pt/.ckpt)")
     e.add_argument("--out", required=True, help="folder for metrics.md, metrics.csv and the sheets")
@@ -88,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--speed-frames", type=int, default=20,
                    help="teacher frames timed per student; the student runs as many times more as it is faster, "
                         "so both sides take about equal time (default: 20)")
+    e.add_argument("--speed-threads", type=int, default=None,
+                   help="threads for each side of the speed comparison (default: all cores)")
 
     args = parser.parse_args(argv)
     if args.command == "perceptual":
@@ -136,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             table = evaluate(args.checkpoints, args.out, size=args.size, clip=args.clip, frames=args.frames,
                              height=args.height, teacher=args.teacher, speed=args.speed,
-                             speed_frames_count=args.speed_frames)
+                             speed_frames_count=args.speed_frames, speed_threads=args.speed_threads)
         except ValueError as exc:  # a student without a teacher style, a checkpoint that is neither kind
             parser.error(str(exc))
         print(table)

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 STRENGTHS = (0.25, 0.5, 0.75)  # partial strengths of the first style on the sheet
 CLIP_BATCH = 8
 SPEED_SIZE = (640, 360)  # (width, height): where realtime bench measures its speed ratio too
-SPEED_WARMUP = 2  # untimed calls per side: first calls allocate and (ONNX Runtime) pick kernels
+SPEED_WARMUP = 1  # untimed calls per side before the (also untimed) k estimate: first calls allocate
 MAX_STUDENT_CALLS = 50  # student frames per timed round at most, however much faster it is
 LABEL_BAR = 18  # pixels of label strip above the side-by-side video
 
@@ -107,7 +107,7 @@ def load_stylizer(path: str | Path) -> Stylizer:
 
 def _short_side(img: Image.Image, size: int) -> Image.Image:
     scale = size / min(img.size)
-    return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.LANCZOS)
+    return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.LANCZOS)
 
 
 def read_clip(path: Path, frames: int, size: int) -> list[np.ndarray]:
@@ -236,7 +236,7 @@ class ClipRuns:
         return self._runs[key]
 
     def drop(self, label: str) -> None:
-        """Forget a model's runs once its video is written: a long clip at full size is large."""
+        """Forget a model's runs once they are used: a long clip at full size is large."""
         self._runs = {k: v for k, v in self._runs.items() if k[0] != label}
 
 
@@ -337,6 +337,7 @@ def write_video(frames: Sequence[np.ndarray], rate: Fraction, path: Path) -> str
     h, w = frames[0].shape[:2]
     with av.open(str(path), "w") as c:
         s = c.add_stream(codec, rate=rate)
+        assert isinstance(s, av.VideoStream)
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
         if codec == "libx264":
             s.options = {"crf": "18"}  # near-transparent: the differences shown should be the models', not the codec's
@@ -460,7 +461,8 @@ def time_interleaved(slow: FrameFn, fast: FrameFn, frames: list[np.ndarray], rou
         _ms_per_frame(fast, frames, 1, i)
     k = int(np.clip(round(_ms_per_frame(slow, frames, 1, 0) / _ms_per_frame(fast, frames, 1, 0)), 1,
                     MAX_STUDENT_CALLS))
-    per_slow, per_fast = [], []
+    per_slow: list[float] = []
+    per_fast: list[float] = []
     for r in range(rounds):
         order = [(per_slow, slow, 1), (per_fast, fast, k)]
         for acc, fn, count in order if r % 2 == 0 else order[::-1]:
@@ -470,19 +472,22 @@ def time_interleaved(slow: FrameFn, fast: FrameFn, frames: list[np.ndarray], rou
 
 def speed_frames(video: list[np.ndarray], count: int = 8) -> list[np.ndarray]:
     """A few clip frames at 640x360 (stretched if the clip is not 16:9: the content barely moves the time)."""
-    return [np.asarray(Image.fromarray(f).resize(SPEED_SIZE, Image.BILINEAR)) for f in video[:count]]
+    return [np.asarray(Image.fromarray(f).resize(SPEED_SIZE, Image.Resampling.BILINEAR)) for f in video[:count]]
 
 
-def speed_pair(ref: Reference, label: str, frames: list[np.ndarray], rounds: int) -> SpeedPair:
+def speed_pair(ref: Reference, label: str, frames: list[np.ndarray], rounds: int,
+               threads: int | None = None) -> SpeedPair:
     """The teacher's network (PyTorch eager FP32) against the student folder `label` on its default CPU
-    back-end, both on all cores, `rounds` teacher frames."""
+    back-end, both on `threads` threads (default: all cores), `rounds` teacher frames."""
     from engines.backends import default_threads
     from engines.student import count_macs as student_macs
+    from train.teacher_net import TeacherNet, count_params
     from train.teacher_net import count_macs as teacher_macs
-    from train.teacher_net import count_params
 
-    net: torch.nn.Module = ref.model.net  # type: ignore[attr-defined]  # a teacher checkpoint (checked by evaluate)
-    threads = default_threads()
+    net = getattr(ref.model, "net", None)
+    if not isinstance(net, TeacherNet):
+        raise TypeError(f"{ref.label}: speed times the teacher's network; this reference has none")
+    threads = threads or default_threads()
     backend = cpu_backend(label, threads)
     vec = backend.contract.weights_vector({ref.model.style_names[0]: 1.0})
     buf = np.empty_like(frames[0])
@@ -535,9 +540,11 @@ def _fidelity_md(reference: str, fids: list[Fidelity], photos: int, size: int) -
 
 def _speed_md(pairs: list[SpeedPair]) -> list[str]:
     w, h = SPEED_SIZE
-    intro = (f"Speed on the CPU at {w}x{h}, batch 1, {pairs[0].threads} threads; each student timed with the "
-             f"teacher in one interleaved run ({SPEED_WARMUP} warm-up calls each, then rounds of teacher, student, "
-             "student, teacher ...); ms/frame is the median over the rounds:")
+    n = pairs[0].threads
+    intro = (f"Speed on the CPU at {w}x{h}, batch 1, {n} thread{'s' * (n != 1)} a side; each student timed with the "
+             f"teacher in one interleaved run ({SPEED_WARMUP + 1} warm-up calls each, then rounds alternating which "
+             "goes first, one teacher frame and as many student frames as take about as long); ms/frame is the "
+             "median over the rounds:")
     md = ["", intro, "",
           "| model | runs on | params | MACs/frame | frames timed | ms/frame ↓ | fps ↑ | speed-up vs teacher ↑ |",
           "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -626,19 +633,22 @@ def _check_reference(models: dict[str, Stylizer], teacher: str, speed: bool) -> 
     ref = models[teacher]
     for label, model in models.items():
         style_map(ref.style_names, model.style_names, label)
-    if speed and not isinstance(getattr(ref, "net", None), torch.nn.Module):
+    from train.teacher_net import TeacherNet  # here: a student-only evaluation needs no teacher code
+
+    if speed and not isinstance(getattr(ref, "net", None), TeacherNet):
         raise ValueError(f"{teacher}: speed times the teacher's network, so --teacher must be a .pt teacher "
                          "checkpoint (or pass --no-speed)")
 
 
 def evaluate(checkpoints: Sequence[str], out: str | Path, size: int = 384, clip: str | Path | None = None,
              frames: int = 60, height: int = 192, teacher: str | Path | None = None, speed: bool | None = None,
-             speed_frames_count: int = 20) -> str:
+             speed_frames_count: int = 20, speed_threads: int | None = None) -> str:
     """Contact sheet per checkpoint and one metrics table for all of them, written into `out`; returns the tables.
 
     With `teacher`, it heads the table and every other checkpoint also gets fidelity scores against it and
-    a side-by-side video; `speed` (default: on with a teacher) adds the CPU speed table, the teacher timed
-    on `speed_frames_count` frames."""
+    a side-by-side video; `speed` (default: on with a teacher) adds the CPU speed table for the student
+    folders among them, the teacher timed on `speed_frames_count` frames with `speed_threads` threads a side
+    (default: all cores)."""
     speed = teacher is not None if speed is None else speed
     if speed and teacher is None:
         raise ValueError("speed compares students with the teacher: pass --teacher too")
@@ -667,9 +677,10 @@ def evaluate(checkpoints: Sequence[str], out: str | Path, size: int = 384, clip:
         if ref is not None and label != ref.label:
             fids.append(fidelity(model, label, ref))
             comparison_video(ref, model, label, runs, clip_rate(clip_path), out)
-            runs.drop(label)
+        if ref is None or label != ref.label:
+            runs.drop(label)  # only the teacher's clips are wanted again (in every student's video)
     pairs = []
     if speed and ref is not None:
         students = [label for label in models if label != ref.label and (Path(label) / META_FILE).is_file()]
-        pairs = [speed_pair(ref, label, speed_frames(video), speed_frames_count) for label in students]
+        pairs = [speed_pair(ref, label, speed_frames(video), speed_frames_count, speed_threads) for label in students]
     return write_tables(results, floor, out, fids, pairs, ref_label, len(photos), size)

@@ -65,6 +65,7 @@ class TeacherConfig:
     d_layers: int = 3
     lr_g: float = 1e-3
     lr_d: float = 2e-4
+    cond_lr_scale: float = 5.0  # the per-style norm parameters carry the styles: a higher rate lets them part early
     betas: list[float] = field(default_factory=lambda: [0.5, 0.99])
     grad_clip: float = 5.0
     ema_decay: float = 0.995
@@ -82,6 +83,7 @@ class TeacherConfig:
     colour_weight: float = 20.0
     grad_weight: float = 2.0
     tv_weight: float = 10.0
+    range_weight: float = 10.0  # raw output outside [0, 1]: keeps the straight-through clamp idle
     temporal_weight: float = 20.0
     clip_temporal_weight: float = 20.0
     p_full_strength: float = 0.7
@@ -282,7 +284,10 @@ def train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path:
     cuda = device.type == "cuda"
     if cuda:
         g, d, g_ema = (m.to(memory_format=torch.channels_last) for m in (g, d, g_ema))
-    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas))
+    cond = [p for n, p in g.named_parameters() if ".norm." in n]
+    trunk = [p for n, p in g.named_parameters() if ".norm." not in n]
+    opt_g = torch.optim.Adam([{"params": trunk}, {"params": cond, "lr": cfg.lr_g * cfg.cond_lr_scale}],
+                             lr=cfg.lr_g, betas=tuple(cfg.betas))
     opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=tuple(cfg.betas))
     start = 0
     if resume is not None:
@@ -357,7 +362,7 @@ def train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path:
         adv_scale = cfg.adv_weight * min(1.0, max(0.0, (step - cfg.adv_start) / max(cfg.adv_ramp, 1)))
         full = (strength[:, 0] >= 1.0)
         with autocast():
-            y = g_train(x, wts, strength)
+            y, raw = g_train(x, wts, strength, return_raw=True)
             with torch.no_grad():
                 fx = features(x)
             fy = features(y)
@@ -370,12 +375,14 @@ def train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path:
             l_content = content_loss(fy, fx, tuple(cfg.content_taps))
             l_grad = gradient_loss(y, x)
             l_tv = tv_loss(y)
+            l_range = (raw - raw.clamp(0.0, 1.0)).pow(2).mean()
             l_temp = temporal_loss(y[nc:nc + 1], y[:1], flow_syn)
             l_clip = (temporal_loss(y[nc + 2:nc + 3], y[nc + 1:nc + 2], batch["pair_flow"], batch["pair_mask"])
                       if has_pair else y.new_zeros(()))
             loss_g = (cfg.style_weight * l_style + cfg.expr_weight * l_expr + cfg.colour_weight * l_colour
                       + cfg.content_weight * l_content + cfg.grad_weight * l_grad + cfg.tv_weight * l_tv
-                      + cfg.temporal_weight * l_temp + cfg.clip_temporal_weight * l_clip)
+                      + cfg.temporal_weight * l_temp + cfg.clip_temporal_weight * l_clip
+                      + cfg.range_weight * l_range)
             l_adv = y.new_zeros(())
             if adv_scale > 0 and full.any():
                 d.requires_grad_(False)

@@ -10,8 +10,10 @@ network. Strength is a trained knob, not an output cross-fade: the conditioning 
 (s * w, 1 - s), where the extra entry is an "identity" pseudo-style. The expression loss teaches
 that entry to keep the content's own statistics, so s moves the look from the photo to the style.
 
-The output is a residual in logit space, sigmoid(logit(x) + head): bounded to (0, 1) without a
-hard clamp (clamped pixels stop learning), and the identity at initialisation.
+The output is a residual on the input, x + head, clamped to [0, 1]. In training the clamp is
+straight-through: a sigmoid or a hard clamp has no gradient once a pixel saturates, and a first run
+here grew white blobs that no loss could take back (the student met the same trap). A small range
+penalty on the raw residual keeps the clamp mostly idle. The head starts at zero: the identity.
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ class UpsampleConv(nn.Module):
 
 
 class TeacherNet(nn.Module):
-    """(image (N,3,H,W) in [0,1], style_weights (N,S), strength (N,1)) -> (N,3,H,W) in (0,1)."""
+    """(image (N,3,H,W) in [0,1], style_weights (N,S), strength (N,1)) -> (N,3,H,W) in [0,1]."""
 
     def __init__(self, config: TeacherNetConfig) -> None:
         super().__init__()
@@ -123,7 +125,9 @@ class TeacherNet(nn.Module):
         nn.init.zeros_(self.head.conv.weight)  # start as the identity
         nn.init.zeros_(self.head.conv.bias)
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, strength: torch.Tensor,
+                return_raw: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """With return_raw, also the unclamped output (for the range penalty)."""
         c = conditioning(weights, strength)
         h1 = self.stem(x, c)  # (N, c1, H, W)
         h2 = self.down1(h1, c)  # (N, c2, H/2, W/2)
@@ -132,8 +136,12 @@ class TeacherNet(nn.Module):
             h = block(h, c)
         h = self.up1(h, c, h2.shape[-2:])
         h = self.up2(h, c, h1.shape[-2:])
-        logit = torch.logit(x.clamp(1e-3, 1.0 - 1e-3))
-        return torch.sigmoid(logit + self.head(h))
+        raw = x + self.head(h)
+        if self.training:
+            y = raw + (raw.clamp(0.0, 1.0) - raw).detach()  # straight-through: saturated pixels still learn
+        else:
+            y = raw.clamp(0.0, 1.0)
+        return (y, raw) if return_raw else y
 
 
 def count_macs(config: TeacherNetConfig, height: int = 360, width: int = 640) -> int:
