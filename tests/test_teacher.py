@@ -22,7 +22,7 @@ from train.features import ExpansionFeatures
 from train.flow import random_affine_flow, smooth_random_flow, warp
 from train.losses import pooled_style_stats, style_stats
 from train.teacher import TeacherConfig, load_stylizer, train_teacher
-from train.teacher_losses import expression_loss, gradient_loss, temporal_loss
+from train.teacher_losses import expression_loss, gradient_loss, local_colour_loss, temporal_loss
 from train.teacher_net import TeacherNet, TeacherNetConfig, count_macs
 
 pytestmark = pytest.mark.unit
@@ -75,6 +75,17 @@ def test_gradient_loss_is_zero_for_identical_edges() -> None:
     assert gradient_loss(torch.full_like(x, 0.5), x).item() > 0.05
 
 
+def test_local_colour_loss_allows_palettes_and_punishes_blobs() -> None:
+    content = torch.rand(2, 3, 64, 64)
+    palette = torch.tensor([[0.5, 0.2, 0.1], [0.1, 0.7, 0.1], [0.2, 0.0, 0.3]])
+    recoloured = torch.einsum("ij,njhw->nihw", palette, content) + 0.1  # a global colour map
+    assert local_colour_loss(recoloured, content).item() < 1e-5
+    assert local_colour_loss(content, content).item() < 1e-5
+    blob = recoloured.clone()
+    blob[:, :, 8:40, 8:40] += 0.5  # one bright patch
+    assert local_colour_loss(blob, content).item() > 100 * local_colour_loss(recoloured, content).item()
+
+
 def test_fused_style_pools_the_references_statistics(features: ExpansionFeatures) -> None:
     a, b = torch.rand(3, 64, 64) * 0.5, torch.rand(3, 64, 64) * 0.5 + 0.5
     pooled = pooled_style_stats(features, [[a, b]])
@@ -117,11 +128,16 @@ def test_teacher_network_budget_and_strength() -> None:
     assert 30e9 < macs < 40e9  # Johnson class
     # Identity at initialisation (zero head).
     assert torch.allclose(y, x, atol=1e-6)
+    # The painted residual carries no large-scale colour: a constant residual is removed entirely.
+    with torch.no_grad():
+        net.head.conv.bias.fill_(0.3)
+        assert torch.allclose(net(x, torch.eye(4)[:1], torch.ones(1, 1)), x, atol=1e-5)
+        net.head.conv.bias.zero_()
     # Training clamps straight-through: a saturated pixel still gets a gradient.
     net.train()
     x = torch.full((1, 3, 16, 16), 0.5, requires_grad=True)
     with torch.no_grad():
-        net.head.conv.bias.fill_(2.0)  # every pixel far above 1
+        net.colour[:, :, 3] = 2.0  # every pixel far above 1
     y, raw = net(x, torch.eye(4)[:1], torch.ones(1, 1), return_raw=True)
     assert y.max().item() == 1.0 and raw.min().item() > 2.0
     y.sum().backward()
@@ -162,8 +178,11 @@ def test_one_step_smoke_run_and_checkpoint_round_trip(data_root: Path, tmp_path:
     small = load_stylizer(tmp_path / "run" / "teacher.pt")
     assert (small(x, w, s) - stylizer(x, w, s)).abs().max().item() < 5e-3
 
-    # Resume: two more steps continue from step 1, same styles and log.
-    cfg.steps = 3
+    # Resume in chunks: stop at step 2, then go on to 3, same styles and one log.
+    cfg.steps, cfg.stop_after = 3, 2
+    train_teacher(cfg, resume=ckpt)
+    assert torch.load(ckpt, map_location="cpu", weights_only=True)["step"] == 2
+    cfg.stop_after = 0
     train_teacher(cfg, resume=ckpt)
     rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
     assert [r["step"] for r in rows] == ["1", "2", "3"]

@@ -35,7 +35,8 @@ from train.features import ExpansionFeatures
 from train.flow import random_affine_flow, smooth_random_flow, warp
 from train.losses import StyleStats, content_loss, pooled_style_stats, tv_loss
 from train.teacher_data import DataSpec, TeacherBatches
-from train.teacher_losses import expression_colour_loss, expression_loss, gradient_loss, temporal_loss
+from train.teacher_losses import (expression_colour_loss, expression_loss, gradient_loss, local_colour_loss,
+                                  temporal_loss)
 from train.teacher_net import TeacherNet, TeacherNetConfig, count_macs, count_params
 
 PRESETS = Path(__file__).resolve().parent / "presets"
@@ -53,6 +54,7 @@ class TeacherConfig:
     data: str = str(SHARED_DATA)
     allow_noncommercial: bool = False
     steps: int = 1200
+    stop_after: int = 0  # > 0: checkpoint and stop at this step (train in chunks; --resume goes on)
     crop: int = 192
     content_batch: int = 3
     real_batch: int = 4
@@ -60,6 +62,7 @@ class TeacherConfig:
     # generator / discriminator
     channels: list[int] = field(default_factory=lambda: [32, 64, 128])
     blocks: int = 5
+    lowpass: int = 16
     d_scales: int = 2
     d_channels: int = 64
     d_layers: int = 3
@@ -83,6 +86,7 @@ class TeacherConfig:
     colour_weight: float = 20.0
     grad_weight: float = 2.0
     tv_weight: float = 10.0
+    local_colour_weight: float = 0.0  # colour blobs that no global palette change explains
     range_weight: float = 10.0  # raw output outside [0, 1]: keeps the straight-through clamp idle
     temporal_weight: float = 20.0
     clip_temporal_weight: float = 20.0
@@ -160,7 +164,8 @@ class StyleBank:
 
 
 def build_networks(cfg: TeacherConfig, num_styles: int) -> tuple[TeacherNet, MultiScaleDiscriminator]:
-    g = TeacherNet(TeacherNetConfig(num_styles=num_styles, channels=tuple(cfg.channels), blocks=cfg.blocks))
+    g = TeacherNet(TeacherNetConfig(num_styles=num_styles, channels=tuple(cfg.channels), blocks=cfg.blocks,
+                                    lowpass=cfg.lowpass))
     d = MultiScaleDiscriminator(DiscriminatorConfig(num_styles=num_styles, scales=cfg.d_scales,
                                                     channels=cfg.d_channels, layers=cfg.d_layers))
     return g, d
@@ -284,8 +289,9 @@ def train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path:
     cuda = device.type == "cuda"
     if cuda:
         g, d, g_ema = (m.to(memory_format=torch.channels_last) for m in (g, d, g_ema))
-    cond = [p for n, p in g.named_parameters() if ".norm." in n]
-    trunk = [p for n, p in g.named_parameters() if ".norm." not in n]
+    per_style = {n for n, _ in g.named_parameters() if ".norm." in n or n == "colour"}
+    cond = [p for n, p in g.named_parameters() if n in per_style]
+    trunk = [p for n, p in g.named_parameters() if n not in per_style]
     opt_g = torch.optim.Adam([{"params": trunk}, {"params": cond, "lr": cfg.lr_g * cfg.cond_lr_scale}],
                              lr=cfg.lr_g, betas=tuple(cfg.betas))
     opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=tuple(cfg.betas))
@@ -327,11 +333,12 @@ def train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path:
         log = log_path.open("a" if start else "w", newline="")
         writer = csv.writer(log)
         columns = ["step", "loss_g", "adv", "style", "expr", "content", "colour", "grad", "tv", "temporal",
-                   "clip_temporal", "loss_d", "d_real", "d_fake", "seconds"]
+                   "clip_temporal", "local_colour", "range", "loss_d", "d_real", "d_fake", "seconds"]
         if not start:
             writer.writerow(columns)
     t0 = time.time()
-    bar = tqdm(range(start + 1, cfg.steps + 1), desc="teacher", dynamic_ncols=True, disable=not main,
+    last = min(cfg.steps, cfg.stop_after) if cfg.stop_after > 0 else cfg.steps
+    bar = tqdm(range(start + 1, last + 1), desc="teacher", dynamic_ncols=True, disable=not main,
                initial=start, total=cfg.steps)
     for step in bar:
         batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
@@ -376,13 +383,14 @@ def train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path:
             l_grad = gradient_loss(y, x)
             l_tv = tv_loss(y)
             l_range = (raw - raw.clamp(0.0, 1.0)).pow(2).mean()
+            l_local = local_colour_loss(y, x)
             l_temp = temporal_loss(y[nc:nc + 1], y[:1], flow_syn)
             l_clip = (temporal_loss(y[nc + 2:nc + 3], y[nc + 1:nc + 2], batch["pair_flow"], batch["pair_mask"])
                       if has_pair else y.new_zeros(()))
             loss_g = (cfg.style_weight * l_style + cfg.expr_weight * l_expr + cfg.colour_weight * l_colour
                       + cfg.content_weight * l_content + cfg.grad_weight * l_grad + cfg.tv_weight * l_tv
                       + cfg.temporal_weight * l_temp + cfg.clip_temporal_weight * l_clip
-                      + cfg.range_weight * l_range)
+                      + cfg.range_weight * l_range + cfg.local_colour_weight * l_local)
             l_adv = y.new_zeros(())
             if adv_scale > 0 and full.any():
                 d.requires_grad_(False)
@@ -416,16 +424,16 @@ def train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path:
             d_fake = sum(lg[nr:].mean() for lg in logits).detach() / len(logits)
 
         if main:
-            vals = [loss_g, l_adv, l_style, l_expr, l_content, l_colour, l_grad, l_tv, l_temp, l_clip, loss_d,
-                    d_real, d_fake]
+            vals = [loss_g, l_adv, l_style, l_expr, l_content, l_colour, l_grad, l_tv, l_temp, l_clip, l_local,
+                    l_range, loss_d, d_real, d_fake]
             vals = [float(v.detach()) for v in vals]
             writer.writerow([step, *[f"{v:.5f}" for v in vals], round(time.time() - t0, 1)])
             bar.set_postfix(g=f"{vals[0]:.3f}", style=f"{vals[2]:.4f}", adv=f"{vals[1]:.2f}",
-                            temp=f"{vals[8]:.4f}", d=f"{vals[10]:.2f}")
-            if step % cfg.sample_every == 0 or step == cfg.steps:
+                            temp=f"{vals[8]:.4f}", d=f"{vals[12]:.2f}")
+            if step % cfg.sample_every == 0 or step == last:
                 log.flush()
                 _preview(g_ema, bank, Path(cfg.data), out / "preview.png", device)
-            if step % cfg.save_every == 0 or step == cfg.steps:
+            if step % cfg.save_every == 0 or step == last:
                 save_checkpoint(out / "checkpoint.pt", cfg, bank, step, g, g_ema, d, opt_g, opt_d)
     if main:
         log.close()

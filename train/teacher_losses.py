@@ -103,3 +103,20 @@ def temporal_loss(out_next: torch.Tensor, out_prev: torch.Tensor, flow: torch.Te
     valid = inside_mask(flow) if mask is None else mask * inside_mask(flow)
     diff = (out_next - warp(out_prev, flow)).abs() * valid
     return diff.sum() / (valid.sum() * out_next.shape[1]).clamp_min(1.0)
+
+
+def local_colour_loss(output: torch.Tensor, content: torch.Tensor, pool: int = 16) -> torch.Tensor:
+    """Low-frequency colour changes that no global colour mapping explains: blobs, not palettes.
+
+    Both images are block-averaged (pool x pool), the best per-image affine colour map from the
+    content's blocks to the output's is fitted by least squares, and what it leaves over is the
+    loss. A new palette (a global map) and brush texture (finer than a block) cost nothing; a
+    bright patch in one place does. 0 iff the output's block colours are an affine map of the content's.
+    """
+    o = F.avg_pool2d(output, pool).flatten(2).transpose(1, 2)  # (N, B, 3)
+    c = F.avg_pool2d(content, pool).flatten(2).transpose(1, 2)
+    a = torch.cat([c, torch.ones_like(c[..., :1])], dim=2)  # (N, B, 4)
+    # Ridge-regularised normal equations: stable on flat crops, where the content's blocks barely vary.
+    gram = a.transpose(1, 2) @ a + 1e-3 * torch.eye(4, device=a.device, dtype=a.dtype)
+    m = torch.linalg.solve(gram, a.transpose(1, 2) @ o)  # (N, 4, 3)
+    return (a @ m - o).pow(2).mean()

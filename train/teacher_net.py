@@ -10,7 +10,14 @@ network. Strength is a trained knob, not an output cross-fade: the conditioning 
 (s * w, 1 - s), where the extra entry is an "identity" pseudo-style. The expression loss teaches
 that entry to keep the content's own statistics, so s moves the look from the photo to the style.
 
-The output is a residual on the input, x + head, clamped to [0, 1]. In training the clamp is
+Colour and texture take separate paths. Large-scale colour comes only from a per-style affine colour
+map (3x4, blended like the norms) applied to the input; the residual the network paints loses its
+low frequencies (block means over `lowpass` pixels, smoothly upsampled). Every run without this grew
+coloured blobs, the same in every style: painting a bright patch somewhere is the cheapest way to raise
+the feature statistics of a painting, and neither a local colour loss nor the critic took them back
+within a CPU budget. A palette is global, strokes are local; blobs are neither, so they cannot form.
+
+The output is the sum, clamped to [0, 1]. In training the clamp is
 straight-through: a sigmoid or a hard clamp has no gradient once a pixel saturates, and a first run
 here grew white blobs that no loss could take back (the student met the same trap). A small range
 penalty on the raw residual keeps the clamp mostly idle. The head starts at zero: the identity.
@@ -30,6 +37,7 @@ class TeacherNetConfig:
     num_styles: int
     channels: tuple[int, int, int] = (32, 64, 128)  # full, 1/2 and 1/4 resolution
     blocks: int = 5
+    lowpass: int = 16  # > 0: the residual loses what varies slower than this many pixels (see the module notes)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -124,6 +132,8 @@ class TeacherNet(nn.Module):
         self.head = ConvLayer(c1, 3, 7)
         nn.init.zeros_(self.head.conv.weight)  # start as the identity
         nn.init.zeros_(self.head.conv.bias)
+        eye = torch.cat([torch.eye(3), torch.zeros(3, 1)], dim=1)
+        self.colour = nn.Parameter(eye.repeat(k, 1, 1))  # (S+1, 3, 4) affine colour maps, identity at start
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, strength: torch.Tensor,
                 return_raw: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -136,7 +146,16 @@ class TeacherNet(nn.Module):
             h = block(h, c)
         h = self.up1(h, c, h2.shape[-2:])
         h = self.up2(h, c, h1.shape[-2:])
-        raw = x + self.head(h)
+        m = torch.einsum("nk,kij->nij", c, self.colour)  # (N, 3, 4) the blend's colour map
+        recoloured = torch.einsum("nij,njhw->nihw", m[:, :, :3], x) + m[:, :, 3, None, None]
+        residual = self.head(h)
+        if self.config.lowpass > 0:
+            size = residual.shape[-2:]
+            blocks = (-(-size[0] // self.config.lowpass), -(-size[1] // self.config.lowpass))
+            low = F.interpolate(F.adaptive_avg_pool2d(residual, blocks), size=size, mode="bilinear",
+                                align_corners=False)
+            residual = residual - low
+        raw = recoloured + residual
         if self.training:
             y = raw + (raw.clamp(0.0, 1.0) - raw).detach()  # straight-through: saturated pixels still learn
         else:
