@@ -22,7 +22,7 @@ from train.features import ExpansionFeatures
 from train.flow import random_affine_flow, smooth_random_flow, warp
 from train.losses import pooled_style_stats, style_stats
 from train.teacher import TeacherConfig, load_stylizer, train_teacher
-from train.teacher_losses import expression_loss, gradient_loss, local_colour_loss, temporal_loss
+from train.teacher_losses import expression_loss, gradient_loss, grey, local_colour_loss, temporal_loss
 from train.teacher_net import TeacherNet, TeacherNetConfig, count_macs
 
 pytestmark = pytest.mark.unit
@@ -84,6 +84,17 @@ def test_local_colour_loss_allows_palettes_and_punishes_blobs() -> None:
     blob = recoloured.clone()
     blob[:, :, 8:40, 8:40] += 0.5  # one bright patch
     assert local_colour_loss(blob, content).item() > 100 * local_colour_loss(recoloured, content).item()
+
+
+def test_luminance_statistics_ignore_colour(features: ExpansionFeatures) -> None:
+    img = torch.rand(1, 3, 64, 64)
+    swapped = img[:, [2, 0, 1]]  # same picture, other colours
+    lum = grey(img)
+    # Recolouring that keeps luminance keeps the luminance features exactly.
+    recoloured = lum + (img - lum) * 0.3
+    with torch.no_grad():
+        assert torch.allclose(features(grey(recoloured))[4], features(lum)[4], atol=1e-5)
+        assert not torch.allclose(features(grey(swapped))[4], features(lum)[4], atol=1e-3)
 
 
 def test_fused_style_pools_the_references_statistics(features: ExpansionFeatures) -> None:

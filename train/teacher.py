@@ -35,7 +35,7 @@ from train.features import ExpansionFeatures
 from train.flow import random_affine_flow, smooth_random_flow, warp
 from train.losses import StyleStats, content_loss, pooled_style_stats, tv_loss
 from train.teacher_data import DataSpec, TeacherBatches
-from train.teacher_losses import (expression_colour_loss, expression_loss, gradient_loss, local_colour_loss,
+from train.teacher_losses import (expression_colour_loss, grey, expression_loss, gradient_loss, local_colour_loss,
                                   temporal_loss)
 from train.teacher_net import TeacherNet, TeacherNetConfig, count_macs, count_params
 
@@ -68,6 +68,7 @@ class TeacherConfig:
     d_layers: int = 3
     lr_g: float = 1e-3
     lr_d: float = 2e-4
+    warmup: int = 100  # linear learning-rate warm-up steps: full-rate first steps paint blobs that never leave
     cond_lr_scale: float = 5.0  # the per-style norm parameters carry the styles: a higher rate lets them part early
     betas: list[float] = field(default_factory=lambda: [0.5, 0.99])
     grad_clip: float = 5.0
@@ -81,6 +82,10 @@ class TeacherConfig:
     style_taps: list[int] = field(default_factory=lambda: [2, 4, 7, 10])
     style_margin: float = 0.06
     style_grid: int = 1
+    # Feature statistics on luminance only (Gatys et al. 2016, "preserving colour"): colour comes from the
+    # RGB statistics and the colour maps. On RGB features, rainbow patches were the cheapest way to look
+    # "painted" to every style at once, and every RGB run grew them.
+    style_luma: bool = False
     content_weight: float = 8.0
     content_taps: list[int] = field(default_factory=lambda: [4, 7])
     colour_weight: float = 20.0
@@ -154,10 +159,17 @@ class StyleBank:
             raise ValueError(f"style names must be unique: {names}")
         return cls(tuple(names), refs)
 
-    def stats(self, features: ExpansionFeatures, short_side: int) -> StyleStats:
-        """Each style's statistics; a fused style pools its references' features (equal weight each)."""
-        return pooled_style_stats(features, [[to_tensor(load_rgb(p, short_side, max_long=2 * short_side))
-                                              for p in paths] for paths in self.refs])
+    def stats(self, features: ExpansionFeatures, short_side: int, luma: bool = False) -> StyleStats:
+        """Each style's statistics; a fused style pools its references' features (equal weight each).
+
+        With `luma`, the feature statistics come from the references' luminance (texture without
+        colour) and only the RGB statistics from their colours."""
+        images = [[to_tensor(load_rgb(p, short_side, max_long=2 * short_side)) for p in paths] for paths in self.refs]
+        colour = pooled_style_stats(features, images)
+        if not luma:
+            return colour
+        texture = pooled_style_stats(features, [[grey(im[None])[0] for im in imgs] for imgs in images])
+        return StyleStats(mu=texture.mu, sigma=texture.sigma, rgb_mu=colour.rgb_mu, rgb_sigma=colour.rgb_sigma)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -275,7 +287,7 @@ def train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path:
     bank = StyleBank.from_config(cfg)
     s_count = len(bank.names)
     features = ExpansionFeatures(tuple(sorted(set(cfg.style_taps) | set(cfg.content_taps)))).to(device)
-    stats = bank.stats(features.cpu(), cfg.style_short)
+    stats = bank.stats(features.cpu(), cfg.style_short, luma=cfg.style_luma)
     features.to(device)
     stats = StyleStats(mu={k: v.to(device) for k, v in stats.mu.items()},
                        sigma={k: v.to(device) for k, v in stats.sigma.items()},
@@ -304,9 +316,13 @@ def train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path:
         d.load_state_dict(ckpt["discriminator"])
         opt_g.load_state_dict(ckpt["opt_g"]), opt_d.load_state_dict(ckpt["opt_d"])
         start = int(ckpt["step"])
-    # Cosine decay to 5% of the rate; the offset keeps a resumed run on the same curve.
-    sched_g = torch.optim.lr_scheduler.LambdaLR(
-        opt_g, lambda i: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(i + start, cfg.steps) / cfg.steps)))
+    # Linear warm-up, then cosine decay to 5% of the rate; the offset keeps a resumed run on the same curve.
+    def rate(i: int) -> float:
+        t = i + start
+        return min(1.0, (t + 1) / max(cfg.warmup, 1)) * (
+            0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(t, cfg.steps) / cfg.steps)))
+
+    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, rate)
     g_train: torch.nn.Module = g
     d_train: torch.nn.Module = d
     if world > 1:
@@ -371,8 +387,8 @@ def train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path:
         with autocast():
             y, raw = g_train(x, wts, strength, return_raw=True)
             with torch.no_grad():
-                fx = features(x)
-            fy = features(y)
+                fx = features(grey(x) if cfg.style_luma else x)
+            fy = features(grey(y) if cfg.style_luma else y)
             target = stats.mix(wts)
             per_sample = expression_loss(fy, fx, target, strength, tuple(cfg.style_taps), cfg.style_margin,
                                          cfg.style_grid)

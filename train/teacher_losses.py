@@ -62,6 +62,11 @@ def luma(image: torch.Tensor) -> torch.Tensor:
     return (image * image.new_tensor(_LUMA).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
 
 
+def grey(image: torch.Tensor) -> torch.Tensor:
+    """(N,3,H,W) -> its luminance repeated in 3 channels (what a colour-blind feature extractor sees)."""
+    return luma(image).expand(-1, 3, -1, -1)
+
+
 def gradient_loss(output: torch.Tensor, content: torch.Tensor, scales: int = 2) -> torch.Tensor:
     """Gradient-domain loss: luma gradients and soft edge maps of the output against the content.
 
