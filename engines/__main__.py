@@ -20,6 +20,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from engines.build import BUILDABLE, DEFAULT_MAX_BATCH
+    from engines.quantize import SELECTION_MARGIN_DB
 
     parser = _Parser(prog="python -m engines", description="Build and inspect stylizer engines.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -46,10 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("quantize", help="re-export a model folder's student.onnx and write student.int8.onnx",
                        description="Re-export MODEL/student.onnx (the fused inference graph, stamped with the weights "
-                                   "hash) and calibrate MODEL/student.int8.onnx on the bundled real frames; prints "
-                                   "parity against PyTorch FP32.")
+                                   "hash) and calibrate MODEL/student.int8.onnx on the bundled real frames, "
+                                   "quantizing the convs a sensitivity pass allows; prints parity against PyTorch "
+                                   "FP32 (an int8 file under the floor is removed) and the int8 speed-up (a file "
+                                   "that is not faster than fp32 is removed).")
     q.add_argument("model", nargs="?", type=Path, default=None, help="model folder (default: the bundled model)")
     q.add_argument("--no-int8", action="store_true", help="only re-export student.onnx")
+    q.add_argument("--calibration", type=Path, default=None, metavar="DIR",
+                   help="calibrate and choose the int8 convs on the JPEG/PNG frames in DIR (up to 24, spread "
+                        "evenly) instead of the bundled ones; the parity gate still uses the bundled frames")
+    q.add_argument("--margin", type=float, default=None, metavar="DB",
+                   help="how far above the int8 floor the chosen convs must score against FP32 on the "
+                        f"calibration frames (default {SELECTION_MARGIN_DB})")
+    q.add_argument("--no-speed-check", action="store_true",
+                   help="keep the int8 file even where it is not faster than fp32 (auto then prefers it everywhere)")
 
     i = sub.add_parser("info", help="describe a model or engine folder")
     i.add_argument("path", type=Path)
@@ -65,32 +76,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quantize(model: Path | None, int8: bool) -> int:
+def _quantize(model: Path | None, int8: bool, calibration: Path | None = None, margin: float | None = None,
+              speed_check: bool = True) -> int:
     from engines.artifact import load_artifact
-    from engines.backends import load_backend
-    from engines.onnx_export import export_onnx
+    from engines.backends import cpu_runtime, load_backend
+    from engines.onnx_export import export_onnx, stamp
     from engines.parity import THRESHOLD_DB, measure, parity_frames, parity_mixes
-    from engines.quantize import calibration_frames, quantize_int8
+    from engines.quantize import (
+        INT8_MIN_SPEEDUP,
+        SELECTION_MARGIN_DB,
+        STAMP_INT8_RUNTIME,
+        calibration_frames,
+        int8_speedup,
+        quantize_int8,
+    )
 
     art = load_artifact(model)
     export_onnx(art.load_student(), art.contract, art.onnx_path, weights_sha256=art.weights_sha256)
     print(f"engines: wrote {art.onnx_path}", file=sys.stderr)
     if int8:
         tmp = art.path / "student.int8.onnx.new"
-        quantize_int8(art.onnx_path, tmp, art.contract, calibration_frames(), weights_sha256=art.weights_sha256)
+        frames = calibration_frames(calibration, limit=24) if calibration else calibration_frames()
+        try:
+            plan = quantize_int8(art.onnx_path, tmp, art.contract, frames, weights_sha256=art.weights_sha256,
+                                 margin_db=SELECTION_MARGIN_DB if margin is None else margin)
+        except ValueError as exc:
+            art.int8_onnx_path.unlink(missing_ok=True)
+            raise BackendError(f"int8: {exc}; no int8 file (auto runs fp32)") from None
+        print(f"engines: int8: {plan.summary()}", file=sys.stderr)
         tmp.replace(art.int8_onnx_path)
         print(f"engines: wrote {art.int8_onnx_path}", file=sys.stderr)
+    runtimes = ["onnx", *(["openvino"] if cpu_runtime() == "openvino" else [])]
+    names = [f"{r}-{p}" for r in runtimes for p in (("fp32", "int8") if int8 else ("fp32",))]
     ref = load_backend(art.path, "torch")
     frames, mixes = parity_frames(), parity_mixes(art.contract)
-    for name in ("onnx", "onnx-int8") if int8 else ("onnx",):
+    for name in names:
         res = measure(load_backend(art.path, name), ref, frames, mixes)
-        precision = "int8" if name.endswith("int8") else "fp32"
+        precision = name.rsplit("-", 1)[1]
         verdict = "ok" if res.ok(precision) else f"UNDER the {THRESHOLD_DB[precision]:.0f} dB floor"
         print(f"{name}: parity vs PyTorch FP32 at 640x360: {res} -> {verdict}")
         if not res.ok(precision):
             if precision == "int8":
                 art.int8_onnx_path.unlink()
             raise BackendError(f"{name} parity {res.min_db:.1f} dB is under the floor; file removed")
+    if int8 and speed_check:
+        # An int8 file is only worth its quality loss where it is faster: "auto" runs it only on the
+        # runtime it was measured faster on (stamped into the file), else the fp32 graph.
+        runtime = cpu_runtime() or "onnx"
+        speedup = int8_speedup(art, runtime)
+        print(f"{runtime}-int8 vs {runtime}-fp32 at 640x360, one thread, interleaved: {speedup:.2f}x")
+        if speedup < INT8_MIN_SPEEDUP:
+            art.int8_onnx_path.unlink()
+            print(f"engines: int8 is not {INT8_MIN_SPEEDUP:.2f}x faster than fp32 on {runtime}; file removed "
+                  "(auto runs fp32)", file=sys.stderr)
+            return 0
+        stamp(art.int8_onnx_path, **{STAMP_INT8_RUNTIME: runtime})
     return 0
 
 
@@ -135,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             print(out)
             return 0
         if args.command == "quantize":
-            return _quantize(args.model, not args.no_int8)
+            return _quantize(args.model, not args.no_int8, args.calibration, args.margin, not args.no_speed_check)
         if args.command == "info":
             return _info(args.path)
         if args.command == "bench-gpu":

@@ -125,9 +125,14 @@ def _produce(cfg: BuildConfig, art: Artifact, out: Path, profile: dict[str, list
     if precision == "int8":
         from engines.quantize import calibration_frames, quantize_int8
 
-        _log("int8: calibrating on the bundled real frames (about a minute on 2 cores)")
-        quantize_int8(out / ONNX_FILE, out / "student.int8.onnx", art.contract, calibration_frames(),
-                      weights_sha256=art.weights_sha256)
+        _log("int8: calibrating on the bundled real frames and choosing the convs by sensitivity "
+             "(up to a few minutes on 2 cores)")
+        try:
+            plan = quantize_int8(out / ONNX_FILE, out / "student.int8.onnx", art.contract, calibration_frames(),
+                                 weights_sha256=art.weights_sha256)
+        except ValueError as exc:
+            raise BackendError(f"int8: {exc}") from None
+        _log(f"int8: {plan.summary()}")
         return "student.int8.onnx"
     if precision == "fp16":
         fp16 = "student.fp16.onnx"

@@ -213,7 +213,57 @@ def test_stale_int8_is_refused_and_auto_falls_back(tiny: Artifact, tmp_path: Pat
     stamp(folder / "student.int8.onnx", **{STAMP_WEIGHTS: "0" * 64, STAMP_PRECISION: "int8"})
     with pytest.raises(BackendError, match="other weights"):
         load_backend(folder, "onnx-int8")
-    assert load_backend(folder).name == ("torch-cuda-fp16" if cuda_available() else "onnx")
+    assert load_backend(folder).name == ("torch-cuda-fp16" if cuda_available() else _auto_cpu("fp32"))
+
+
+def _auto_cpu(precision: str) -> str:
+    """What "auto" names on this machine's CPU runtime: OpenVINO where installed, else ONNX Runtime."""
+    from engines.backends import backend_name, cpu_runtime
+
+    return backend_name(cpu_runtime() or "torch", precision)
+
+
+@pytest.mark.unit
+def test_auto_runs_int8_only_on_the_runtime_it_was_measured_faster_on(built: dict[str, Path], tiny: Artifact,
+                                                                      tmp_path: Path) -> None:
+    from engines.backends import cpu_runtime
+    from engines.quantize import STAMP_INT8_RUNTIME
+
+    if cuda_available():
+        pytest.skip("auto picks the GPU here")
+    folder = tmp_path / "m"
+    shutil.copytree(tiny.path, folder)
+    shutil.copy(built["int8"] / "student.int8.onnx", folder / "student.int8.onnx")  # current: same weights
+    assert load_backend(folder).name == _auto_cpu("int8")  # unstamped (engine builds): int8 preferred
+    stamp(folder / "student.int8.onnx", **{STAMP_INT8_RUNTIME: "some-other-runtime"})
+    assert load_backend(folder).name == _auto_cpu("fp32")
+    stamp(folder / "student.int8.onnx", **{STAMP_INT8_RUNTIME: cpu_runtime() or "onnx"})
+    assert load_backend(folder).name == _auto_cpu("int8")
+
+
+@pytest.mark.unit
+def test_int8_selection_keeps_the_most_sensitive_convs_fp32(tmp_path: Path) -> None:
+    """The plan quantizes the largest set of the least sensitive convs that clears the bar."""
+    from engines.quantize import _plan
+
+    cost = {"a": 0.5, "b": 4.0, "c": 1.0, "d": 9.0, "e": 0.2}  # dB each conv costs when int8
+
+    class Fake:
+        def __init__(self) -> None:
+            self.convs, self.tmp = list(cost), tmp_path
+
+        def write(self, out: Path, convs: list[str]) -> list[str]:
+            return convs
+
+        def score(self, convs: list[str]) -> float:
+            return 50.0 - sum(cost[c] for c in convs)
+
+    plan = _plan(Fake(), target_db=47.0)  # type: ignore[arg-type]
+    assert plan.full_db == 50.0 - sum(cost.values())
+    assert plan.sensitivity == {c: 50.0 - v for c, v in cost.items()}
+    assert plan.quantized == ["a", "c", "e"] and plan.kept_fp32 == ["b", "d"] and plan.min_db == 50.0 - 1.7
+    assert "kept FP32 by sensitivity: b, d" in plan.summary()
+    assert _plan(Fake(), target_db=30.0).kept_fp32 == []  # all clear the bar: no per-conv pass
 
 
 @pytest.mark.unit
@@ -301,6 +351,24 @@ def test_openvino_backends(built: dict[str, Path], tiny: Artifact) -> None:
     if not bf16_supported():
         with pytest.raises(BackendError, match="bf16"):
             load_backend(built["int8"], "openvino-bf16")
+
+
+@pytest.mark.integration
+def test_openvino_upsampling_rewrite_is_the_same_function(built: dict[str, Path], tiny: Artifact) -> None:
+    """The three 2x bilinear resizes become pad + transposed conv; the output does not change."""
+    pytest.importorskip("openvino")
+    from engines.backend_openvino import OpenVinoBackend
+
+    for precision in ("fp32", "int8"):
+        fast = OpenVinoBackend(tiny, precision, threads=1, spec=read_engine(built["int8"]) if precision == "int8"
+                               else None)
+        plain = OpenVinoBackend(tiny, precision, threads=1, spec=read_engine(built["int8"]) if precision == "int8"
+                                else None, rewrite=False)
+        assert fast.rewritten == 3 and plain.rewritten == 0
+        for frame in small_frames():
+            for _, vec in parity_mixes(tiny.contract):
+                for strength in (1.0, 0.4):
+                    assert psnr(fast.stylize(frame, vec, strength), plain.stylize(frame, vec, strength)) >= 50
 
 
 @pytest.mark.unit

@@ -432,7 +432,7 @@ def test_eval_with_teacher_end_to_end(distilled: Distilled, tmp_path: Path) -> N
         for s in ("a", "b", "a+b", "a x0.25", "a x0.5", "a x0.75"):
             assert math.isfinite(float(r[f"fidelity_psnr_{s}"])) and -1 <= float(r[f"fidelity_ssim_{s}"]) <= 1
         assert math.isfinite(float(r["fidelity_psnr_mean"]))
-        assert r["runs_on"] in ("onnx", "onnx-int8", "torch") and float(r["speedup_vs_teacher"]) > 0
+        assert r["runs_on"] in ("openvino-fp32", "openvino-int8", "onnx", "onnx-int8", "torch") and float(r["speedup_vs_teacher"]) > 0
         assert int(r["params"]) > 0 and int(r["macs_640x360"]) > 0
     md = (out / "metrics.md").read_text()
     for s in ("a", "b", "a+b", "a x0.25", "a x0.5", "a x0.75", "**mean, styles and blends**"):

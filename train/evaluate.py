@@ -421,13 +421,10 @@ class SpeedPair:
 
 def cpu_backend(path: str | Path, threads: int) -> Backend:
     """The back-end `auto` picks for a model folder on a machine without a GPU (onnx-int8, onnx or torch).
-    engines' own rule decides, with its CUDA probe answering no, so a GPU here cannot change the answer."""
-    from unittest import mock
+    engines' own rule decides, told to leave any GPU out, so a GPU here cannot change the answer."""
+    from engines.backends import load_backend
 
-    from engines import backends
-
-    with mock.patch.object(backends, "cuda_available", return_value=False):
-        return backends.load_backend(path, "auto", threads)
+    return load_backend(path, "auto", threads, allow_gpu=False)
 
 
 FrameFn = Callable[[np.ndarray], object]
