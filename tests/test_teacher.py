@@ -79,8 +79,9 @@ def test_local_colour_loss_allows_palettes_and_punishes_blobs() -> None:
     content = torch.rand(2, 3, 64, 64)
     palette = torch.tensor([[0.5, 0.2, 0.1], [0.1, 0.7, 0.1], [0.2, 0.0, 0.3]])
     recoloured = torch.einsum("ij,njhw->nihw", palette, content) + 0.1  # a global colour map
-    assert local_colour_loss(recoloured, content).item() < 1e-5
-    assert local_colour_loss(content, content).item() < 1e-5
+    # ~1e-5 is left by the ridge term that keeps flat crops stable; the blob costs 100x more.
+    assert local_colour_loss(recoloured, content).item() < 5e-5
+    assert local_colour_loss(content, content).item() < 5e-5
     blob = recoloured.clone()
     blob[:, :, 8:40, 8:40] += 0.5  # one bright patch
     assert local_colour_loss(blob, content).item() > 100 * local_colour_loss(recoloured, content).item()
@@ -168,6 +169,8 @@ def _tiny(data_root: Path, out: Path, **extra: object) -> TeacherConfig:
 def test_one_step_smoke_run_and_checkpoint_round_trip(data_root: Path, tmp_path: Path) -> None:
     cfg = _tiny(data_root, tmp_path / "run", steps=1, fuse=["ab=a_stripes,b_noise"])
     ckpt = train_teacher(cfg)
+    # The loop flushes denormals while it runs and restores IEEE arithmetic for the rest of the process.
+    assert (torch.tensor(1e-39) * 1.0).item() != 0.0
     rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
     assert [r["step"] for r in rows] == ["1"]
     for key in ("style", "content", "grad", "temporal", "clip_temporal", "loss_d"):

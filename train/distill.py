@@ -32,6 +32,7 @@ from engines.student import StudentConfig, StudentNet
 from engines.student import count_macs as student_macs
 from train.data import SHARED_DATA, sample_style_weights
 from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
+from train.numerics import flushed_denormals
 from train.features import ExpansionFeatures
 from train.flow import random_affine_flow, smooth_random_flow, warp
 from train.teacher import PRESETS, load_stylizer
@@ -149,9 +150,13 @@ class _Student:
 
 
 def train_distill(cfg: DistillConfig, teacher_path: str | Path, critic_path: str | Path | None = None) -> Path:
+    with flushed_denormals():
+        return _train_distill(cfg, teacher_path, critic_path)
+
+
+def _train_distill(cfg: DistillConfig, teacher_path: str | Path, critic_path: str | Path | None = None) -> Path:
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    torch.set_flush_denormal(True)
     rng = random.Random(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else

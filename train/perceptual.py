@@ -28,6 +28,7 @@ from train.data import (
     sample_style_weights,
     to_tensor,
 )
+from train.numerics import flushed_denormals
 from train.features import ExpansionFeatures
 from train.losses import colour_loss, content_loss, style_loss, style_stats, tv_loss
 from train.thumbs import write_thumbnails
@@ -62,9 +63,13 @@ class PerceptualConfig:
 
 
 def train_perceptual(cfg: PerceptualConfig) -> Path:
+    with flushed_denormals():
+        return _train_perceptual(cfg)
+
+
+def _train_perceptual(cfg: PerceptualConfig) -> Path:
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    torch.set_flush_denormal(True)  # tiny FiLM/zero-init gradients otherwise hit slow denormal arithmetic
     rng = random.Random(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

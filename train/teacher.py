@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from train.data import HELD_OUT, SHARED_DATA, load_rgb, resolve_style, sample_style_weights, to_tensor
 from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
+from train.numerics import flushed_denormals
 from train.features import ExpansionFeatures
 from train.flow import random_affine_flow, smooth_random_flow, warp
 from train.losses import StyleStats, content_loss, pooled_style_stats, tv_loss
@@ -273,11 +274,15 @@ def _preview(g: TeacherNet, bank: StyleBank, data: Path, out: Path, device: torc
 
 
 def train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path:
+    with flushed_denormals():
+        return _train_teacher(cfg, resume)
+
+
+def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path:
     rank, world, device = _setup_distributed(cfg)
     main = rank == 0
     torch.manual_seed(cfg.seed + rank)
     torch.set_num_threads(cfg.threads)
-    torch.set_flush_denormal(True)
     rng = random.Random(cfg.seed * 1000 + rank)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     out = Path(cfg.out)
