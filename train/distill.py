@@ -32,9 +32,9 @@ from engines.student import StudentConfig, StudentNet
 from engines.student import count_macs as student_macs
 from train.data import SHARED_DATA, sample_style_weights
 from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
-from train.numerics import flushed_denormals
 from train.features import ExpansionFeatures
 from train.flow import random_affine_flow, smooth_random_flow, warp
+from train.numerics import flushed_denormals
 from train.teacher import PRESETS, load_stylizer
 from train.teacher_data import DataSpec, TeacherBatches
 from train.teacher_losses import temporal_loss

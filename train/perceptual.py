@@ -28,9 +28,9 @@ from train.data import (
     sample_style_weights,
     to_tensor,
 )
-from train.numerics import flushed_denormals
 from train.features import ExpansionFeatures
 from train.losses import colour_loss, content_loss, style_loss, style_stats, tv_loss
+from train.numerics import flushed_denormals
 from train.thumbs import write_thumbnails
 
 DEFAULT_STYLES = ("vangogh", "hokusai", "kandinsky", "monet", "klimt", "lineart")

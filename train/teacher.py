@@ -31,13 +31,19 @@ from tqdm import tqdm
 
 from train.data import HELD_OUT, SHARED_DATA, load_rgb, resolve_style, sample_style_weights, to_tensor
 from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
-from train.numerics import flushed_denormals
 from train.features import ExpansionFeatures
 from train.flow import random_affine_flow, smooth_random_flow, warp
 from train.losses import StyleStats, content_loss, pooled_style_stats, tv_loss
+from train.numerics import flushed_denormals
 from train.teacher_data import DataSpec, TeacherBatches
-from train.teacher_losses import (expression_colour_loss, grey, expression_loss, gradient_loss, local_colour_loss,
-                                  temporal_loss)
+from train.teacher_losses import (
+    expression_colour_loss,
+    expression_loss,
+    gradient_loss,
+    grey,
+    local_colour_loss,
+    temporal_loss,
+)
 from train.teacher_net import TeacherNet, TeacherNetConfig, count_macs, count_params
 
 PRESETS = Path(__file__).resolve().parent / "presets"
