@@ -589,6 +589,8 @@ async function connect(gen) {
 
   pc.addEventListener("track", (ev) => {
     if (ev.track.kind !== "video") return;
+    // A live mirror wants the shortest playout delay the network allows, not smoothing.
+    if ("jitterBufferTarget" in ev.receiver) ev.receiver.jitterBufferTarget = 0;
     el.remote.srcObject = ev.streams[0] || new MediaStream([ev.track]);
   });
   pc.addEventListener("connectionstatechange", () => {

@@ -122,6 +122,8 @@ async function connect() {
     const media = new MediaStream();   // this session's tracks (a reconnect starts a new one)
     pc.addEventListener("track", (ev) => {
       if (ev.track.kind !== "video" && !withAudio) return;
+      // An overlay follows the live feed: the shortest playout delay the network allows.
+      if ("jitterBufferTarget" in ev.receiver) ev.receiver.jitterBufferTarget = 0;
       media.addTrack(ev.track);
       if (el.video.srcObject !== media) el.video.srcObject = media;
       el.video.muted = !withAudio;
