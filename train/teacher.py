@@ -399,14 +399,18 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
             y, raw = g_train(x, wts, strength, return_raw=True)
             with torch.no_grad():
                 fx = features(grey(x) if cfg.style_luma else x)
+                fx_rgb = features(x) if cfg.style_luma else fx
             fy = features(grey(y) if cfg.style_luma else y)
+            # Content stays on colour features: with luminance-only content too, nothing held the chroma
+            # and a luma run painted magenta/green regions by step 300.
+            fy_rgb = features(y) if cfg.style_luma else fy
             target = stats.mix(wts)
             per_sample = expression_loss(fy, fx, target, strength, tuple(cfg.style_taps), cfg.style_margin,
                                          cfg.style_grid)
             l_style = per_sample[full].mean() if full.any() else per_sample.new_zeros(())
             l_expr = per_sample[~full].mean() if (~full).any() else per_sample.new_zeros(())
             l_colour = expression_colour_loss(y, x, target, strength, cfg.style_margin).mean()
-            l_content = content_loss(fy, fx, tuple(cfg.content_taps))
+            l_content = content_loss(fy_rgb, fx_rgb, tuple(cfg.content_taps))
             l_grad = gradient_loss(y, x)
             l_tv = tv_loss(y)
             l_range = (raw - raw.clamp(0.0, 1.0)).pow(2).mean()
