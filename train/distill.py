@@ -14,11 +14,9 @@ same run, so the table can show what the temporal terms buy at no extra teacher 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import math
 import random
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,7 +33,8 @@ from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hi
 from train.features import ExpansionFeatures
 from train.flow import random_affine_flow, smooth_random_flow, warp
 from train.numerics import flushed_denormals
-from train.teacher import PRESETS, load_stylizer
+from train.settings import load_settings, sample_strength
+from train.teacher import load_stylizer
 from train.teacher_data import DataSpec, TeacherBatches
 from train.teacher_losses import temporal_loss
 from train.teacher_net import count_macs as teacher_macs
@@ -82,25 +81,7 @@ class DistillConfig:
 
     @classmethod
     def from_preset(cls, preset: str | Path | None, overrides: list[str] = ()) -> DistillConfig:
-        values: dict = {}
-        if preset is not None:
-            path = Path(preset)
-            if not path.is_file() and (PRESETS / f"{preset}.toml").is_file():
-                path = PRESETS / f"{preset}.toml"
-            with open(path, "rb") as f:
-                values.update(tomllib.load(f))
-        for item in overrides:
-            key, sep, raw = item.partition("=")
-            if not sep:
-                raise ValueError(f"--set expects key=value, got {item!r}")
-            try:
-                values[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
-            except tomllib.TOMLDecodeError:
-                values[key.strip()] = raw
-        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown distill setting(s): {', '.join(unknown)}")
-        return cls(**values)
+        return load_settings(cls, "distill", preset, overrides)
 
     def student_config(self, num_styles: int) -> StudentConfig:
         return StudentConfig(num_styles=num_styles, enc_channels=self.enc_channels, body_channels=self.body_channels,
@@ -133,10 +114,6 @@ def _perceptual(features: ExpansionFeatures, fy: dict[int, torch.Tensor], ft: di
                 taps: list[int]) -> torch.Tensor:
     """Relative L1 between student and teacher expansion features, averaged over taps."""
     return sum(F.l1_loss(fy[k], ft[k]) / ft[k].abs().mean().clamp_min(1e-6) for k in taps) / len(taps)
-
-
-def _sample_strength(n: int, rng: random.Random, p_full: float) -> torch.Tensor:
-    return torch.tensor([[1.0 if rng.random() < p_full else rng.random()] for _ in range(n)])
 
 
 class _Student:
@@ -221,13 +198,13 @@ def _train_distill(cfg: DistillConfig, teacher_path: str | Path, critic_path: st
         flow_syn = (random_affine_flow(1, h, w, gen) if rng.random() < 0.5 else smooth_random_flow(1, h, w, gen))
         flow_syn = flow_syn.to(device)
         w_c = sample_style_weights(nc, s_count, rng, p_onehot=cfg.p_onehot).to(device)
-        s_c = _sample_strength(nc, rng, cfg.p_full_strength).to(device)
+        s_c = sample_strength(nc, rng, cfg.p_full_strength).to(device)
         parts, weights, strengths = [content, warp(content[:1], flow_syn)], [w_c, w_c[:1]], [s_c, s_c[:1]]
         has_pair = "pair" in batch
         if has_pair:
             parts.append(batch["pair"])
             weights.append(sample_style_weights(1, s_count, rng, p_onehot=cfg.p_onehot).to(device).expand(2, -1))
-            strengths.append(_sample_strength(1, rng, cfg.p_full_strength).to(device).expand(2, -1))
+            strengths.append(sample_strength(1, rng, cfg.p_full_strength).to(device).expand(2, -1))
         x, wts, strength = torch.cat(parts), torch.cat(weights), torch.cat(strengths)
         with torch.no_grad():
             target = teacher(x, wts, strength)

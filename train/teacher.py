@@ -15,12 +15,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
-import dataclasses
 import math
 import os
 import random
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from train.features import ExpansionFeatures
 from train.flow import random_affine_flow, smooth_random_flow, warp
 from train.losses import StyleStats, content_loss, pooled_style_stats, tv_loss
 from train.numerics import flushed_denormals
+from train.settings import load_settings, sample_strength
 from train.teacher_data import DataSpec, TeacherBatches
 from train.teacher_losses import (
     expression_colour_loss,
@@ -45,8 +44,6 @@ from train.teacher_losses import (
     temporal_loss,
 )
 from train.teacher_net import TeacherNet, TeacherNetConfig, count_macs, count_params
-
-PRESETS = Path(__file__).resolve().parent / "presets"
 
 
 @dataclass
@@ -116,26 +113,7 @@ class TeacherConfig:
 
     @classmethod
     def from_preset(cls, preset: str | Path | None, overrides: list[str] = ()) -> TeacherConfig:
-        values: dict = {}
-        if preset is not None:
-            path = Path(preset)
-            if not path.is_file() and (PRESETS / f"{preset}.toml").is_file():
-                path = PRESETS / f"{preset}.toml"
-            with open(path, "rb") as f:
-                values.update(tomllib.load(f))
-        for item in overrides:
-            key, sep, raw = item.partition("=")
-            if not sep:
-                raise ValueError(f"--set expects key=value, got {item!r}")
-            try:
-                values[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
-            except tomllib.TOMLDecodeError:
-                values[key.strip()] = raw  # a bare string
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown teacher setting(s): {', '.join(unknown)}")
-        return cls(**values)
+        return load_settings(cls, "teacher", preset, overrides)
 
 
 # ----------------------------------------------------------------------------- style bank
@@ -261,10 +239,6 @@ def _setup_distributed(cfg: TeacherConfig) -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
-def _sample_strength(n: int, rng: random.Random, p_full: float) -> torch.Tensor:
-    return torch.tensor([[1.0 if rng.random() < p_full else rng.random()] for _ in range(n)])
-
-
 def _preview(g: TeacherNet, bank: StyleBank, data: Path, out: Path, device: torch.device) -> None:
     """One held-out photo in every style, to watch a run as it trains."""
     path = data / HELD_OUT[0]
@@ -372,7 +346,7 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
         content = batch["content"]
         nc = content.shape[0]
         w_c = sample_style_weights(nc, s_count, rng, p_onehot=cfg.p_onehot).to(device)
-        s_c = _sample_strength(nc, rng, cfg.p_full_strength).to(device)
+        s_c = sample_strength(nc, rng, cfg.p_full_strength).to(device)
         # Synthetic motion on the first crop: half rigid (a hand-held camera), half smooth non-rigid.
         h, w = content.shape[-2:]
         if rng.random() < 0.5:
@@ -384,7 +358,7 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
         has_pair = "pair" in batch
         if has_pair:
             w_p = sample_style_weights(1, s_count, rng, p_onehot=cfg.p_onehot).to(device)
-            s_p = _sample_strength(1, rng, cfg.p_full_strength).to(device)
+            s_p = sample_strength(1, rng, cfg.p_full_strength).to(device)
             parts.append(batch["pair"])
             weights.append(w_p.expand(2, -1))
             strengths.append(s_p.expand(2, -1))
