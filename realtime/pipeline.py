@@ -143,6 +143,13 @@ class FramePipeline:
             s = replace(s, strength=m.strength)
         return s, notes
 
+    def warm(self, width: int, height: int) -> None:
+        """Run the network once at this size: back-ends compile per input shape (OpenVINO: ~0.4 s), and a
+        live input would otherwise drop every frame that arrives during that first call."""
+        with self._lock:
+            vector = self._vector
+        self.backend.stylize(np.zeros((height, width, 3), np.uint8), vector, 1.0)
+
     def process(self, rgb: np.ndarray) -> np.ndarray:
         """RGB uint8 (H, W, 3) -> stylized RGB uint8 with the overlays drawn on it.
 

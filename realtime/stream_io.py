@@ -23,6 +23,7 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -134,8 +135,9 @@ class Reader(threading.Thread):
     """Opens, demuxes and decodes the input; reconnects a network input that drops."""
 
     def __init__(self, url: str, state: InputState, reconnects: int, read_timeout: float,
-                 options: dict[str, str]) -> None:
+                 options: dict[str, str], on_open: Callable[[int, int], None] | None = None) -> None:
         super().__init__(daemon=True, name="stream-reader")
+        self.on_open = on_open  # called with the first connection's video size, before it is read
         self.url = url
         self.state = state
         self.max_reconnects = reconnects  # -1: forever
@@ -217,6 +219,10 @@ class Reader(threading.Thread):
                 ain = None  # the output's audio stream is fixed: a different codec after a reconnect is left out
         if st.rate is None:
             st.rate = vin.average_rate or vin.guessed_rate
+        if self.on_open is not None and vin.codec_context.width and vin.codec_context.height:
+            # Before the first packet is read: what arrives meanwhile waits in the socket, not in `latest`.
+            warm, self.on_open = self.on_open, None
+            warm(vin.codec_context.width, vin.codec_context.height)
         # Files and VOD (a known duration) are read in real time, like a live source; live input as it comes.
         paced = not self.network or bool(container.duration)
         conn = _Connection(st)
@@ -492,7 +498,9 @@ def stylize_stream(pipe: FramePipeline, src: str, target: str, fmt: str, *, dura
     state = InputState()
     # The output first: a wrong rtmp:// address fails at once, before the input is opened.
     writer = Writer(target, fmt, output_options or {})
-    reader = Reader(src, state, reconnects, read_timeout, input_options or {})
+    # The output size is the first frame's, made even (yuv420p); later connections are fitted to it.
+    reader = Reader(src, state, reconnects, read_timeout, input_options or {},
+                    on_open=lambda w, h: pipe.warm(w - w % 2, h - h % 2))
     reader.start()
     status = status or Status()
     stopped = ""

@@ -173,11 +173,13 @@ def test_udp_input_that_drops_is_reopened(tmp_path: Path, capsys: pytest.Capture
         "stylize", f"udp://127.0.0.1:{port}?{RECV_OPTS}", str(out), "--timeout", "1", "--reconnect", "2"])),
         daemon=True)
     runner.start()
+    # Each burst is 2 s: FFmpeg probes the first second (those frames come out at once, and all but the
+    # newest are dropped, as a live input's backlog should be); the second second is read live.
     wait_bound(port)
-    send_ts(port, 20)
+    send_ts(port, 2 * FPS)
     time.sleep(2.5)  # the sender goes away; the reader times out after 1 s and reopens with back-off
     wait_bound(port)
-    send_ts(port, 20)
+    send_ts(port, 2 * FPS)
     runner.join(120)  # ends when the reconnects are used up after the second burst
     assert rc == [0]
     err = capsys.readouterr().err
@@ -188,7 +190,8 @@ def test_udp_input_that_drops_is_reopened(tmp_path: Path, capsys: pytest.Capture
     assert (gaps > 0).all(), "output time went back after the reconnect"
     assert gaps.max() > 2.0, "the outage is not where it was"
     before, after = int(np.argmax(gaps)) + 1, len(vt) - int(np.argmax(gaps)) - 1
-    assert before >= 5 and after >= 5, (before, after)
+    print(f"[stream] frames before the outage {before}, after {after}")
+    assert before >= FPS // 2 and after >= FPS // 2, (before, after)  # the live second is not dropped
     done = re.search(r"(\d+) reconnect\(s\)", err)
     assert done and int(done.group(1)) >= 1, err
 
