@@ -233,3 +233,13 @@ def test_two_process_ddp_smoke_run_on_gloo(data_root: Path, tmp_path: Path) -> N
     assert ckpt["step"] == 2
     rows = list(csv.DictReader((out / "log.csv").open()))
     assert [r["step"] for r in rows] == ["1", "2"]  # only rank 0 writes
+
+
+def test_gradient_loss_charges_lost_edges_not_new_strokes() -> None:
+    # A vertical edge on flat grey: painting fine strokes on the flat half costs far less than losing the edge.
+    x = torch.full((1, 3, 64, 64), 0.3)
+    x[..., 32:] = 0.8
+    strokes = x.clone()
+    strokes[..., 8:24, 4:28] += 0.08 * torch.sign(torch.sin(torch.arange(24.0) * 2.1))  # 1-2 px stripes
+    blurred = torch.nn.functional.avg_pool2d(x, 15, 1, 7, count_include_pad=False)
+    assert gradient_loss(strokes, x).item() < 0.25 * gradient_loss(blurred, x).item()

@@ -93,6 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--speed-threads", type=int, default=None,
                    help="threads for each side of the speed comparison (default: all cores)")
 
+    ff = sub.add_parser("fidelity-fixture", help="store the teacher's outputs for the bundled student's fidelity test",
+                        description="Store the teacher's outputs on two held-out photos in tests/fidelity, score the "
+                                    "student against them, and set the floors tests/test_default_fidelity.py enforces.")
+    ff.add_argument("--teacher", required=True, help="teacher checkpoint (.pt)")
+    ff.add_argument("--student", default="engines/models/default",
+                    help="student model folder to score and set the floors from (default: the bundled one)")
+    ff.add_argument("--out", default="tests/fidelity", help="fixture folder (default: tests/fidelity)")
+
     args = parser.parse_args(argv)
     if args.command == "perceptual":
         from train.perceptual import train_perceptual
@@ -145,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(exc))
         print(table)
         print(f"metrics and contact sheets written to {args.out}")
+    elif args.command == "fidelity-fixture":
+        from train.fidelity_fixture import make_fixture, summary
+
+        path = make_fixture(args.teacher, args.out, args.student)
+        print(summary(path))
     return 0
 
 
