@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ff = sub.add_parser("fidelity-fixture", help="store the teacher's outputs for the bundled student's fidelity test",
                         description="Store the teacher's outputs on two held-out photos in tests/fidelity, score the "
-                                    "student against them, and set the floors tests/test_default_fidelity.py enforces.")
+                                    "student against them, and set the PSNR floors for the bundled student's regression test.")
     ff.add_argument("--teacher", required=True, help="teacher checkpoint (.pt)")
     ff.add_argument("--student", default="engines/models/default",
                     help="student model folder to score and set the floors from (default: the bundled one)")

@@ -1,7 +1,8 @@
 """The fidelity fixture: the teacher's outputs on two held-out photos, stored in tests/fidelity.
 
-`tests/test_default_fidelity.py` runs the bundled student on the same photos and settings and checks its
-PSNR against these stored outputs. A retrained default that drifts from its teacher fails there, without the
+The regression test (tests/test_default_fidelity.py, committed with the first distilled default together with
+this fixture) runs the bundled student on the same photos and settings and checks its PSNR against these
+stored outputs. A retrained default that drifts from its teacher fails there, without the
 teacher checkpoint (tens of MB, not committed) or the shared data.
 
     python -m train fidelity-fixture --teacher runs/teacher_cpu/checkpoint.pt [--student engines/models/default]
@@ -13,7 +14,6 @@ made, and the floors the test enforces.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from engines.engine_spec import file_sha256
 from train.data import SHARED_DATA
 from train.evaluate import _short_side, _stylize, _to_uint8, load_stylizer, sheet_columns
 from train.metrics import psnr
@@ -29,14 +30,6 @@ PHOTOS = ("content/kodak/kodim04.jpg", "content/kodak/kodim23.jpg")  # held out 
 SIZE = 160          # short side: small enough to commit, large enough for the styles' texture
 FLOOR_MARGIN_DB = 1.0  # the test's per-photo mean floor sits this far under the student's score today
 COLUMN_MARGIN_DB = 2.5  # and each setting's floor this far under its own score
-
-
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def student_scores(model_dir: str | Path, strips: list[np.ndarray], settings: list[dict]) -> list[list[float]]:
@@ -78,7 +71,7 @@ def make_fixture(teacher: str | Path, out: str | Path, student: str | Path | Non
         Image.fromarray(strip).save(out / f"{Path(rel).stem}.png", optimize=True)
         strips.append(strip)
     meta: dict = {"photos": [f"{Path(r).stem}.png" for r in PHOTOS], "sources": list(PHOTOS), "size": SIZE,
-                  "settings": settings, "teacher": {"file": str(teacher), "sha256_16": _sha(Path(teacher))},
+                  "settings": settings, "teacher": {"file": str(teacher), "sha256": file_sha256(Path(teacher))},
                   "credit": "Kodak Lossless True Color Image Suite (kodim04, kodim23), released for unrestricted use"}
     if student is not None:
         scores = student_scores(student, strips, settings)
