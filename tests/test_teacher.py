@@ -23,7 +23,7 @@ from train.flow import random_affine_flow, smooth_random_flow, warp
 from train.losses import pooled_style_stats, style_stats
 from train.teacher import TeacherConfig, load_stylizer, train_teacher
 from train.teacher_losses import expression_loss, gradient_loss, grey, local_colour_loss, temporal_loss
-from train.teacher_net import TeacherNet, TeacherNetConfig, count_macs
+from train.teacher_net import TeacherNet, TeacherNetConfig, count_macs, expand_banks
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[1]
@@ -243,3 +243,39 @@ def test_gradient_loss_charges_lost_edges_not_new_strokes() -> None:
     strokes[..., 8:24, 4:28] += 0.08 * torch.sign(torch.sin(torch.arange(24.0) * 2.1))  # 1-2 px stripes
     blurred = torch.nn.functional.avg_pool2d(x, 15, 1, 7, count_include_pad=False)
     assert gradient_loss(strokes, x).item() < 0.25 * gradient_loss(blurred, x).item()
+
+
+def test_style_filter_banks_warm_start_and_stay_per_style() -> None:
+    torch.manual_seed(0)
+    shared = TeacherNet(TeacherNetConfig(num_styles=3, channels=(8, 16, 16), blocks=2))
+    with torch.no_grad():
+        shared.head.conv.weight.normal_(0, 0.05)  # not the identity, so the banks' outputs matter
+    banked = TeacherNet(TeacherNetConfig(num_styles=3, channels=(8, 16, 16), blocks=2, style_filters=1))
+    banked.load_state_dict(expand_banks(shared.state_dict(), banked))
+    assert banked.head.conv.weight.shape == (4, 3, 8, 7, 7)  # 3 styles + the identity pseudo-style
+    x = torch.rand(3, 3, 32, 48)
+    w = torch.tensor([[1.0, 0.0, 0.0], [0.2, 0.3, 0.5], [0.0, 0.5, 0.5]])
+    s = torch.tensor([[1.0], [0.7], [0.3]])
+    shared.eval(), banked.eval()
+    with torch.no_grad():
+        # The warm start is exact: every bank is a copy of the shared filters.
+        assert (banked(x, w, s) - shared(x, w, s)).abs().max().item() < 1e-5
+        # Each sample runs with its own blended kernel: a batch gives what each sample alone gives.
+        together = banked(x, w, s)
+        alone = torch.cat([banked(x[i:i + 1], w[i:i + 1], s[i:i + 1]) for i in range(3)])
+        assert (together - alone).abs().max().item() < 1e-5
+    # A one-hot style at full strength trains only its own bank.
+    banked.train()
+    banked(x[:1], w[:1], s[:1]).square().mean().backward()
+    grad = banked.head.conv.weight.grad
+    assert grad[0].abs().sum() > 0 and grad[1:].abs().sum() == 0
+
+
+def test_init_turns_a_shared_checkpoint_into_style_banks(data_root: Path, tmp_path: Path) -> None:
+    first = train_teacher(_tiny(data_root, tmp_path / "shared", steps=1))
+    ckpt = train_teacher(_tiny(data_root, tmp_path / "banked", steps=1, style_filters=1, init=str(first)))
+    stylizer = load_stylizer(ckpt)
+    assert stylizer.net.config.style_filters == 1
+    assert stylizer.net.head.conv.weight.dim() == 5  # per-style banks, rebuilt from the stored config
+    with pytest.raises(ValueError, match="styles"):
+        train_teacher(_tiny(data_root, tmp_path / "other", steps=1, init=str(first), fuse=["ab=a_stripes,b_noise"]))

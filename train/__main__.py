@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import typing
 
@@ -53,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--fuse", action="append", nargs="+", default=[], metavar="REF",
                    help="add ONE style fused from several references' pooled statistics "
                         "(first item may be NAME=ref); repeat for more fused styles")
-    t.add_argument("--resume", default=None, help="checkpoint.pt to continue from (same styles)")
+    t.add_argument("--resume", default=None, help="checkpoint.pt to continue from (same styles and config)")
+    t.add_argument("--init", default=None, metavar="CKPT",
+                   help="start from this checkpoint's weights at step 0 with fresh optimisers (same styles; the "
+                        "config may differ, e.g. style_filters turns its shared filters into per-style banks)")
 
     dd = sub.add_parser("distill", help="distil a teacher checkpoint into the live student (an engines artifact)",
                         description="Train the tiny live student against a frozen GAN teacher: L1 + perceptual "
@@ -122,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(exc))
         cfg.styles = [*cfg.styles, *args.extra_styles]
         cfg.fuse = [*cfg.fuse, *(",".join(refs) for refs in args.fuse)]
+        if args.init:
+            cfg.init = args.init
+        if cfg.init and not os.path.isfile(cfg.init):
+            parser.error(f"--init: {cfg.init} is not a checkpoint file")
         path = train_teacher(cfg, resume=args.resume)
         print(f"teacher checkpoint written to {path} (inference copy: {path.parent / 'teacher.pt'})")
     elif args.command == "distill":

@@ -43,7 +43,7 @@ from train.teacher_losses import (
     local_colour_loss,
     temporal_loss,
 )
-from train.teacher_net import TeacherNet, TeacherNetConfig, count_macs, count_params
+from train.teacher_net import TeacherNet, TeacherNetConfig, count_macs, count_params, expand_banks
 
 
 @dataclass
@@ -67,6 +67,12 @@ class TeacherConfig:
     channels: list[int] = field(default_factory=lambda: [32, 64, 128])
     blocks: int = 5
     lowpass: int = 16
+    # > 0: the last N residual blocks and the decoder get one filter bank per style (teacher_net.BankConv).
+    style_filters: int = 0
+    grey_residual: bool = False  # the painted texture carries no colour (teacher_net.TeacherNetConfig)
+    # A checkpoint whose weights start this run at step 0 (fresh optimisers); shared convolutions
+    # become per-style banks where style_filters asks for them. Unlike --resume, the config may differ.
+    init: str = ""
     d_scales: int = 2
     d_channels: int = 64
     d_layers: int = 3
@@ -162,7 +168,8 @@ class StyleBank:
 
 def build_networks(cfg: TeacherConfig, num_styles: int) -> tuple[TeacherNet, MultiScaleDiscriminator]:
     g = TeacherNet(TeacherNetConfig(num_styles=num_styles, channels=tuple(cfg.channels), blocks=cfg.blocks,
-                                    lowpass=cfg.lowpass))
+                                    lowpass=cfg.lowpass, style_filters=cfg.style_filters,
+                                    grey_residual=cfg.grey_residual))
     d = MultiScaleDiscriminator(DiscriminatorConfig(num_styles=num_styles, scales=cfg.d_scales,
                                                     channels=cfg.d_channels, layers=cfg.d_layers))
     return g, d
@@ -293,6 +300,13 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
                              lr=cfg.lr_g, betas=tuple(cfg.betas))
     opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=tuple(cfg.betas))
     start = 0
+    if cfg.init and resume is None:
+        ckpt = torch.load(cfg.init, map_location=device, weights_only=True)
+        if ckpt["style_names"] != list(bank.names):
+            raise ValueError(f"init: checkpoint styles {ckpt['style_names']} differ from the config's {bank.names}")
+        g.load_state_dict(expand_banks(ckpt["generator"], g))
+        g_ema.load_state_dict(expand_banks(ckpt["generator_ema"], g_ema))
+        d.load_state_dict(ckpt["discriminator"])
     if resume is not None:
         ckpt = torch.load(resume, map_location=device, weights_only=True)
         if ckpt["style_names"] != list(bank.names):

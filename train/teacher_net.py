@@ -38,6 +38,11 @@ class TeacherNetConfig:
     channels: tuple[int, int, int] = (32, 64, 128)  # full, 1/2 and 1/4 resolution
     blocks: int = 5
     lowpass: int = 16  # > 0: the residual loses what varies slower than this many pixels (see the module notes)
+    # > 0: the last `style_filters` residual blocks and the decoder own one filter bank per style (see BankConv).
+    style_filters: int = 0
+    # The painted residual is grey (one value added to R, G and B): texture without chroma. Colour comes only
+    # from the per-style colour maps; a free-colour residual drew magenta/green fringes along edges (run H).
+    grey_residual: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,47 +74,76 @@ class CondInstanceNorm(nn.Module):
         return x * (c @ self.scale)[:, :, None, None] + (c @ self.shift)[:, :, None, None]
 
 
-class ConvLayer(nn.Module):
-    """Reflection-padded conv (zero padding tells the net where the border is; it paints swatches there)."""
+class BankConv(nn.Module):
+    """A convolution with one filter bank per style (StyleBank, Chen et al. 2017), blended by the conditioning.
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1) -> None:
+    Convolution is linear in its weights, so a blend of banks is one convolution with the blended kernel:
+    a mixture costs what one style costs. With only per-style norms, every style shared one trunk texture
+    on the CPU budget (docs/training.md, run G); a bank lets each style paint its own strokes. Parameter
+    names match nn.Conv2d's, with a leading style axis, so shared weights expand into banks (`expand_banks`).
+    """
+
+    def __init__(self, num_cond: int, cin: int, cout: int, kernel: int, stride: int = 1) -> None:
+        super().__init__()
+        shared = nn.Conv2d(cin, cout, kernel, stride)  # its initialisation, copied into every bank
+        self.weight = nn.Parameter(shared.weight.detach()[None].repeat(num_cond, 1, 1, 1, 1))
+        self.bias = nn.Parameter(shared.bias.detach()[None].repeat(num_cond, 1))
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        n, cin, h, w = x.shape
+        weight = torch.einsum("nk,koihw->noihw", c, self.weight).flatten(0, 1)  # (N*out, in, k, k)
+        # One grouped convolution runs every sample with its own blended kernel.
+        y = F.conv2d(x.reshape(1, n * cin, h, w), weight, stride=self.stride, groups=n)
+        return y.view(n, -1, *y.shape[-2:]) + (c @ self.bias)[:, :, None, None]
+
+
+class ConvLayer(nn.Module):
+    """Reflection-padded conv (zero padding tells the net where the border is; it paints swatches there).
+
+    With `num_cond`, the weights are per-style banks (BankConv) and forward needs the conditioning."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, num_cond: int = 0) -> None:
         super().__init__()
         self.pad = nn.ReflectionPad2d(kernel // 2)
-        self.conv = nn.Conv2d(cin, cout, kernel, stride)
+        self.conv: nn.Module = BankConv(num_cond, cin, cout, kernel, stride) if num_cond else nn.Conv2d(
+            cin, cout, kernel, stride)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        if isinstance(self.conv, BankConv):
+            return self.conv(self.pad(x), c)
         return self.conv(self.pad(x))
 
 
 class NormConv(nn.Module):
     """ConvLayer -> conditional instance norm -> ReLU."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, num_cond: int, stride: int = 1) -> None:
+    def __init__(self, cin: int, cout: int, kernel: int, num_cond: int, stride: int = 1, bank: bool = False) -> None:
         super().__init__()
-        self.conv = ConvLayer(cin, cout, kernel, stride)
+        self.conv = ConvLayer(cin, cout, kernel, stride, num_cond if bank else 0)
         self.norm = CondInstanceNorm(num_cond, cout)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.norm(self.conv(x), c))
+        return F.relu(self.norm(self.conv(x, c), c))
 
 
 class ResidualBlock(nn.Module):
-    def __init__(self, channels: int, num_cond: int) -> None:
+    def __init__(self, channels: int, num_cond: int, bank: bool = False) -> None:
         super().__init__()
-        self.a = NormConv(channels, channels, 3, num_cond)
-        self.conv = ConvLayer(channels, channels, 3)
+        self.a = NormConv(channels, channels, 3, num_cond, bank=bank)
+        self.conv = ConvLayer(channels, channels, 3, num_cond=num_cond if bank else 0)
         self.norm = CondInstanceNorm(num_cond, channels)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return x + self.norm(self.conv(self.a(x, c)), c)
+        return x + self.norm(self.conv(self.a(x, c), c), c)
 
 
 class UpsampleConv(nn.Module):
     """Bilinear x2 then conv: no checkerboard (fast_neural_style's reasoning, measured again here)."""
 
-    def __init__(self, cin: int, cout: int, num_cond: int) -> None:
+    def __init__(self, cin: int, cout: int, num_cond: int, bank: bool = False) -> None:
         super().__init__()
-        self.layer = NormConv(cin, cout, 3, num_cond)
+        self.layer = NormConv(cin, cout, 3, num_cond, bank=bank)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return self.layer(F.interpolate(x, size=size, mode="bilinear", align_corners=False), c)
@@ -126,10 +160,11 @@ class TeacherNet(nn.Module):
         self.stem = NormConv(3, c1, 7, k)
         self.down1 = NormConv(c1, c2, 3, k, stride=2)
         self.down2 = NormConv(c2, c3, 3, k, stride=2)
-        self.body = nn.ModuleList(ResidualBlock(c3, k) for _ in range(config.blocks))
-        self.up1 = UpsampleConv(c3, c2, k)
-        self.up2 = UpsampleConv(c2, c1, k)
-        self.head = ConvLayer(c1, 3, 7)
+        banks = config.style_filters
+        self.body = nn.ModuleList(ResidualBlock(c3, k, bank=i >= config.blocks - banks) for i in range(config.blocks))
+        self.up1 = UpsampleConv(c3, c2, k, bank=banks > 0)
+        self.up2 = UpsampleConv(c2, c1, k, bank=banks > 0)
+        self.head = ConvLayer(c1, 3, 7, num_cond=k if banks > 0 else 0)
         nn.init.zeros_(self.head.conv.weight)  # start as the identity
         nn.init.zeros_(self.head.conv.bias)
         eye = torch.cat([torch.eye(3), torch.zeros(3, 1)], dim=1)
@@ -148,7 +183,9 @@ class TeacherNet(nn.Module):
         h = self.up2(h, c, h1.shape[-2:])
         m = torch.einsum("nk,kij->nij", c, self.colour)  # (N, 3, 4) the blend's colour map
         recoloured = torch.einsum("nij,njhw->nihw", m[:, :, :3], x) + m[:, :, 3, None, None]
-        residual = self.head(h)
+        residual = self.head(h, c)
+        if self.config.grey_residual:
+            residual = residual.mean(dim=1, keepdim=True).expand_as(residual)
         if self.config.lowpass > 0:
             size = residual.shape[-2:]
             blocks = (-(-size[0] // self.config.lowpass), -(-size[1] // self.config.lowpass))
@@ -161,6 +198,20 @@ class TeacherNet(nn.Module):
         else:
             y = raw.clamp(0.0, 1.0)
         return (y, raw) if return_raw else y
+
+
+def expand_banks(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """A state dict for `model` where shared convolutions become per-style banks (each a copy of the shared one).
+
+    Warm-starts a style-filter generator from a shared one: every style starts from the trained trunk."""
+    own = model.state_dict()
+    out = {}
+    for name, value in state.items():
+        target = own.get(name)
+        if target is not None and target.dim() == value.dim() + 1 and target.shape[1:] == value.shape:
+            value = value[None].expand_as(target).clone()
+        out[name] = value
+    return out
 
 
 def count_macs(config: TeacherNetConfig, height: int = 360, width: int = 640) -> int:
