@@ -300,21 +300,19 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
                              lr=cfg.lr_g, betas=tuple(cfg.betas))
     opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=tuple(cfg.betas))
     start = 0
-    if cfg.init and resume is None:
-        ckpt = torch.load(cfg.init, map_location=device, weights_only=True)
+    # --resume continues a run (weights, optimisers, step); init only seeds the weights, at step 0. expand_banks
+    # is the identity when the shapes already match, and makes shared filters per-style where they do not.
+    source, label = (resume, "--resume") if resume is not None else (cfg.init or None, "init")
+    if source is not None:
+        ckpt = torch.load(source, map_location=device, weights_only=True)
         if ckpt["style_names"] != list(bank.names):
-            raise ValueError(f"init: checkpoint styles {ckpt['style_names']} differ from the config's {bank.names}")
+            raise ValueError(f"{label}: checkpoint styles {ckpt['style_names']} differ from the config's {bank.names}")
         g.load_state_dict(expand_banks(ckpt["generator"], g))
         g_ema.load_state_dict(expand_banks(ckpt["generator_ema"], g_ema))
         d.load_state_dict(ckpt["discriminator"])
-    if resume is not None:
-        ckpt = torch.load(resume, map_location=device, weights_only=True)
-        if ckpt["style_names"] != list(bank.names):
-            raise ValueError(f"--resume: checkpoint styles {ckpt['style_names']} differ from the config's {bank.names}")
-        g.load_state_dict(ckpt["generator"]), g_ema.load_state_dict(ckpt["generator_ema"])
-        d.load_state_dict(ckpt["discriminator"])
-        opt_g.load_state_dict(ckpt["opt_g"]), opt_d.load_state_dict(ckpt["opt_d"])
-        start = int(ckpt["step"])
+        if resume is not None:
+            opt_g.load_state_dict(ckpt["opt_g"]), opt_d.load_state_dict(ckpt["opt_d"])
+            start = int(ckpt["step"])
     # Linear warm-up, then cosine decay to 5% of the rate; the offset keeps a resumed run on the same curve.
     def rate(i: int) -> float:
         t = i + start
