@@ -50,6 +50,7 @@ class FusedStudent(nn.Module):
         self.up = net.up
         self.merge_dw, self.merge_film = net.merge_dw, net.merge_film
         self.to_half, self.half_dw, self.half_pw, self.head = net.to_half, net.half_dw, net.half_pw, net.head
+        self.half_blocks = net.half_blocks
 
     def forward(self, image: torch.Tensor, style_weights: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
         w = style_weights / style_weights.sum(dim=1, keepdim=True).clamp_min(1e-6)
@@ -62,6 +63,8 @@ class FusedStudent(nn.Module):
         m = F.relu(self.merge_film(self.merge_dw(m), w))
         q = F.interpolate(self.to_half(m), scale_factor=2.0, mode="bilinear", align_corners=False)
         q = F.relu(self.half_pw(F.relu(self.half_dw(F.relu(q)))))  # (N, c3, H/2, W/2)
+        for block in self.half_blocks:
+            q = block(q, w)
         s = strength.clamp(0.0, 1.0)[:, :, None, None]
         residual = F.interpolate(self.head(q) * s, scale_factor=2.0, mode="bilinear", align_corners=False)
         return (image + residual).clamp(0.0, 1.0)

@@ -29,12 +29,16 @@ class StudentConfig:
     half_channels: int = 16  # at 1/2 resolution
     expansion: int = 2
     blocks: int = 6
+    # Residual blocks at 1/2 resolution, each with its own FiLM: where fine per-style texture can be drawn.
+    # 0 is the foundation's layout; with none, a student distilled from a textured teacher learned its
+    # palettes only (docs/training.md).
+    half_blocks: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "StudentConfig":
+    def from_dict(cls, d: dict) -> StudentConfig:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
@@ -71,6 +75,21 @@ class InvertedResidual(nn.Module):
         return x + self.project(h)
 
 
+class HalfBlock(nn.Module):
+    """Depthwise 3x3, per-style FiLM, pointwise 1x1, added back: cheap texture at 1/2 resolution."""
+
+    def __init__(self, channels: int, num_styles: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
+        self.film = FiLM(num_styles, channels)
+        self.project = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.project.weight)  # starts as the identity: a warm start keeps its output
+        nn.init.zeros_(self.project.bias)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return x + self.project(F.relu(self.film(self.depthwise(x), w)))
+
+
 class StudentNet(nn.Module):
     """(image (N,3,H,W) in [0,1], style_weights (N,S), strength (N,1)) -> (N,3,H,W) in [0,1]."""
 
@@ -90,6 +109,7 @@ class StudentNet(nn.Module):
         self.to_half = nn.Conv2d(merged, c3, 1)
         self.half_dw = nn.Conv2d(c3, c3, 3, padding=1, groups=c3)
         self.half_pw = nn.Conv2d(c3, c3, 1)
+        self.half_blocks = nn.ModuleList(HalfBlock(c3, s) for _ in range(config.half_blocks))
         self.head = nn.Conv2d(c3, 3, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
@@ -106,6 +126,8 @@ class StudentNet(nn.Module):
         m = F.relu(self.merge_film(self.merge_dw(m), w))
         q = F.interpolate(self.to_half(m), scale_factor=2.0, mode="bilinear", align_corners=False)
         q = F.relu(self.half_pw(F.relu(self.half_dw(F.relu(q)))))  # (N, c3, H/2, W/2)
+        for block in self.half_blocks:
+            q = block(q, w)
         # Strength scales the residual inside the network, so every back-end agrees; it is
         # applied at 1/2 resolution, and 1x1-then-resize == resize-then-1x1 at a quarter of the cost.
         s = strength.clamp(0.0, 1.0)[:, :, None, None]
@@ -130,4 +152,5 @@ def count_macs(config: StudentConfig, height: int = 360, width: int = 640) -> in
     p2, c3 = (h // 2) * (w // 2), config.half_channels
     macs += p8 * c2 * c1 + p4 * (9 * 2 * c1 + 2 * c1 * c3)
     macs += p2 * (9 * c3 + c3 * c3 + c3 * 3)
+    macs += config.half_blocks * p2 * (9 * c3 + c3 * c3)
     return macs

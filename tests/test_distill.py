@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from engines.artifact import load_artifact
 from engines.student import StudentConfig, StudentNet
 from tests.traindata import make_data_root
-from train.distill import DistillConfig, init_from_artifact, train_distill
+from train.distill import DistillConfig, init_from_artifact, texture_loss, train_distill
+from train.features import ExpansionFeatures
 from train.teacher import TeacherConfig, train_teacher
 
 pytestmark = pytest.mark.unit
@@ -50,3 +52,33 @@ def test_init_copies_film_rows_by_style_name() -> None:
     assert torch.equal(net.down_film.scale[2], ref.down_film.scale[old.index("vangogh")])
     assert torch.count_nonzero(net.down_film.scale[1]) == 0  # a new style starts at the identity
     assert torch.equal(net.encode.weight, ref.encode.weight)
+
+
+def test_texture_loss_ignores_where_a_stroke_lies_but_not_whether_it_is_there() -> None:
+    """0 for identical features; a texture moved within its tile costs far less than a missing one."""
+    features = ExpansionFeatures((0, 2, 4))
+    gen = torch.Generator().manual_seed(0)
+    flat = torch.full((1, 3, 96, 96), 0.5)
+    stripes = flat.clone()
+    stripes[:, :, :, ::4] = 0.1  # an ink texture: vertical strokes every 4 px
+    shifted = torch.roll(stripes, shifts=2, dims=3)  # the same strokes, 2 px along
+    noisy = (flat + 0.02 * torch.randn(flat.shape, generator=gen)).clamp(0, 1)
+    with torch.no_grad():
+        ft, fs, fn = features(stripes), features(shifted), features(noisy)
+    taps = [0, 2, 4]
+    assert texture_loss(ft, ft, taps, 4).item() < 1e-9
+    moved, missing = texture_loss(fs, ft, taps, 4).item(), texture_loss(fn, ft, taps, 4).item()
+    # L1 charges the moved strokes almost as much as the missing ones; the statistics do not.
+    assert F.l1_loss(shifted, stripes) > 0.5 * F.l1_loss(noisy, stripes)
+    assert moved < 0.1 * missing, (moved, missing)
+
+
+def test_distillation_with_the_texture_term_logs_it(tmp_path: Path) -> None:
+    data = make_data_root(tmp_path / "data")
+    teacher = train_teacher(TeacherConfig.from_preset("teacher_tiny", [f'data="{data}"', f'out="{tmp_path / "t"}"',
+                                                                       "steps=1"]))
+    cfg = DistillConfig.from_preset("distill_tiny", [f'data="{data}"', f'out="{tmp_path / "s"}"',
+                                                     "texture_weight=5.0", "ablate_temporal=false", "steps=1"])
+    train_distill(cfg, teacher)
+    rows = list(csv.DictReader((tmp_path / "s" / "log.csv").open()))
+    assert float(rows[-1]["texture"]) > 0

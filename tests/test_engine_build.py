@@ -30,10 +30,11 @@ STYLES = ("ink", "neon", "pastel")
 
 
 def tiny_net(seed: int = 0) -> StudentNet:
-    """A small student with random but visible weights (the head is not zero, so the output is restyled)."""
+    """A small student with random but visible weights (the head is not zero, so the output is restyled);
+    with a 1/2-resolution block, so every export and back-end is checked on that layer too."""
     torch.manual_seed(seed)
     net = StudentNet(StudentConfig(num_styles=len(STYLES), enc_channels=16, body_channels=32, half_channels=8,
-                                   blocks=2))
+                                   blocks=2, half_blocks=1))
     with torch.no_grad():
         for p in net.parameters():
             p.normal_(0, 0.15)

@@ -21,7 +21,7 @@ from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hi
 from train.features import ExpansionFeatures
 from train.flow import random_affine_flow, smooth_random_flow, warp
 from train.losses import pooled_style_stats, style_stats
-from train.teacher import TeacherConfig, load_stylizer, train_teacher
+from train.teacher import TeacherConfig, load_stylizer, style_intensity_vector, train_teacher
 from train.teacher_losses import expression_loss, gradient_loss, grey, local_colour_loss, temporal_loss
 from train.teacher_net import TeacherNet, TeacherNetConfig, count_macs, expand_banks
 
@@ -167,7 +167,7 @@ def _tiny(data_root: Path, out: Path, **extra: object) -> TeacherConfig:
 
 
 def test_one_step_smoke_run_and_checkpoint_round_trip(data_root: Path, tmp_path: Path) -> None:
-    cfg = _tiny(data_root, tmp_path / "run", steps=1, fuse=["ab=a_stripes,b_noise"])
+    cfg = _tiny(data_root, tmp_path / "run", steps=1, fuse=["ab=a_stripes,b_noise"], style_intensity={"a": 0.5})
     ckpt = train_teacher(cfg)
     # The loop flushes denormals while it runs and restores IEEE arithmetic for the rest of the process.
     assert (torch.tensor(1e-39) * 1.0).item() != 0.0
@@ -218,6 +218,11 @@ def test_bad_settings_are_clear_errors(tmp_path: Path) -> None:
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable teacher checkpoint"):
         load_stylizer(bad)
+    with pytest.raises(ValueError, match="unknown style"):
+        style_intensity_vector({"lineartt": 0.5}, ("vangogh", "lineart"))
+    with pytest.raises(ValueError, match=r"in \(0, 1\]"):
+        style_intensity_vector({"lineart": 1.5}, ("vangogh", "lineart"))
+    assert style_intensity_vector({"lineart": 0.5}, ("vangogh", "lineart")).tolist() == [1.0, 0.5]
 
 
 def test_two_process_ddp_smoke_run_on_gloo(data_root: Path, tmp_path: Path) -> None:

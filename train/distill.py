@@ -4,6 +4,9 @@ The frozen teacher (eval mode, no grad) labels every batch: random style mixture
 content crops and real clip pairs. The student (engines.student.StudentNet, the network every
 back-end runs) learns to match it with:
 - L1 plus perceptual (EfficientNet-Lite0 expansion features) output matching;
+- texture statistics: per-tile feature mean/std against the teacher output's, which asks for the
+  teacher's texture without asking for its exact phase (under L1 alone a stroke the student cannot
+  place exactly averages away, and the student learned palettes only);
 - an adversarial term from a critic initialised from the teacher's (reference patches are real);
 - the teacher's temporal terms: synthetic motion with an exact flow, and real clip pairs with
   DIS flow and occlusion masks.
@@ -30,8 +33,9 @@ from engines.student import StudentConfig, StudentNet
 from engines.student import count_macs as student_macs
 from train.data import SHARED_DATA, sample_style_weights
 from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
-from train.features import ExpansionFeatures
+from train.features import ExpansionFeatures, mean_std
 from train.flow import random_affine_flow, smooth_random_flow, warp
+from train.losses import _regions
 from train.numerics import flushed_denormals
 from train.settings import load_settings, sample_strength
 from train.teacher import load_stylizer
@@ -58,6 +62,7 @@ class DistillConfig:
     half_channels: int = 16
     expansion: int = 2
     blocks: int = 6
+    half_blocks: int = 0
     init: str = ""  # a student artifact to start from (matching FiLM rows are copied by style name)
     lr: float = 1e-3
     lr_d: float = 1e-4
@@ -66,6 +71,9 @@ class DistillConfig:
     l1_weight: float = 10.0
     perceptual_weight: float = 2.0
     perceptual_taps: list[int] = field(default_factory=lambda: [0, 2, 4, 7])
+    texture_weight: float = 0.0  # per-tile feature statistics against the teacher's output
+    texture_taps: list[int] = field(default_factory=lambda: [0, 2, 4])
+    texture_grid: int = 4
     adv_weight: float = 0.05
     adv_start: int = 300
     temporal_weight: float = 20.0
@@ -85,7 +93,8 @@ class DistillConfig:
 
     def student_config(self, num_styles: int) -> StudentConfig:
         return StudentConfig(num_styles=num_styles, enc_channels=self.enc_channels, body_channels=self.body_channels,
-                             half_channels=self.half_channels, expansion=self.expansion, blocks=self.blocks)
+                             half_channels=self.half_channels, expansion=self.expansion, blocks=self.blocks,
+                             half_blocks=self.half_blocks)
 
 
 def init_from_artifact(net: StudentNet, path: str | Path, names: tuple[str, ...]) -> list[str]:
@@ -114,6 +123,21 @@ def _perceptual(features: ExpansionFeatures, fy: dict[int, torch.Tensor], ft: di
                 taps: list[int]) -> torch.Tensor:
     """Relative L1 between student and teacher expansion features, averaged over taps."""
     return sum(F.l1_loss(fy[k], ft[k]) / ft[k].abs().mean().clamp_min(1e-6) for k in taps) / len(taps)
+
+
+def texture_loss(fy: dict[int, torch.Tensor], ft: dict[int, torch.Tensor], taps: list[int],
+                 grid: int) -> torch.Tensor:
+    """Per-tile channel mean/std of the student's features against the teacher's, each tap normalised by
+    the teacher's size, averaged over taps. 0 iff every tile's statistics match; blind to where in a
+    tile a stroke lies, so a texture the student cannot place exactly still counts as present."""
+    total = fy[taps[0]].new_zeros(())
+    for k in taps:
+        for ry, rt in zip(_regions(fy[k], grid), _regions(ft[k], grid)):
+            mu, sigma = mean_std(ry)
+            tmu, tsigma = mean_std(rt)
+            norm = (tmu.pow(2).mean(1) + tsigma.pow(2).mean(1)).clamp_min(1e-8)
+            total = total + (((mu - tmu).pow(2).mean(1) + (sigma - tsigma).pow(2).mean(1)) / norm).mean()
+    return total / (len(taps) * grid * grid)
 
 
 class _Student:
@@ -162,7 +186,7 @@ def _train_distill(cfg: DistillConfig, teacher_path: str | Path, critic_path: st
         critic.load_state_dict(ckpt["discriminator"])
     critic.to(device)
     opt_d = torch.optim.Adam(critic.parameters(), lr=cfg.lr_d, betas=(0.5, 0.99))
-    features = ExpansionFeatures(tuple(cfg.perceptual_taps)).to(device)
+    features = ExpansionFeatures(tuple(sorted(set(cfg.perceptual_taps) | set(cfg.texture_taps)))).to(device)
 
     spec = DataSpec(root=cfg.data, style_refs=[[str(p) for p in r] for r in teacher.style_refs], crop=cfg.crop,
                     content_batch=cfg.content_batch, real_batch=cfg.real_batch, clip_pairs=cfg.clip_pairs,
@@ -186,8 +210,8 @@ def _train_distill(cfg: DistillConfig, teacher_path: str | Path, critic_path: st
 
     log = (out / "log.csv").open("w", newline="")
     writer = csv.writer(log)
-    writer.writerow(["step", "student", "l1", "perceptual", "adv", "temporal", "clip_temporal", "ablation", "loss_d",
-                     "seconds"])
+    writer.writerow(["step", "student", "l1", "perceptual", "texture", "adv", "temporal", "clip_temporal", "ablation",
+                     "loss_d", "seconds"])
     t0 = time.time()
     bar = tqdm(range(1, cfg.steps + 1), desc="distill", dynamic_ncols=True)
     for step in bar:
@@ -220,7 +244,9 @@ def _train_distill(cfg: DistillConfig, teacher_path: str | Path, critic_path: st
             fy = features(y)
             l1 = F.l1_loss(y, target)
             lp = _perceptual(features, fy, ft, cfg.perceptual_taps)
-            loss = cfg.l1_weight * l1 + cfg.perceptual_weight * lp
+            l_tex = (texture_loss(fy, ft, cfg.texture_taps, cfg.texture_grid) if cfg.texture_weight > 0
+                     else y.new_zeros(()))
+            loss = cfg.l1_weight * l1 + cfg.perceptual_weight * lp + cfg.texture_weight * l_tex
             l_temp = temporal_loss(y[nc:nc + 1], y[:1], flow_syn)
             l_clip = (temporal_loss(y[nc + 2:nc + 3], y[nc + 1:nc + 2], batch["pair_flow"], batch["pair_mask"])
                       if has_pair else y.new_zeros(()))
@@ -240,7 +266,8 @@ def _train_distill(cfg: DistillConfig, teacher_path: str | Path, critic_path: st
             if fake_for_critic is None:
                 fake_for_critic = y[full].detach()
             logs.append({"loss": float(loss.detach()), "l1": float(l1.detach()), "perceptual": float(lp.detach()),
-                         "adv": float(l_adv.detach()), "temporal": float(l_temp.detach()),
+                         "adv": float(l_adv.detach()), "texture": float(l_tex.detach()),
+                         "temporal": float(l_temp.detach()),
                          "clip": float(l_clip.detach())})
 
         loss_d = 0.0
@@ -258,9 +285,10 @@ def _train_distill(cfg: DistillConfig, teacher_path: str | Path, critic_path: st
         main = logs[0]
         ablation = logs[1]["loss"] if len(logs) > 1 else float("nan")
         writer.writerow([step, f"{main['loss']:.5f}", f"{main['l1']:.5f}", f"{main['perceptual']:.5f}",
-                         f"{main['adv']:.5f}", f"{main['temporal']:.5f}", f"{main['clip']:.5f}", f"{ablation:.5f}",
-                         f"{loss_d:.5f}", round(time.time() - t0, 1)])
-        bar.set_postfix(l1=f"{main['l1']:.4f}", perc=f"{main['perceptual']:.3f}", temp=f"{main['temporal']:.4f}")
+                         f"{main['texture']:.5f}", f"{main['adv']:.5f}", f"{main['temporal']:.5f}",
+                         f"{main['clip']:.5f}", f"{ablation:.5f}", f"{loss_d:.5f}", round(time.time() - t0, 1)])
+        bar.set_postfix(l1=f"{main['l1']:.4f}", perc=f"{main['perceptual']:.3f}", tex=f"{main['texture']:.3f}",
+                        temp=f"{main['temporal']:.4f}")
         if step % cfg.save_every == 0 or step == cfg.steps:
             log.flush()
             last = step == cfg.steps

@@ -96,6 +96,10 @@ class TeacherConfig:
     # RGB statistics and the colour maps. On RGB features, rainbow patches were the cheapest way to look
     # "painted" to every style at once, and every RGB run grew them.
     style_luma: bool = False
+    # Per-style cap on how far the statistics targets go from the content's: {name: k in (0, 1]}. At
+    # strength s the targets are (1 - s*k)*content + s*k*style. A two-tone reference (the woodcut, RGB std
+    # 0.47) is met by a photo only by turning a third of it black; k < 1 asks for ink lines, not a blackout.
+    style_intensity: dict[str, float] = field(default_factory=dict)
     content_weight: float = 8.0
     content_taps: list[int] = field(default_factory=lambda: [4, 7])
     colour_weight: float = 20.0
@@ -123,6 +127,17 @@ class TeacherConfig:
 
 
 # ----------------------------------------------------------------------------- style bank
+
+
+def style_intensity_vector(intensity: dict[str, float], names: tuple[str, ...]) -> torch.Tensor:
+    """(S,) per-style target intensities, 1 where not given; unknown names and values outside (0, 1] are errors."""
+    unknown = sorted(set(intensity) - set(names))
+    if unknown:
+        raise ValueError(f"style_intensity names unknown style(s) {', '.join(unknown)}; the bank has {', '.join(names)}")
+    bad = {k: v for k, v in intensity.items() if not (isinstance(v, (int, float)) and 0.0 < float(v) <= 1.0)}
+    if bad:
+        raise ValueError(f"style_intensity values must be in (0, 1], got {bad}")
+    return torch.tensor([float(intensity.get(n, 1.0)) for n in names])
 
 
 @dataclass
@@ -278,6 +293,7 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
 
     bank = StyleBank.from_config(cfg)
     s_count = len(bank.names)
+    intensity = style_intensity_vector(cfg.style_intensity, bank.names).to(device)
     features = ExpansionFeatures(tuple(sorted(set(cfg.style_taps) | set(cfg.content_taps)))).to(device)
     stats = bank.stats(features.cpu(), cfg.style_short, luma=cfg.style_luma)
     features.to(device)
@@ -391,11 +407,12 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
             # and a luma run painted magenta/green regions by step 300.
             fy_rgb = features(y) if cfg.style_luma else fy
             target = stats.mix(wts)
-            per_sample = expression_loss(fy, fx, target, strength, tuple(cfg.style_taps), cfg.style_margin,
+            goal = strength * (wts @ intensity).unsqueeze(1)  # how far the targets go; the knob stays s
+            per_sample = expression_loss(fy, fx, target, goal, tuple(cfg.style_taps), cfg.style_margin,
                                          cfg.style_grid)
             l_style = per_sample[full].mean() if full.any() else per_sample.new_zeros(())
             l_expr = per_sample[~full].mean() if (~full).any() else per_sample.new_zeros(())
-            l_colour = expression_colour_loss(y, x, target, strength, cfg.style_margin).mean()
+            l_colour = expression_colour_loss(y, x, target, goal, cfg.style_margin).mean()
             l_content = content_loss(fy_rgb, fx_rgb, tuple(cfg.content_taps))
             l_grad = gradient_loss(y, x)
             l_tv = tv_loss(y)
