@@ -132,6 +132,8 @@ class FaceTracker:
         now = time.monotonic() if now is None else now
         if self.detector is None:
             return None
+        if self._pending is not None and self._pending.cancelled():  # closed before it started: nothing to take
+            self._pending = None
         if self._pending is not None and self._pending.done():
             try:
                 self._accept(self._pending.result(), now)
@@ -141,7 +143,10 @@ class FaceTracker:
         if self.frame % self.every == 0 and self._pending is None:
             picture, scale = self.detector.grab(rgb)  # a copy: the frame buffer goes on to the encoder
             if self._pool is not None:
-                self._pending = self._pool.submit(self._run, picture, scale)
+                try:
+                    self._pending = self._pool.submit(self._run, picture, scale)
+                except RuntimeError:  # closed while this frame was in flight (the stream ended): no new detection
+                    self._pending = None
             else:
                 self._accept(self._run(picture, scale), now)
         elif self._pool is None and self._target is not None and now - self._seen_at > HOLD_S:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -260,6 +261,21 @@ def test_bubble_tail_points_at_the_face() -> None:
     # Paper-white pixels of the tail reach close to the face's side.
     near = out[fy : fy + fh, fx + fw - 10 : fx + fw + 40]
     assert (near.min(axis=2) > 240).any()
+
+
+def test_face_tracker_closed_mid_stream_keeps_drawing() -> None:
+    """A stream that ends closes the tracker while the pipeline may still draw one last frame: that frame
+    gets no new detection, and no error (it used to raise 'cannot schedule new futures after shutdown')."""
+    det = load_detector()
+    if det is None:
+        pytest.skip("this OpenCV has no Haar cascades (opencv-python-headless<5 ships them)")
+    img = np.asarray(Image.open(REPO / "engines/calibration/intel_headpose_male_0000.jpg").convert("RGB"))
+    t = FaceTracker(det, every=1, threaded=True)
+    t.update(img)  # a detection in flight
+    t.close()
+    for _ in range(10):  # once it lands, the next frame would start another on the closed pool
+        time.sleep(0.05)
+        t.update(img)  # must not raise
 
 
 def test_real_cascade_finds_the_calibration_face() -> None:
