@@ -3,7 +3,8 @@
 # (network-only ms, full yuv path ms, batch-8 frames/s, card name). Works on a bare GPU machine with
 # only this checkout copied there: nothing is installed, the repo is put on PYTHONPATH.
 # With TensorRT importable it also builds an FP16 engine and adds it to the table.
-# Usage: bash scripts/gpu_check.sh [RECORD.md]      (GPU_CHECK_COMPILE=1 adds a torch.compile row)
+# Usage: bash scripts/gpu_check.sh [RECORD.md]      (GPU_CHECK_COMPILE=1 adds a torch.compile row;
+#        GPU_CHECK_TEST_S and GPU_CHECK_TOTAL_S cap the tests and the whole check, default 300 and 450 s)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
@@ -18,7 +19,7 @@ if ! "$py" -c 'import sys, torch; print("torch", torch.__version__, "cuda", torc
   exit 3
 fi
 
-timeout 300 "$py" -m pytest -m gpu -q -rs -p no:cacheprovider tests/test_gpu.py
+timeout "${GPU_CHECK_TEST_S:-300}" "$py" -m pytest -m gpu -q -rs -p no:cacheprovider tests/test_gpu.py
 tests=$?
 
 engine_args=()
@@ -36,7 +37,7 @@ fi
 compile_args=()
 [ "${GPU_CHECK_COMPILE:-0}" = 1 ] && compile_args=(--compile)
 
-remaining=$(( 450 - (SECONDS - start) ))
+remaining=$(( ${GPU_CHECK_TOTAL_S:-450} - (SECONDS - start) ))
 [ $remaining -lt 60 ] && remaining=60
 timeout "$remaining" "$py" -m engines bench-gpu --frames 200 --backends "$backends" "${engine_args[@]}" \
   "${compile_args[@]}" ${record:+--record "$record"}

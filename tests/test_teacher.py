@@ -10,6 +10,7 @@ import csv
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hi
 from train.features import ExpansionFeatures
 from train.flow import random_affine_flow, smooth_random_flow, warp
 from train.losses import pooled_style_stats, style_stats
-from train.teacher import TeacherConfig, load_stylizer, style_intensity_vector, train_teacher
+from train.teacher import TeacherConfig, TimeBudget, load_stylizer, style_intensity_vector, train_teacher
 from train.teacher_losses import expression_loss, gradient_loss, grey, local_colour_loss, temporal_loss
 from train.teacher_net import TeacherNet, TeacherNetConfig, count_macs, expand_banks
 
@@ -284,3 +285,63 @@ def test_init_turns_a_shared_checkpoint_into_style_banks(data_root: Path, tmp_pa
     assert stylizer.net.head.conv.weight.dim() == 5  # per-style banks, rebuilt from the stored config
     with pytest.raises(ValueError, match="styles"):
         train_teacher(_tiny(data_root, tmp_path / "other", steps=1, init=str(first), fuse=["ab=a_stripes,b_noise"]))
+
+
+def test_init_from_an_exported_generator_and_no_resume_from_it(data_root: Path, tmp_path: Path) -> None:
+    first = train_teacher(_tiny(data_root, tmp_path / "first", steps=1))
+    exported = tmp_path / "first" / "teacher.pt"  # EMA generator alone, fp16 (what a lent GPU sends back)
+    cfg = _tiny(data_root, tmp_path / "second", steps=1, init=str(exported), lr_g=0.0, lr_d=0.0)
+    ckpt = train_teacher(cfg)
+    before = torch.load(first, map_location="cpu", weights_only=True)["generator_ema"]
+    after = torch.load(ckpt, map_location="cpu", weights_only=True)["generator"]
+    # With a zero learning rate the trained generator is the exported EMA weights, up to fp16 rounding.
+    assert max((after[k] - before[k]).abs().max().item() for k in before) < 1e-2
+    with pytest.raises(ValueError, match="cannot be resumed"):
+        train_teacher(_tiny(data_root, tmp_path / "third", steps=2), resume=exported)
+
+
+def test_time_budget_fits_the_steps_to_the_measured_speed() -> None:
+    budget = TimeBudget(seconds=2.0, start_step=0, probe=4, skip=1)
+    fitted = None
+    for step in range(1, 7):
+        fitted = budget.fit(step) if fitted is None else fitted
+        time.sleep(0.05)
+    assert fitted is not None and budget.fit(7) is None  # decided once
+    assert 0.04 < budget.seconds_per_step < 0.5
+    # About (0.97 * 2 s - 0.3 s spent) / 0.05 s more steps: well past the probe, well short of unbounded.
+    assert 10 < fitted < 45
+
+
+def test_time_budget_run_rescales_its_schedule(data_root: Path, tmp_path: Path) -> None:
+    cfg = _tiny(data_root, tmp_path / "budget", steps=1000, adv_start=500, adv_ramp=100, save_every=1000,
+                sample_every=1000, time_budget_min=0.25)
+    ckpt = train_teacher(cfg)
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    steps = saved["config"]["steps"]
+    assert 25 < steps < 1000 and saved["step"] == steps  # the run set its own length and finished it
+    assert saved["config"]["adv_start"] == round(500 * steps / 1000)
+    assert saved["config"]["ema_decay"] <= 1.0 - 10.0 / steps
+
+
+def test_warp_keeps_subpixel_positions_for_bf16_images() -> None:
+    # Past 256 px a bf16 coordinate grid rounds to whole pixels; the grid must stay float32.
+    h, w = 64, 600
+    xs = torch.linspace(0, 20, w).view(1, 1, 1, w).expand(1, 1, h, w)
+    img = torch.sin(xs)  # smooth, so a half-pixel error is visible
+    flow = torch.zeros(1, 2, h, w)
+    flow[:, 0] = 0.5
+    exact = warp(img, flow)
+    half = warp(img.bfloat16(), flow)
+    assert half.dtype == torch.bfloat16
+    # bf16 rounding of the values alone is < 0.004; a whole-pixel misplacement would be ~0.017 at x > 256.
+    assert (half.float() - exact).abs()[..., 300:].max().item() < 0.006
+
+
+def test_losses_take_a_bf16_output_against_a_float32_content() -> None:
+    # Under CUDA bf16 autocast the generator's output is bf16 and the photo float32; the first GPU run failed
+    # in local_colour_loss's solve on exactly that mix.
+    x = torch.rand(2, 3, 64, 64)
+    y = (x * 0.8 + 0.1).bfloat16()
+    exact = local_colour_loss(y.float(), x)
+    mixed = local_colour_loss(y, x)
+    assert mixed.dtype == torch.float32 and abs(mixed.item() - exact.item()) < 1e-6

@@ -86,3 +86,28 @@ def test_perceptual_training_smoke(tmp_path: Path) -> None:
     assert art.meta["provenance"]["steps_done"] == 2
     assert art.onnx_path.is_file() and (model / "thumbs" / "stripes.jpg").is_file()
     assert (tmp_path / "run" / "log.csv").read_text().count("\n") == 3
+
+
+def test_clips_decode_the_same_without_pyav(tmp_path: Path) -> None:
+    # A bare GPU machine has OpenCV but no PyAV: clip_frames falls back to OpenCV's FFmpeg there.
+    import av
+
+    from train.data import _clip_frames_cv2, clip_frames
+
+    path = tmp_path / "moving.mp4"
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8).repeat(16, 0).repeat(16, 1)  # 128x128 blocks
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 128, 128, "yuv420p"
+        for t in range(12):
+            frame = av.VideoFrame.from_ndarray(np.roll(base, 2 * t, axis=1), format="rgb24")
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    a, b = clip_frames(path, every=3), _clip_frames_cv2(path, every=3)
+    assert len(a) == len(b) == 4
+    for fa, fb in zip(a, b):
+        assert fa.size == fb.size == (128, 128)
+        assert np.abs(np.asarray(fa, np.float32) - np.asarray(fb, np.float32)).mean() < 3.0
+    with pytest.raises(FileNotFoundError, match="cannot decode"):
+        _clip_frames_cv2(tmp_path / "missing.mp4", every=1)

@@ -62,13 +62,37 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
 
 
 def clip_frames(path: str | Path, every: int = 3) -> list[Image.Image]:
-    import av
-
+    """Every `every`-th frame of a video file. PyAV decodes it; where PyAV is not installed (a bare GPU
+    machine with only this checkout on it), OpenCV's own FFmpeg does."""
+    try:
+        import av
+    except ImportError:
+        return _clip_frames_cv2(path, every)
     frames = []
     with av.open(str(path)) as c:
         for i, f in enumerate(c.decode(video=0)):
             if i % every == 0:
                 frames.append(f.to_image())
+    return frames
+
+
+def _clip_frames_cv2(path: str | Path, every: int) -> list[Image.Image]:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise FileNotFoundError(f"cannot decode {path} (no PyAV, and OpenCV could not open it)")
+    frames, i = [], 0
+    try:
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            if i % every == 0:
+                frames.append(Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+            i += 1
+    finally:
+        cap.release()
     return frames
 
 

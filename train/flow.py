@@ -37,14 +37,18 @@ def warp(img: torch.Tensor, fl: torch.Tensor) -> torch.Tensor:
 
     align_corners=True puts sample -1/+1 on the centres of the outer pixels, so pixel coordinates
     map linearly and border padding clamps exactly as cv2's BORDER_REPLICATE does.
+    The sampling grid is always float32: under bf16 autocast a bf16 grid would round pixel positions
+    past 256 to whole pixels and the temporal losses would compare misaligned frames.
     """
     h, w = img.shape[-2:]
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=img.dtype, device=img.device),
-                            torch.arange(w, dtype=img.dtype, device=img.device), indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=img.device),
+                            torch.arange(w, dtype=torch.float32, device=img.device), indexing="ij")
+    fl = fl.float()
     gx = (xs + fl[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0
     gy = (ys + fl[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
-    return F.grid_sample(img, torch.stack([gx, gy], dim=-1), mode="bilinear", padding_mode="border",
-                         align_corners=True)
+    out = F.grid_sample(img.float(), torch.stack([gx, gy], dim=-1), mode="bilinear", padding_mode="border",
+                        align_corners=True)
+    return out.to(img.dtype)
 
 
 def occlusion_mask(fwd: np.ndarray, bwd: np.ndarray) -> np.ndarray:

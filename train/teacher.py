@@ -59,6 +59,10 @@ class TeacherConfig:
     allow_noncommercial: bool = False
     steps: int = 1200
     stop_after: int = 0  # > 0: checkpoint and stop at this step (train in chunks; --resume goes on)
+    # > 0: fit the training loop into this many minutes. After a few timed steps the run sets `steps` from its
+    # own speed and scales the step-counted schedule (critic start and ramp, saves) by the same factor,
+    # so a lent GPU of unknown speed still finishes the whole learning-rate curve.
+    time_budget_min: float = 0.0
     crop: int = 192
     content_batch: int = 3
     real_batch: int = 4
@@ -227,12 +231,20 @@ class TeacherStylizer:
         self.net.load_state_dict({k: v.float() for k, v in ckpt["generator_ema"].items()})
         self.net.eval()
         self.style_names = tuple(ckpt["style_names"])
-        self.style_refs = [[Path(p) for p in refs] for refs in ckpt["style_refs"]]
+        self.style_refs = [[_local_ref(Path(p)) for p in refs] for refs in ckpt["style_refs"]]
         self.step = int(ckpt["step"])
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, weights: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
         return self.net(x, weights, strength)
+
+
+def _local_ref(path: Path) -> Path:
+    """A reference path stored by another machine (a lent GPU) -> the same file in this machine's styles folder."""
+    if path.is_file():
+        return path
+    local = SHARED_DATA / "styles" / path.name
+    return local if local.is_file() else path
 
 
 def load_stylizer(path: str | Path) -> TeacherStylizer:
@@ -275,6 +287,36 @@ def _preview(g: TeacherNet, bank: StyleBank, data: Path, out: Path, device: torc
     Image.fromarray(tiles.transpose(1, 0, 2, 3).reshape(tiles.shape[1], -1, 3)).save(out)
 
 
+@dataclass
+class TimeBudget:
+    """Fits a run into a wall-clock budget from its own measured speed (see TeacherConfig.time_budget_min)."""
+
+    seconds: float
+    start_step: int
+    probe: int = 20  # steps timed before fitting; the first few (cuDNN autotune, worker start) are skipped
+    skip: int = 5
+    seconds_per_step: float = 0.0
+    _t_begin: float = field(default_factory=time.time)
+    _t_skip: float = 0.0
+    _done: bool = False
+
+    def fit(self, step: int) -> int | None:
+        """Called at the top of each step; once, returns the total step count that ends inside the budget."""
+        n = step - self.start_step
+        if self._done:
+            return None
+        if n == self.skip + 1:
+            self._t_skip = time.time()
+        if n < self.skip + self.probe + 1:
+            return None
+        self._done = True
+        now = time.time()
+        self.seconds_per_step = (now - self._t_skip) / self.probe
+        # 3% kept back for the last checkpoint, the previews and the export
+        left = self.seconds * 0.97 - (now - self._t_begin)
+        return max(step, step + int(left / self.seconds_per_step))
+
+
 def train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path:
     with flushed_denormals():
         return _train_teacher(cfg, resume)
@@ -308,7 +350,10 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
     g.to(device), d.to(device), g_ema.to(device)
     cuda = device.type == "cuda"
     if cuda:
-        g, d, g_ema = (m.to(memory_format=torch.channels_last) for m in (g, d, g_ema))
+        # channels_last on the 4-D weights only: per-style filter banks are 5-D (S, out, in, k, k).
+        for p in (*g.parameters(), *d.parameters(), *g_ema.parameters()):
+            if p.dim() == 4:
+                p.data = p.data.contiguous(memory_format=torch.channels_last)
     per_style = {n for n, _ in g.named_parameters() if ".norm." in n or n == "colour"}
     cond = [p for n, p in g.named_parameters() if n in per_style]
     trunk = [p for n, p in g.named_parameters() if n not in per_style]
@@ -323,9 +368,16 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
         ckpt = torch.load(source, map_location=device, weights_only=True)
         if ckpt["style_names"] != list(bank.names):
             raise ValueError(f"{label}: checkpoint styles {ckpt['style_names']} differ from the config's {bank.names}")
-        g.load_state_dict(expand_banks(ckpt["generator"], g))
-        g_ema.load_state_dict(expand_banks(ckpt["generator_ema"], g_ema))
-        d.load_state_dict(ckpt["discriminator"])
+        # An exported teacher.pt holds the EMA generator alone (half precision): it seeds both generators,
+        # and the critic starts fresh.
+        ema = {k: v.float() for k, v in ckpt["generator_ema"].items()}
+        g.load_state_dict(expand_banks(ckpt.get("generator", ema), g))
+        g_ema.load_state_dict(expand_banks(ema, g_ema))
+        if "discriminator" in ckpt:
+            d.load_state_dict(ckpt["discriminator"])
+        elif resume is not None:
+            raise ValueError(f"--resume {resume}: an exported generator cannot be resumed (no critic or "
+                             "optimiser state); pass it as init instead")
         if resume is not None:
             opt_g.load_state_dict(ckpt["opt_g"]), opt_d.load_state_dict(ckpt["opt_d"])
             start = int(ckpt["step"])
@@ -351,7 +403,8 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
     loader = torch.utils.data.DataLoader(TeacherBatches(spec), batch_size=None, num_workers=cfg.workers,
                                          persistent_workers=cfg.workers > 0, pin_memory=cuda)
     batches = iter(loader)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.amp else contextlib.nullcontext)
+    def autocast() -> contextlib.AbstractContextManager:  # a fresh context per use: bf16 on CUDA only
+        return torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.amp else contextlib.nullcontext()
 
     if main:
         macs = count_macs(g.config)
@@ -367,9 +420,25 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
             writer.writerow(columns)
     t0 = time.time()
     last = min(cfg.steps, cfg.stop_after) if cfg.stop_after > 0 else cfg.steps
-    bar = tqdm(range(start + 1, last + 1), desc="teacher", dynamic_ncols=True, disable=not main,
-               initial=start, total=cfg.steps)
-    for step in bar:
+    bar = tqdm(desc="teacher", dynamic_ncols=True, disable=not main, initial=start, total=cfg.steps)
+    budget = TimeBudget(cfg.time_budget_min * 60.0, start) if cfg.time_budget_min > 0 and world == 1 else None
+    step = start
+    while step < last:
+        step += 1
+        bar.update(1)
+        if budget is not None and (fit := budget.fit(step)) is not None:
+            scale = fit / cfg.steps
+            cfg.steps, last = fit, fit
+            cfg.adv_start, cfg.adv_ramp = round(cfg.adv_start * scale), max(1, round(cfg.adv_ramp * scale))
+            cfg.save_every = max(1, round(cfg.save_every * scale))
+            cfg.sample_every = max(1, round(cfg.sample_every * scale))
+            # The EMA's horizon (1 / (1 - decay) steps) at most a tenth of the run: a long-run decay on a short
+            # run would export an average of its first, unstyled steps.
+            cfg.ema_decay = min(cfg.ema_decay, 1.0 - 10.0 / fit)
+            bar.total = fit
+            if main:
+                tqdm.write(f"teacher: {budget.seconds_per_step:.3f} s/step, {fit} steps fit "
+                           f"{cfg.time_budget_min:g} min (critic from step {cfg.adv_start})")
         batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
         content = batch["content"]
         nc = content.shape[0]
@@ -417,7 +486,7 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
             l_grad = gradient_loss(y, x)
             l_tv = tv_loss(y)
             l_range = (raw - raw.clamp(0.0, 1.0)).pow(2).mean()
-            l_local = local_colour_loss(y, x)
+            l_local = local_colour_loss(y, x) if cfg.local_colour_weight > 0 else y.new_zeros(())
             l_temp = temporal_loss(y[nc:nc + 1], y[:1], flow_syn)
             l_clip = (temporal_loss(y[nc + 2:nc + 3], y[nc + 1:nc + 2], batch["pair_flow"], batch["pair_mask"])
                       if has_pair else y.new_zeros(()))

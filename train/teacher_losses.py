@@ -123,10 +123,12 @@ def local_colour_loss(output: torch.Tensor, content: torch.Tensor, pool: int = 1
     loss. A new palette (a global map) and brush texture (finer than a block) cost nothing; a
     bright patch in one place does. 0 iff the output's block colours are an affine map of the content's.
     """
-    o = F.avg_pool2d(output, pool).flatten(2).transpose(1, 2)  # (N, B, 3)
-    c = F.avg_pool2d(content, pool).flatten(2).transpose(1, 2)
+    # float32 throughout: under CUDA bf16 autocast the solve would meet a bf16 right-hand side.
+    o = F.avg_pool2d(output.float(), pool).flatten(2).transpose(1, 2)  # (N, B, 3)
+    c = F.avg_pool2d(content.float(), pool).flatten(2).transpose(1, 2)
     a = torch.cat([c, torch.ones_like(c[..., :1])], dim=2)  # (N, B, 4)
     # Ridge-regularised normal equations: stable on flat crops, where the content's blocks barely vary.
-    gram = a.transpose(1, 2) @ a + 1e-3 * torch.eye(4, device=a.device, dtype=a.dtype)
-    m = torch.linalg.solve(gram, a.transpose(1, 2) @ o)  # (N, 4, 3)
-    return (a @ m - o).pow(2).mean()
+    with torch.autocast(a.device.type, enabled=False):
+        gram = a.transpose(1, 2) @ a + 1e-3 * torch.eye(4, device=a.device, dtype=a.dtype)
+        m = torch.linalg.solve(gram, a.transpose(1, 2) @ o)  # (N, 4, 3)
+        return (a @ m - o).pow(2).mean()
