@@ -422,6 +422,9 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
     last = min(cfg.steps, cfg.stop_after) if cfg.stop_after > 0 else cfg.steps
     bar = tqdm(desc="teacher", dynamic_ncols=True, disable=not main, initial=start, total=cfg.steps)
     budget = TimeBudget(cfg.time_budget_min * 60.0, start) if cfg.time_budget_min > 0 and world == 1 else None
+    if cfg.time_budget_min > 0 and world > 1 and main:
+        # Each rank would time itself and could fit a different length: the ranks must agree on `steps`.
+        tqdm.write("teacher: time_budget_min is ignored under DDP; set steps instead")
     step = start
     while step < last:
         step += 1
