@@ -21,7 +21,7 @@ from tests.traindata import make_data_root
 from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss
 from train.features import ExpansionFeatures
 from train.flow import random_affine_flow, smooth_random_flow, warp
-from train.losses import pooled_style_stats, style_stats
+from train.losses import StyleStats, pooled_style_stats, style_stats
 from train.teacher import TeacherConfig, TimeBudget, load_stylizer, style_intensity_vector, train_teacher
 from train.teacher_losses import expression_loss, gradient_loss, grey, local_colour_loss, temporal_loss
 from train.teacher_net import TeacherNet, TeacherNetConfig, count_macs, expand_banks
@@ -345,3 +345,23 @@ def test_losses_take_a_bf16_output_against_a_float32_content() -> None:
     exact = local_colour_loss(y.float(), x)
     mixed = local_colour_loss(y, x)
     assert mixed.dtype == torch.float32 and abs(mixed.item() - exact.item()) < 1e-6
+
+
+def test_relative_tiles_ask_each_tile_for_contrast_in_proportion_to_its_own() -> None:
+    from train.features import mean_std
+
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(1, 6, 16, 16, generator=g)
+    f[..., :8] *= 0.05  # left half flat (a wall), right half busy
+    target = StyleStats(mu={0: torch.randn(1, 6, generator=g)}, sigma={0: torch.rand(1, 6, generator=g) + 0.5},
+                        rgb_mu=torch.zeros(1, 3), rgb_sigma=torch.ones(1, 3))
+    gmu, gsigma = mean_std(f)
+    mapped = (f - gmu[..., None, None]) / gsigma[..., None, None] * target.sigma[0][..., None, None] \
+        + target.mu[0][..., None, None]  # the global content->style map (AdaIN), applied everywhere
+    one = torch.ones(1, 1)
+    rel = expression_loss({0: mapped}, {0: f}, target, one, (0,), grid=2, relative=True)
+    absolute = expression_loss({0: mapped}, {0: f}, target, one, (0,), grid=2)
+    assert rel.item() < 1e-4 < absolute.item()  # absolute tiles would have the flat half repainted
+    other = torch.randn(1, 6, 16, 16, generator=g)
+    assert torch.allclose(expression_loss({0: other}, {0: f}, target, one, (0,), grid=1, relative=True),
+                          expression_loss({0: other}, {0: f}, target, one, (0,), grid=1), atol=1e-6)

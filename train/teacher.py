@@ -96,6 +96,9 @@ class TeacherConfig:
     style_taps: list[int] = field(default_factory=lambda: [2, 4, 7, 10])
     style_margin: float = 0.06
     style_grid: int = 1
+    # Per-tile targets from the tile's own statistics under the global content->style map (expression_loss):
+    # with absolute targets every tile of a 2x2 grid is asked for the reference's contrast, flat or not.
+    style_tile_relative: bool = False
     # Feature statistics on luminance only (Gatys et al. 2016, "preserving colour"): colour comes from the
     # RGB statistics and the colour maps. On RGB features, rainbow patches were the cheapest way to look
     # "painted" to every style at once, and every RGB run grew them.
@@ -481,7 +484,7 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
             target = stats.mix(wts)
             goal = strength * (wts @ intensity).unsqueeze(1)  # how far the targets go; the knob stays s
             per_sample = expression_loss(fy, fx, target, goal, tuple(cfg.style_taps), cfg.style_margin,
-                                         cfg.style_grid)
+                                         cfg.style_grid, relative=cfg.style_tile_relative)
             l_style = per_sample[full].mean() if full.any() else per_sample.new_zeros(())
             l_expr = per_sample[~full].mean() if (~full).any() else per_sample.new_zeros(())
             l_colour = expression_colour_loss(y, x, target, goal, cfg.style_margin).mean()

@@ -21,11 +21,15 @@ _LUMA = (0.299, 0.587, 0.114)
 
 
 def expression_loss(feats: dict[int, torch.Tensor], content_feats: dict[int, torch.Tensor], target: StyleStats,
-                    strength: torch.Tensor, taps: tuple[int, ...], margin: float = 0.0, grid: int = 1) -> torch.Tensor:
+                    strength: torch.Tensor, taps: tuple[int, ...], margin: float = 0.0, grid: int = 1,
+                    relative: bool = False) -> torch.Tensor:
     """Per-sample (N,) mean/std distance to (1-s)*content + s*style, normalised per tap as the style loss.
 
     The content part is taken region by region from the content's own features, so the identity
-    scores exactly 0 at s = 0, and the style part is the mixture's global statistics.
+    scores exactly 0 at s = 0. The style part is the mixture's global statistics in every tile; with
+    `relative`, it is instead the tile's content statistics under the global content->style map
+    (AdaIN applied to the tile): a flat tile is asked for the style's contrast in proportion to its own,
+    so a flat wall or a cheek is not asked for a whole painting's strokes. At grid 1 the two agree.
     """
     s = strength.view(-1, 1)
     total = feats[taps[0]].new_zeros(feats[taps[0]].shape[0])
@@ -34,10 +38,14 @@ def expression_loss(feats: dict[int, torch.Tensor], content_feats: dict[int, tor
         norm = (tm.pow(2).mean(1) + ts.pow(2).mean(1)).clamp_min(1e-8)
         out_regions = _regions(_inner(feats[k], margin), grid)
         content_regions = _regions(_inner(content_feats[k], margin), grid)
+        if relative:
+            gmu, gsigma = mean_std(_inner(content_feats[k], margin))
+            gain = (ts / gsigma.clamp_min(1e-4)).clamp(max=10.0)  # a near-constant channel is not amplified 1e4x
         for region, content in zip(out_regions, content_regions):
             mu, sigma = mean_std(region)
             cmu, csigma = mean_std(content)
-            goal_mu, goal_sigma = (1 - s) * cmu + s * tm, (1 - s) * csigma + s * ts
+            smu, ssigma = (tm + (cmu - gmu) * gain, csigma * gain) if relative else (tm, ts)
+            goal_mu, goal_sigma = (1 - s) * cmu + s * smu, (1 - s) * csigma + s * ssigma
             total = total + ((mu - goal_mu).pow(2).mean(1) + (sigma - goal_sigma).pow(2).mean(1)) / (norm * grid * grid)
     return total / len(taps)
 
