@@ -2,7 +2,8 @@
 # Everything a lent GPU machine is for, in one call (GPU_SESSION_SECONDS, default 540 s, end to end):
 #   1. scripts/gpu_check.sh: the `gpu` tests (parity, CUDA graphs, batches) and the GPU benchmark table;
 #   2. two teacher runs side by side on the GPU preset, from scratch, each fitted to the time left
-#      (time_budget_min): A = the preset as committed, B = a weaker critic and stronger two-tone styles.
+#      (time_budget_min): A = the preset as committed, B = the same with relative style tiles (the next
+#      experiment: docs/training.md, run GB-rel). bf16 autocast; a fault in the first 2 minutes reruns in float32.
 # Stage first, here: bash scripts/stage_gpu.sh; then run it there with `carry: [".gpu"]`.
 # Results in $OUT (or ./gpu_out): teacher_{A,B}.pt, preview_{A,B}.png, and results.tgz (logs, log.csv, table).
 set -uo pipefail
@@ -53,7 +54,7 @@ teacher() {  # name, extra --set values...
 }
 teacher A &
 pa=$!
-teacher B --set adv_weight=0.3 --set 'style_intensity={lineart=0.75, cartoon=0.8}' &
+teacher B --set style_tile_relative=true &
 pb=$!
 wait $pa $pb
 
