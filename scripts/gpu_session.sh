@@ -4,11 +4,15 @@
 #   2. two teacher runs side by side on the GPU preset, from scratch, each fitted to the time left
 #      (time_budget_min): A = the preset as committed, B = the same with relative style tiles (the next
 #      experiment: docs/training.md, run GB-rel). bf16 autocast; a fault in the first 2 minutes reruns in float32.
+#   3. with GPU_SESSION_DISTILL_S=N (default 0): the last N seconds distil teacher A into the live student
+#      (the distill_cpu recipe, fitted with time_budget_min), sent back as student_A.tgz (model + ablation).
 # Stage first, here: bash scripts/stage_gpu.sh; then run it there with `carry: [".gpu"]`.
 # Results in $OUT (or ./gpu_out): teacher_{A,B}.pt, preview_{A,B}.png, and results.tgz (logs, log.csv, table).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 total=${GPU_SESSION_SECONDS:-540}
+distill_s=${GPU_SESSION_DISTILL_S:-0}
+teacher_end=$(( total - distill_s ))  # the teachers stop in time to leave the distillation its seconds
 out=${OUT:-$PWD/gpu_out}
 mkdir -p "$out" && out=$(cd "$out" && pwd)
 py=${PYTHON:-python3}
@@ -25,6 +29,8 @@ workers=$(( $(nproc) / 2 - 2 ))  # two runs share the cores: data workers plus 2
 [ $workers -lt 1 ] && workers=1
 extra=()  # GPU_SESSION_SET="k=v k=v": more --set values for both runs (a CPU dry run of this script)
 for kv in ${GPU_SESSION_SET:-}; do extra+=(--set "$kv"); done
+extra_distill=()  # GPU_SESSION_DISTILL_SET likewise, for the distillation
+for kv in ${GPU_SESSION_DISTILL_SET:-}; do extra_distill+=(--set "$kv"); done
 
 # 1. GPU tests and benchmark (alone on the machine, so the timings are clean)
 [ "${GPU_SESSION_SKIP_CHECK:-0}" = 1 ] || GPU_CHECK_TEST_S=${GPU_CHECK_TEST_S:-120} GPU_CHECK_TOTAL_S=${GPU_CHECK_TOTAL_S:-200} \
@@ -36,7 +42,7 @@ teacher() {  # name, extra --set values...
   local name=$1; shift
   local dir="$work/teacher_$name" amp=true tries=0
   while :; do
-    local left=$(( total - SECONDS - 70 ))
+    local left=$(( teacher_end - SECONDS - 70 ))
     [ $left -lt 60 ] && { echo "gpu_session: no time left for teacher $name"; return 1; }
     local mins; mins=$("$py" -c "print(round(max(0.5, ($left - 45) / 60), 2))")
     local t_start=$SECONDS
@@ -69,6 +75,17 @@ export_generator(Path(sys.argv[1]) / 'teacher.pt', Path(sys.argv[1]) / 'checkpoi
   [ -f "$dir/log.csv" ] && cp "$dir/log.csv" "$work/log_$name.csv"
   tail -c 3000 "$work/teacher_$name.log" | tr '\r' '\n' | tail -n 12
 done
+if [ "$distill_s" -gt 0 ] && [ -f "$work/teacher_A/teacher.pt" ]; then
+  left=$(( total - SECONDS - 40 ))
+  mins=$("$py" -c "print(round(max(0.3, ($left - 40) / 60), 2))")
+  timeout $(( left )) "$py" -m train distill --teacher "$work/teacher_A/teacher.pt" --preset distill_cpu \
+    --set "out=\"$work/distill_A\"" --set 'init=""' --set "time_budget_min=$mins" --set threads=4 \
+    --set "workers=$(( workers * 2 ))" --set half_channels=32 --set half_blocks=2 --set texture_weight=20.0 \
+    --set adv_weight=0.2 --set adv_start=0 "${extra_distill[@]}" >"$work/distill_A.log" 2>&1
+  echo "gpu_session: distill exit $? at $SECONDS s" | tee -a "$work/distill_A.log"
+  tail -c 2000 "$work/distill_A.log" | tr '\r' '\n' | tail -n 5
+  [ -f "$work/distill_A/model/model.json" ] && tar -czf "$out/student_A.tgz" -C "$work/distill_A" model ablation log.csv
+fi
 tar -czf "$out/results.tgz" -C "$work" $(cd "$work" && ls ./*.log ./*.csv ./*.md 2>/dev/null)
 ls -la "$out"
 echo "gpu_session: done in $SECONDS s"

@@ -82,3 +82,19 @@ def test_distillation_with_the_texture_term_logs_it(tmp_path: Path) -> None:
     train_distill(cfg, teacher)
     rows = list(csv.DictReader((tmp_path / "s" / "log.csv").open()))
     assert float(rows[-1]["texture"]) > 0
+
+
+def test_distillation_fits_a_time_budget(tmp_path: Path) -> None:
+    data = make_data_root(tmp_path / "data")
+    teacher = train_teacher(TeacherConfig.from_preset("teacher_tiny", [f'data="{data}"', f'out="{tmp_path / "t"}"',
+                                                                       "steps=1"]))
+    cfg = DistillConfig.from_preset("distill_tiny", [f'data="{data}"', f'out="{tmp_path / "s"}"', "steps=100000",
+                                                     "adv_start=50000", "save_every=100000", "time_budget_min=0.2",
+                                                     "ablate_temporal=false"])
+    model = train_distill(cfg, teacher)
+    rows = list(csv.DictReader((tmp_path / "s" / "log.csv").open()))
+    prov = load_artifact(model).meta["provenance"]
+    steps = prov["config"]["steps"]
+    # The run measured itself, cut its length to fit 12 s, finished it, and saved with the fitted schedule.
+    assert 25 < steps < 100000 and len(rows) == steps == prov["steps_done"]
+    assert prov["config"]["adv_start"] == round(50000 * steps / 100000)

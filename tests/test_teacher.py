@@ -18,11 +18,12 @@ import pytest
 import torch
 
 from tests.traindata import make_data_root
+from train.budget import TimeBudget
 from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss
 from train.features import ExpansionFeatures
 from train.flow import random_affine_flow, smooth_random_flow, warp
 from train.losses import StyleStats, pooled_style_stats, style_stats
-from train.teacher import TeacherConfig, TimeBudget, load_stylizer, style_intensity_vector, train_teacher
+from train.teacher import TeacherConfig, load_stylizer, style_intensity_vector, train_teacher
 from train.teacher_losses import expression_loss, gradient_loss, grey, local_colour_loss, temporal_loss
 from train.teacher_net import TeacherNet, TeacherNetConfig, count_macs, expand_banks
 

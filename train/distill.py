@@ -31,6 +31,7 @@ from engines.artifact import load_artifact, save_artifact
 from engines.contract import IOContract
 from engines.student import StudentConfig, StudentNet
 from engines.student import count_macs as student_macs
+from train.budget import TimeBudget
 from train.data import SHARED_DATA, sample_style_weights
 from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
 from train.features import ExpansionFeatures, mean_std
@@ -52,6 +53,8 @@ class DistillConfig:
     data: str = str(SHARED_DATA)
     allow_noncommercial: bool = False
     steps: int = 1500
+    # > 0: fit the run into this many minutes (train/budget.py); the critic start and saves scale with it
+    time_budget_min: float = 0.0
     crop: int = 192
     content_batch: int = 4
     real_batch: int = 4
@@ -213,8 +216,18 @@ def _train_distill(cfg: DistillConfig, teacher_path: str | Path, critic_path: st
     writer.writerow(["step", "student", "l1", "perceptual", "texture", "adv", "temporal", "clip_temporal", "ablation",
                      "loss_d", "seconds"])
     t0 = time.time()
-    bar = tqdm(range(1, cfg.steps + 1), desc="distill", dynamic_ncols=True)
-    for step in bar:
+    bar = tqdm(desc="distill", dynamic_ncols=True, total=cfg.steps)
+    budget = TimeBudget(cfg.time_budget_min * 60.0, 0) if cfg.time_budget_min > 0 else None
+    step = 0
+    while step < cfg.steps:
+        step += 1
+        bar.update(1)
+        if budget is not None and (fit := budget.fit(step)) is not None:
+            scale = fit / cfg.steps
+            cfg.steps = bar.total = fit
+            cfg.adv_start = round(cfg.adv_start * scale)
+            cfg.save_every = max(1, round(cfg.save_every * scale))
+            tqdm.write(f"distill: {budget.seconds_per_step:.3f} s/step, {fit} steps fit {cfg.time_budget_min:g} min")
         batch = {k: v.to(device) for k, v in next(batches).items()}
         content = batch["content"]
         nc = content.shape[0]
@@ -294,7 +307,7 @@ def _train_distill(cfg: DistillConfig, teacher_path: str | Path, critic_path: st
             last = step == cfg.steps
             for st, sub in zip(students, ("model", "ablation")):
                 st.net.eval()
-                prov = {**provenance, "steps_done": step, "temporal_terms": st.temporal}
+                prov = {**provenance, "config": asdict(cfg), "steps_done": step, "temporal_terms": st.temporal}
                 save_artifact(st.net.cpu(), contract, out / sub, provenance=prov, export_onnx=last)
                 st.net.to(device)
     log.close()

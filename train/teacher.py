@@ -27,6 +27,7 @@ import torch.distributed as dist
 from PIL import Image
 from tqdm import tqdm
 
+from train.budget import TimeBudget
 from train.data import HELD_OUT, SHARED_DATA, load_rgb, resolve_style, sample_style_weights, to_tensor
 from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
 from train.features import ExpansionFeatures
@@ -288,37 +289,6 @@ def _preview(g: TeacherNet, bank: StyleBank, data: Path, out: Path, device: torc
         y = g(x.expand(s, -1, -1, -1), torch.eye(s, device=device), torch.ones(s, 1, device=device))
     tiles = torch.cat([x, y]).clamp(0, 1).mul(255).byte().permute(0, 2, 3, 1).cpu().numpy()
     Image.fromarray(tiles.transpose(1, 0, 2, 3).reshape(tiles.shape[1], -1, 3)).save(out)
-
-
-@dataclass
-class TimeBudget:
-    """Fits a run into a wall-clock budget from its own measured speed (see TeacherConfig.time_budget_min)."""
-
-    seconds: float
-    start_step: int
-    probe: int = 20  # steps timed before fitting; the first few (cuDNN autotune, worker start) are skipped
-    skip: int = 5
-    seconds_per_step: float = 0.0
-    _t_begin: float = field(default_factory=time.time)
-    _t_skip: float = 0.0
-    _done: bool = False
-
-    def fit(self, step: int) -> int | None:
-        """Called at the top of each step; once, returns the total step count that ends inside the budget."""
-        n = step - self.start_step
-        if self._done:
-            return None
-        if n == self.skip + 1:
-            self._t_skip = time.time()
-        if n < self.skip + self.probe + 1:
-            return None
-        self._done = True
-        now = time.time()
-        self.seconds_per_step = (now - self._t_skip) / self.probe
-        # 8% kept back: checkpoints, previews and a data pipeline that slows as the run goes on (the first
-        # H200 runs, fitted with 3% kept back, went 20% slower than their probe and were cut 40 steps short)
-        left = self.seconds * 0.92 - (now - self._t_begin)
-        return max(step, step + int(left / self.seconds_per_step))
 
 
 def train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path:
