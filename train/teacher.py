@@ -405,7 +405,8 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
         bar.update(1)
         if budget is not None and (fit := budget.fit(step)) is not None:
             scale = fit / cfg.steps
-            cfg.steps, last = fit, fit
+            cfg.steps = fit
+            last = min(fit, cfg.stop_after) if cfg.stop_after > 0 else fit
             cfg.adv_start, cfg.adv_ramp = round(cfg.adv_start * scale), max(1, round(cfg.adv_ramp * scale))
             cfg.save_every = max(1, round(cfg.save_every * scale))
             cfg.sample_every = max(1, round(cfg.sample_every * scale))
