@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 @dataclass
 class TimeBudget:
-    """Fits a run into a wall-clock budget from its own measured speed (see TeacherConfig.time_budget_min)."""
+    """Fits a run into a wall-clock budget from its own measured speed (`time_budget_min` of both configs)."""
 
     seconds: float
     start_step: int
@@ -39,3 +39,14 @@ class TimeBudget:
         # H200 runs, fitted with 3% kept back, went 20% slower than their probe and were cut 40 steps short)
         left = self.seconds * 0.92 - (now - self._t_begin)
         return max(step, step + int(left / self.seconds_per_step))
+
+
+def fit_schedule(cfg: object, fit: int, counts: tuple[str, ...] = (), intervals: tuple[str, ...] = ()) -> None:
+    """Set `cfg.steps` to `fit` and scale the config's other step counts by the same factor: `counts` (a
+    start step, which may be 0) and `intervals` (a ramp or a save interval, at least 1 step)."""
+    scale = fit / cfg.steps
+    cfg.steps = fit
+    for name in counts:
+        setattr(cfg, name, round(getattr(cfg, name) * scale))
+    for name in intervals:
+        setattr(cfg, name, max(1, round(getattr(cfg, name) * scale)))

@@ -31,7 +31,7 @@ from engines.artifact import load_artifact, save_artifact
 from engines.contract import IOContract
 from engines.student import StudentConfig, StudentNet
 from engines.student import count_macs as student_macs
-from train.budget import TimeBudget
+from train.budget import TimeBudget, fit_schedule
 from train.data import SHARED_DATA, sample_style_weights
 from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
 from train.features import ExpansionFeatures, mean_std
@@ -223,10 +223,8 @@ def _train_distill(cfg: DistillConfig, teacher_path: str | Path, critic_path: st
         step += 1
         bar.update(1)
         if budget is not None and (fit := budget.fit(step)) is not None:
-            scale = fit / cfg.steps
-            cfg.steps = bar.total = fit
-            cfg.adv_start = round(cfg.adv_start * scale)
-            cfg.save_every = max(1, round(cfg.save_every * scale))
+            fit_schedule(cfg, fit, counts=("adv_start",), intervals=("save_every",))
+            bar.total = fit
             tqdm.write(f"distill: {budget.seconds_per_step:.3f} s/step, {fit} steps fit {cfg.time_budget_min:g} min")
         batch = {k: v.to(device) for k, v in next(batches).items()}
         content = batch["content"]

@@ -27,7 +27,7 @@ import torch.distributed as dist
 from PIL import Image
 from tqdm import tqdm
 
-from train.budget import TimeBudget
+from train.budget import TimeBudget, fit_schedule
 from train.data import HELD_OUT, SHARED_DATA, load_rgb, resolve_style, sample_style_weights, to_tensor
 from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
 from train.features import ExpansionFeatures
@@ -404,12 +404,8 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
         step += 1
         bar.update(1)
         if budget is not None and (fit := budget.fit(step)) is not None:
-            scale = fit / cfg.steps
-            cfg.steps = fit
+            fit_schedule(cfg, fit, counts=("adv_start",), intervals=("adv_ramp", "save_every", "sample_every"))
             last = min(fit, cfg.stop_after) if cfg.stop_after > 0 else fit
-            cfg.adv_start, cfg.adv_ramp = round(cfg.adv_start * scale), max(1, round(cfg.adv_ramp * scale))
-            cfg.save_every = max(1, round(cfg.save_every * scale))
-            cfg.sample_every = max(1, round(cfg.sample_every * scale))
             # The EMA's horizon (1 / (1 - decay) steps) at most a tenth of the run: a long-run decay on a short
             # run would export an average of its first, unstyled steps.
             cfg.ema_decay = min(cfg.ema_decay, 1.0 - 10.0 / fit)
