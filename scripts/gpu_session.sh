@@ -4,8 +4,9 @@
 #   2. two teacher runs side by side on the GPU preset, from scratch, each fitted to the time left
 #      (time_budget_min): A = the preset as committed, B = the same with relative style tiles (the next
 #      experiment: docs/training.md, run GB-rel). bf16 autocast; a fault in the first 2 minutes reruns in float32.
-#   3. with GPU_SESSION_DISTILL_S=N (default 0): the last N seconds distil teacher A into the live student
-#      (the distill_cpu recipe, fitted with time_budget_min), sent back as student_A.tgz (model + ablation).
+#   3. with GPU_SESSION_DISTILL_S=N (default 0): the last N seconds distil teacher B (A if B failed) into the
+#      live student (the distill_cpu recipe from the bundled student, fitted with time_budget_min), sent back
+#      as student_B.tgz or student_A.tgz (model + ablation).
 # Stage first, here: bash scripts/stage_gpu.sh; then run it there with `carry: [".gpu"]`.
 # Results in $OUT (or ./gpu_out): teacher_{A,B}.pt, preview_{A,B}.png, and results.tgz (logs, log.csv, table).
 set -uo pipefail
@@ -75,16 +76,18 @@ export_generator(Path(sys.argv[1]) / 'teacher.pt', Path(sys.argv[1]) / 'checkpoi
   [ -f "$dir/log.csv" ] && cp "$dir/log.csv" "$work/log_$name.csv"
   tail -c 3000 "$work/teacher_$name.log" | tr '\r' '\n' | tail -n 12
 done
-if [ "$distill_s" -gt 0 ] && [ -f "$work/teacher_A/teacher.pt" ]; then
+# Distil B (relative tiles) where it finished: against a teacher that scratches flat walls the student drew a
+# lattice there (run D4); against GB-rel it did not (D5). Warm start: the preset starts from the bundled student.
+d=B; [ -f "$work/teacher_B/teacher.pt" ] || d=A
+if [ "$distill_s" -gt 0 ] && [ -f "$work/teacher_$d/teacher.pt" ]; then
   left=$(( total - SECONDS - 40 ))
   mins=$("$py" -c "print(round(max(0.3, ($left - 40) / 60), 2))")
-  timeout $(( left )) "$py" -m train distill --teacher "$work/teacher_A/teacher.pt" --preset distill_cpu \
-    --set "out=\"$work/distill_A\"" --set 'init=""' --set "time_budget_min=$mins" --set threads=4 \
-    --set "workers=$(( workers * 2 ))" --set half_channels=32 --set half_blocks=2 --set texture_weight=20.0 \
-    --set adv_weight=0.2 --set adv_start=0 "${extra_distill[@]}" >"$work/distill_A.log" 2>&1
-  echo "gpu_session: distill exit $? at $SECONDS s" | tee -a "$work/distill_A.log"
-  tail -c 2000 "$work/distill_A.log" | tr '\r' '\n' | tail -n 5
-  [ -f "$work/distill_A/model/model.json" ] && tar -czf "$out/student_A.tgz" -C "$work/distill_A" model ablation log.csv
+  timeout $(( left )) "$py" -m train distill --teacher "$work/teacher_$d/teacher.pt" --preset distill_cpu \
+    --set "out=\"$work/distill_$d\"" --set "time_budget_min=$mins" --set threads=4 \
+    --set "workers=$(( workers * 2 ))" "${extra_distill[@]}" >"$work/distill_$d.log" 2>&1
+  echo "gpu_session: distill of teacher $d exit $? at $SECONDS s" | tee -a "$work/distill_$d.log"
+  tail -c 2000 "$work/distill_$d.log" | tr '\r' '\n' | tail -n 5
+  [ -f "$work/distill_$d/model/model.json" ] && tar -czf "$out/student_$d.tgz" -C "$work/distill_$d" model ablation log.csv
 fi
 tar -czf "$out/results.tgz" -C "$work" $(cd "$work" && ls ./*.log ./*.csv ./*.md 2>/dev/null)
 ls -la "$out"

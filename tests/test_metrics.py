@@ -230,7 +230,8 @@ def _fake_data(root: Path) -> None:
     """Held-out photos, the default model's style files and a held-out clip, all tiny and generated."""
     (root / "styles").mkdir(parents=True)
     sources = json.loads((DEFAULT_MODEL_DIR / META_FILE).read_text())["provenance"]["styles"]
-    for i, name in enumerate(sources.values()):
+    files = [f for v in sources.values() for f in ([v] if isinstance(v, str) else v)]  # a fused style has several
+    for i, name in enumerate(files):
         Image.fromarray(_texture(64, 64, seed=20 + i, blur=1.0 + i)).save(root / "styles" / name)
     _held_out(root)
 

@@ -90,13 +90,15 @@ def test_local_colour_loss_allows_palettes_and_punishes_blobs() -> None:
 
 
 def test_luminance_statistics_ignore_colour(features: ExpansionFeatures) -> None:
-    img = torch.rand(1, 3, 64, 64)
+    img = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     swapped = img[:, [2, 0, 1]]  # same picture, other colours
     lum = grey(img)
     # Recolouring that keeps luminance keeps the luminance features exactly.
     recoloured = lum + (img - lum) * 0.3
     with torch.no_grad():
-        assert torch.allclose(features(grey(recoloured))[4], features(lum)[4], atol=1e-5)
+        # Up to rounding: grey() of the recoloured image differs from lum by an ulp (6e-8), which the network
+        # amplifies to about 1e-5 (the features reach 6); a real colour leak moves them by whole units.
+        assert torch.allclose(features(grey(recoloured))[4], features(lum)[4], atol=1e-4)
         assert not torch.allclose(features(grey(swapped))[4], features(lum)[4], atol=1e-3)
 
 

@@ -1,7 +1,7 @@
 """The fidelity fixture: the teacher's outputs on two held-out photos, stored in tests/fidelity.
 
-The regression test (tests/test_default_fidelity.py, committed with the first distilled default together with
-this fixture) runs the bundled student on the same photos and settings and checks its PSNR against these
+The regression test (tests/test_default_fidelity.py, which landed with the first distilled default and this
+fixture) runs the bundled student on the same photos and settings and checks its PSNR against these
 stored outputs. A retrained default that drifts from its teacher fails there, without the
 teacher checkpoint (tens of MB, not committed) or the shared data.
 
