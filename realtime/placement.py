@@ -20,6 +20,9 @@ except ImportError:  # pragma: no cover
 SCALE = 8                 # busyness map is 1/8 of the frame per side
 SWITCH_RATIO = 0.7        # another place must be 30% calmer ...
 SWITCH_AFTER = 3          # ... for this many evaluations in a row
+# After a move, stay this many evaluations (one a frame: about 2 s) before the next. Without it, stickers over a
+# moving scene could go back and forth between two corners every second or so, which reads as jitter.
+MIN_DWELL = 60
 BUSY_ON, BUSY_OFF = 45.0, 35.0   # mean 1/8-scale gradient that turns a backing on / off (a busy photo: ~75)
 GLIDE = 0.3               # per-frame share of the way to the target position
 
@@ -65,22 +68,26 @@ class BusyMap:
 
 @dataclass
 class Choice:
-    """Picks the calmest candidate, with hysteresis."""
+    """Picks the calmest candidate, with hysteresis and a minimum stay after each move."""
 
     current: str | None = None
     _streak: int = 0
     _challenger: str | None = None
+    _dwell: int = 0  # evaluations left before another move is allowed
 
     def choose(self, scores: dict[str, float]) -> str:
         best = min(scores, key=lambda k: (scores[k], list(scores).index(k)))
         if self.current not in scores:
-            self.current, self._streak = best, 0
+            self.current, self._streak, self._dwell = best, 0, 0
             return best
-        if best != self.current and scores[best] < scores[self.current] * SWITCH_RATIO - 0.5:
+        if self._dwell > 0:
+            self._dwell -= 1
+            self._streak, self._challenger = 0, None
+        elif best != self.current and scores[best] < scores[self.current] * SWITCH_RATIO - 0.5:
             self._streak = self._streak + 1 if best == self._challenger else 1
             self._challenger = best
             if self._streak >= SWITCH_AFTER:
-                self.current, self._streak, self._challenger = best, 0, None
+                self.current, self._streak, self._challenger, self._dwell = best, 0, None, MIN_DWELL
         else:
             self._streak, self._challenger = 0, None
         return self.current  # type: ignore[return-value]

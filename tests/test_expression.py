@@ -18,7 +18,7 @@ from realtime.faces import Box, FaceTracker, load_detector
 from realtime.moods import MoodBook, MoodError, normalise
 from realtime.overlay import Sprite, composite_torch, render_bubble, render_meme
 from realtime.pipeline import FramePipeline
-from realtime.placement import BusyMap, Choice, Flag
+from realtime.placement import MIN_DWELL, SWITCH_AFTER, BusyMap, Choice, Flag
 from realtime.ratelimit import TokenBucket
 from realtime.textlayout import clean_text, fit
 
@@ -196,6 +196,9 @@ def test_choice_has_hysteresis() -> None:
     assert c.choose({"a": 10, "b": 12}) == "a"
     assert c.choose({"a": 10, "b": 9}) == "a"  # only a little calmer: stay
     assert [c.choose({"a": 10, "b": 3}) for _ in range(3)] == ["a", "a", "b"]  # clearly calmer for 3 rounds
+    # Having moved, it stays MIN_DWELL rounds even where the old place is clearly calmer again, then goes back.
+    back = [c.choose({"a": 3, "b": 10}) for _ in range(MIN_DWELL + SWITCH_AFTER)]
+    assert set(back[:MIN_DWELL]) == {"b"} and back[-1] == "a"
     f = Flag(on=10, off=5)
     assert [f.update(x) for x in (8, 11, 7, 4)] == [False, True, True, False]
 
