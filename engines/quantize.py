@@ -18,8 +18,8 @@ that bar skips the per-conv pass. The parity gate against PyTorch (`python -m en
 quantize`, `python -m engines build`) still decides whether the file is kept.
 
 Why this exists: the first bundled model (the foundation's perceptual student) painted
-kandinsky/klimt daubs on flat walls, seeded by tiny differences. With every conv quantized it fell to 24.9 dB (frame 1,
-kandinsky), and single early convs alone cost 30-34 dB: input noise of half a level
+kandinsky/klimt daubs on flat walls, seeded by tiny differences. With every conv quantized
+it fell to 24.9 dB (frame 1, kandinsky), and single early convs alone cost 30-34 dB: input noise of half a level
 (+-0.5/255) already moves that frame to 39.9 dB in FP32. The pass keeps encode, down,
 blocks 0-1, block 2's expand/depthwise, block 3's expand and merge_dw FP32 there (10 of 22
 convs int8, 36.0 dB at the gate, 34.7 dB on 20 held-out video frames). That partly int8 graph
