@@ -54,7 +54,7 @@ python -m train teacher --preset teacher_cpu --init runs/teacher_gpuB/teacher.pt
   --set 'out="runs/teacher_gb_rel"' --set style_tile_relative=true --set adv_weight=0.3 \
   --set 'style_intensity={lineart=0.75, cartoon=0.8}' --set threads=1
 
-# 5. D4 (teacher GB), then D5 (teacher GB-rel): the bundled model. ~60 min each, with the no-temporal twin.
+# 5. D4 (teacher GB), then D5 (teacher GB-rel): the bundled model. 59 and 47 min, with the no-temporal twin.
 python -m train distill --teacher runs/teacher_gpuB/teacher.pt --preset distill_cpu --set steps=1000 \
   --set 'out="runs/distill_gpuB"' --set 'init="runs/distill_h3_1200/model"' --set half_channels=32 \
   --set half_blocks=2 --set texture_weight=20.0 --set adv_weight=0.2 --set adv_start=0 --set save_every=250

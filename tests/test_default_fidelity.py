@@ -13,6 +13,8 @@ from PIL import Image
 
 from engines.backends import load_backend
 
+pytestmark = pytest.mark.unit
+
 FIXTURE = Path(__file__).parent / "fidelity"
 
 

@@ -41,6 +41,27 @@ def test_distillation_smoke_step_writes_student_and_ablation(tmp_path: Path) -> 
     assert net(x, torch.tensor([[1.0, 0.0]]), torch.ones(1, 1)).shape == x.shape
 
 
+def test_a_chain_of_runs_starts_the_twin_from_the_previous_twin(tmp_path: Path) -> None:
+    """ablation_init: the next link's twin continues the last twin, the student the last student."""
+    data = make_data_root(tmp_path / "data")
+    teacher = train_teacher(TeacherConfig.from_preset("teacher_tiny", [f'data="{data}"', f'out="{tmp_path / "t"}"',
+                                                                       "steps=1"]))
+    first = tmp_path / "first"
+    train_distill(DistillConfig.from_preset("distill_tiny", [f'data="{data}"', f'out="{first}"']), teacher)
+    # lr 0: the second link's weights are exactly where each of its students started
+    cfg = DistillConfig.from_preset("distill_tiny", [f'data="{data}"', f'out="{tmp_path / "second"}"', "lr=0.0",
+                                                     "steps=1", f'init="{first / "model"}"',
+                                                     f'ablation_init="{first / "ablation"}"'])
+    train_distill(cfg, teacher)
+    weights = {run / sub: load_artifact(run / sub).load_student().state_dict()
+               for run in (first, tmp_path / "second") for sub in ("model", "ablation")}
+    for sub in ("model", "ablation"):
+        for key, value in weights[first / sub].items():
+            assert torch.equal(weights[tmp_path / "second" / sub][key], value), (sub, key)
+    # the two lineages had already parted in the first link, so the check above can tell them apart
+    assert any(not torch.equal(v, weights[first / "ablation"][k]) for k, v in weights[first / "model"].items())
+
+
 def test_init_copies_film_rows_by_style_name() -> None:
     src = load_artifact()  # the bundled default: vangogh, hokusai, ...
     names = ("hokusai", "brand_new", "vangogh")

@@ -67,6 +67,10 @@ class DistillConfig:
     blocks: int = 6
     half_blocks: int = 0
     init: str = ""  # a student artifact to start from (matching FiLM rows are copied by style name)
+    # the twin's own start ("" = init): the previous run's twin, so that a chain of runs ablates the temporal
+    # terms over the whole chain, not just its last link (a twin warm-started from a steadied student
+    # inherits that steadiness)
+    ablation_init: str = ""
     lr: float = 1e-3
     lr_d: float = 1e-4
     grad_clip: float = 1.0
@@ -176,9 +180,10 @@ def _train_distill(cfg: DistillConfig, teacher_path: str | Path, critic_path: st
     students = [_Student(cfg, StudentNet(cfg.student_config(s_count)).to(device), temporal=True)]
     if cfg.ablate_temporal:
         students.append(_Student(cfg, StudentNet(cfg.student_config(s_count)).to(device), temporal=False))
-    if cfg.init:
-        for st in students:
-            init_from_artifact(st.net, cfg.init, names)
+    for st in students:
+        start = cfg.ablation_init if not st.temporal and cfg.ablation_init else cfg.init
+        if start:
+            init_from_artifact(st.net, start, names)
 
     critic = MultiScaleDiscriminator(DiscriminatorConfig(num_styles=s_count))
     if critic_path:

@@ -12,7 +12,7 @@ const PICKER_EMOJI = ["party", "fire", "heart", "laugh", "cool", "sleepy", "zzz"
 
 const PRETTY_NAMES = {
   vangogh: "Van Gogh", hokusai: "Hokusai", kandinsky: "Kandinsky",
-  monet: "Monet", klimt: "Klimt", lineart: "Line art",
+  monet: "Monet", klimt: "Klimt", lineart: "Line art", munch: "Munch", cartoon: "Cartoon",
 };
 
 // The server's bearer token, when it has one: open the page as /?token=TOKEN once. It is kept for this tab
