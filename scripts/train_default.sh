@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The exact commands that produced the bundled model in engines/models/default: student D5, distilled from the
+# The exact commands that produced the bundled model in engines/models/default: student D6, distilled from the
 # GAN teacher GB-rel. It is the end of a chain: each student run starts from the previous student, each teacher
 # fine-tune from the previous teacher (docs/training.md has every run's figures and what was seen).
 # Needs the project's staged data (shared/data beside this checkout, or STYLIZER_DATA) and the train extra.
@@ -54,16 +54,21 @@ python -m train teacher --preset teacher_cpu --init runs/teacher_gpuB/teacher.pt
   --set 'out="runs/teacher_gb_rel"' --set style_tile_relative=true --set adv_weight=0.3 \
   --set 'style_intensity={lineart=0.75, cartoon=0.8}' --set threads=1
 
-# 5. D4 (teacher GB), then D5 (teacher GB-rel): the bundled model. 59 and 47 min, with the no-temporal twin.
+# 5. D4 (teacher GB), D5 and D6 (teacher GB-rel; D6 is the bundled model). 59, 47 and 46 min, each with the
+#    no-temporal twin; D6's twin continues D5's (ablation_init).
 python -m train distill --teacher runs/teacher_gpuB/teacher.pt --preset distill_cpu --set steps=1000 \
   --set 'out="runs/distill_gpuB"' --set 'init="runs/distill_h3_1200/model"' --set half_channels=32 \
   --set half_blocks=2 --set texture_weight=20.0 --set adv_weight=0.2 --set adv_start=0 --set save_every=250
+python -m train distill --teacher runs/teacher_gb_rel/teacher.pt --preset distill_cpu --set temporal_weight=20.0 \
+  --set clip_temporal_weight=20.0 --set 'out="runs/distill_gbrel"' --set 'init="runs/distill_gpuB/model"'
 python -m train distill --teacher runs/teacher_gb_rel/teacher.pt --preset distill_cpu \
-  --set 'out="runs/distill_gbrel"' --set 'init="runs/distill_gpuB/model"'      # the preset is D5's recipe
+  --set 'out="runs/distill_d6"' --set 'init="runs/distill_gbrel/model"' \
+  --set 'ablation_init="runs/distill_gbrel/ablation"'                          # the preset is D6's recipe
 
 # 6. Bundle it: int8 file, contact sheet, and the fidelity fixture the regression test reads.
-rm -rf engines/models/default
-cp -r runs/distill_gbrel/model engines/models/default
+# (model files only: the folder's README.md is the model card, kept)
+rm -rf engines/models/default/thumbs engines/models/default/student*.onnx
+cp -r runs/distill_d6/model/. engines/models/default/
 python -m engines quantize engines/models/default     # student.onnx (fused graph) + calibrated student.int8.onnx
 python -m train sheet engines/models/default --out docs/contact_sheet.jpg
 python -m train fidelity-fixture --teacher runs/teacher_gb_rel/teacher.pt --student engines/models/default
