@@ -9,6 +9,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -32,17 +33,31 @@ def udp_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_bound(port: int, timeout: float = 120.0) -> None:
-    """Wait until someone listens on 127.0.0.1:port (our own bind then fails)."""
+def wait_bound(port: int, timeout: float = 120.0, alive: Callable[[], bool] = lambda: True) -> bool:
+    """Wait until someone listens on 127.0.0.1:port (our own bind then fails): True. False as soon as the
+    listener's thread has ended without that (it failed to open; its error says why)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
-                return
+                return True
+        if not alive():
+            return False
         time.sleep(0.05)
     raise AssertionError(f"nothing listened on udp port {port} within {timeout:.0f} s")
+
+
+def start_receiver(tries: int = 3) -> Receiver:
+    """A Receiver listening on a fresh port. A port that was free when picked can be taken by another
+    process before the receiver binds it (aiortc peers bind many UDP ports): then try another."""
+    for _ in range(tries):
+        rx = Receiver(udp_port())
+        rx.start()
+        if wait_bound(rx.port, alive=rx.is_alive):
+            return rx
+    raise AssertionError(f"the receiver could not listen ({tries} ports tried): {rx.error!r}")
 
 
 def scene() -> np.ndarray:
@@ -86,6 +101,7 @@ class Receiver(threading.Thread):
 
     def __init__(self, port: int) -> None:
         super().__init__(daemon=True)
+        self.port = port
         self.url = f"udp://127.0.0.1:{port}?{RECV_OPTS}"
         self.video_t: list[float] = []
         self.audio_t: list[float] = []
@@ -142,7 +158,7 @@ def test_udp_stream_in_stylized_frames_and_audio_out(tmp_path: Path) -> None:
         "stylize", f"udp://127.0.0.1:{port}?{RECV_OPTS}", str(out), "--style", "hokusai",
         "--reconnect", "0", "--timeout", "2"])), daemon=True)
     runner.start()
-    wait_bound(port)
+    assert wait_bound(port, alive=runner.is_alive), f"stylize ended before listening: {rc}"
     send_ts(port, frames)
     runner.join(120)
     assert rc == [0], "realtime stylize did not finish cleanly after the stream ended"
@@ -175,10 +191,10 @@ def test_udp_input_that_drops_is_reopened(tmp_path: Path, capsys: pytest.Capture
     runner.start()
     # Each burst is 2 s: FFmpeg probes the first second (those frames come out at once, and all but the
     # newest are dropped, as a live input's backlog should be); the second second is read live.
-    wait_bound(port)
+    assert wait_bound(port, alive=runner.is_alive), f"stylize ended before listening: {rc}"
     send_ts(port, 2 * FPS)
     time.sleep(2.5)  # the sender goes away; the reader times out after 1 s and reopens with back-off
-    wait_bound(port)
+    assert wait_bound(port, alive=runner.is_alive), f"stylize ended before listening again: {rc}"
     send_ts(port, 2 * FPS)
     runner.join(120)  # ends when the reconnects are used up after the second burst
     assert rc == [0]
@@ -200,10 +216,8 @@ def test_file_with_audio_to_udp_keeps_audio_and_duration(tmp_path: Path) -> None
     clip = tmp_path / "clip.mp4"
     n = 30
     make_clip(clip, n=n)
-    port = udp_port()
-    rx = Receiver(port)
-    rx.start()
-    wait_bound(port)
+    rx = start_receiver()
+    port = rx.port
     t0 = time.monotonic()
     assert main(["stylize", str(clip), f"udp://127.0.0.1:{port}", "--style", "monet"]) == 0
     took = time.monotonic() - t0
