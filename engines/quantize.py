@@ -25,7 +25,7 @@ blocks 0-1, block 2's expand/depthwise, block 3's expand and merge_dw FP32 there
 convs int8, 36.0 dB at the gate, 34.7 dB on 20 held-out video frames). That partly int8 graph
 ran 1.05-1.10x faster than fp32 in OpenVINO but slower in ONNX Runtime, which is what the
 speed check in `python -m engines quantize` (INT8_MIN_SPEEDUP, STAMP_INT8_RUNTIME) is for.
-The distilled default that replaced it has no daubs: all 26 convs int8 at 42.5 dB, 1.27x OpenVINO fp32.
+The distilled defaults that replaced it have no daubs: all 26 convs go int8 (figures in the model's README).
 """
 
 from __future__ import annotations

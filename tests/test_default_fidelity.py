@@ -12,15 +12,11 @@ import pytest
 from PIL import Image
 
 from engines.backends import load_backend
+from tests.test_engines import psnr
 
 pytestmark = pytest.mark.unit
 
 FIXTURE = Path(__file__).parent / "fidelity"
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)) / 255.0**2
-    return 10.0 * np.log10(1.0 / mse)
 
 
 @pytest.fixture(scope="module")

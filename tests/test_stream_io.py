@@ -33,7 +33,7 @@ def udp_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_bound(port: int, timeout: float = 120.0, alive: Callable[[], bool] = lambda: True) -> bool:
+def wait_bound(port: int, alive: Callable[[], bool], timeout: float = 120.0) -> bool:
     """Wait until someone listens on 127.0.0.1:port (our own bind then fails): True. False as soon as the
     listener's thread has ended without that (it failed to open; its error says why)."""
     deadline = time.monotonic() + timeout
