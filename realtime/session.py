@@ -187,12 +187,13 @@ class StylizedTrack(MediaStreamTrack):
         self.budget_misses = 0
         self.last_error = ""
 
-    def _work(self, frame: av.VideoFrame, arrival: float) -> tuple[av.VideoFrame, float]:
-        """Inference thread: newest frame -> stylized frame (or the frame itself when it cannot be)."""
+    def _work(self, frame: av.VideoFrame, arrival: float) -> tuple[av.VideoFrame, av.VideoFrame, float]:
+        """Inference thread: newest frame -> (stylized frame or the frame itself when it cannot be, the frame
+        it came from, its arrival)."""
         frame, arrival = self.reader.fresher(frame, arrival)
         size = self.check.plan(frame.width, frame.height)
         if size is None:
-            return frame, arrival
+            return frame, frame, arrival
         t0 = time.perf_counter()
         rgb = frame_to_rgb(frame, size)
         t1 = time.perf_counter()
@@ -200,7 +201,7 @@ class StylizedTrack(MediaStreamTrack):
         t2 = time.perf_counter()
         new = av.VideoFrame.from_ndarray(out, format="rgb24")
         self.pipeline.times.add("convert", (t1 - t0 + time.perf_counter() - t2) * 1e3)
-        return new, arrival
+        return new, frame, arrival
 
     async def recv(self) -> av.VideoFrame:
         frame, arrival = await self.reader.next_timed()
@@ -208,7 +209,7 @@ class StylizedTrack(MediaStreamTrack):
         loop = asyncio.get_running_loop()
         ok = True
         try:
-            new, arrival = await loop.run_in_executor(self.executor, self._work, frame, arrival)
+            new, frame, arrival = await loop.run_in_executor(self.executor, self._work, frame, arrival)
         except Exception as exc:  # one bad frame must not end the session
             ok = False
             self.errors += 1
@@ -227,7 +228,7 @@ class StylizedTrack(MediaStreamTrack):
         self.pipeline.times.add("age", age_ms)
         if age_ms > self.limits.budget_ms:
             self.budget_misses += 1
-        new.pts = frame.pts
+        new.pts = frame.pts  # the frame actually drawn (the worker may have taken a fresher one)
         new.time_base = frame.time_base or fractions.Fraction(1, 90000)
         self.frames_out += 1
         self.out_times.append(time.monotonic())

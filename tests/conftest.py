@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -87,7 +88,9 @@ def run_server(*extra_args: str, timeout_s: float = SERVER_START_TIMEOUT_S,
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
     """A `realtime serve --loopback-ice` subprocess for this test module (see ServerProcess.log())."""
-    with run_server() as srv:
+    # STYLIZER_SERVER_ARGS: extra `serve` options for the module servers, for A/B measurements
+    # (e.g. STYLIZER_SERVER_ARGS="--threads 1" pytest tests/test_browser.py -s).
+    with run_server(*shlex.split(os.environ.get("STYLIZER_SERVER_ARGS", ""))) as srv:
         yield srv
 
 

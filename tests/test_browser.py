@@ -428,14 +428,35 @@ def test_controls_are_throttled_and_applied(live: LivePage) -> None:
 def test_measure_fps_latency_and_screenshot(live: LivePage) -> None:
     page = live.page
     time.sleep(1.0)
+    inbound_js = """async () => {
+        let out = null;
+        (await window.stylizer.pc.getStats()).forEach((r) => {
+            if (r.type === "inbound-rtp" && r.kind === "video") out = r;
+        });
+        return out;
+    }"""
+    before = page.evaluate(inbound_js)
     m = page.evaluate("window.__probe.measure(5000)")
+    after = page.evaluate(inbound_js)
     stats = page.evaluate("window.stylizer.stats") or {}
     fps = m["remoteCallbacks"] / m["seconds"]
     lat = sorted(m["latencies"])
     p50 = lat[len(lat) // 2] if lat else float("nan")
     p90 = lat[min(len(lat) - 1, int(len(lat) * 0.9))] if lat else float("nan")
+
+    def d(key: str) -> float:
+        return float((after or {}).get(key) or 0) - float((before or {}).get(key) or 0)
+
+    n = d("framesDecoded")
+    mean = d("totalInterFrameDelay") / max(n, 1)
+    sd = max(0.0, d("totalSquaredInterFrameDelay") / max(n, 1) - mean * mean) ** 0.5
     print(f"\n[browser] shown: {fps:.1f} fps ({m['remoteCallbacks']} frames in {m['seconds']:.1f} s; "
           f"camera preview {m['localCallbacks'] / m['seconds']:.1f} fps)")
+    # Where frames go missing between the wire and the screen: decoded, then handed to the compositor
+    # (presentedFrames), then shown (a requestVideoFrameCallback of their own).
+    print(f"[browser] stylized video in those {m['seconds']:.1f} s: {d('framesReceived'):.0f} received, {n:.0f} decoded, "
+          f"{m['presentedFrames']} presented, {m['remoteCallbacks']} shown; inter-frame delay "
+          f"{mean * 1e3:.1f} ms mean, {sd * 1e3:.1f} ms sd")
     print(f"[browser] latency camera preview -> stylized video: p50 {p50:.0f} ms, p90 {p90:.0f} ms "
           f"({len(lat)} samples; index decoded in {m['decoded']} of {m['decoded'] + m['undecoded']} frames)")
     print(f"[browser] server stats: fps_in {stats.get('fps_in')}, fps_out {stats.get('fps_out')}, "

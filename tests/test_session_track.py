@@ -1,0 +1,86 @@
+"""The stylized track's bookkeeping: a frame sent back carries the timestamp of the frame it was drawn from.
+
+The worker takes the newest frame again when it starts (a fresher one may have come in while the frame it
+was handed waited); the output then shows that newer picture, so it must carry the newer frame's pts, or
+the browser would time it 33 ms too early. Real parts: an aiortc track, the newest-frame reader, the bundled
+default model on its default back-end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import fractions
+import threading
+
+import av
+import numpy as np
+import pytest
+from aiortc import MediaStreamTrack
+
+from engines.backends import load_backend
+from realtime.pipeline import FramePipeline
+from realtime.session import LatestFrameReader, StylizedTrack
+
+pytestmark = pytest.mark.unit
+
+
+class QueueTrack(MediaStreamTrack):
+    """A video track fed by the test, one frame at a time."""
+
+    kind = "video"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue: asyncio.Queue[av.VideoFrame] = asyncio.Queue()
+
+    async def recv(self) -> av.VideoFrame:
+        return await self.queue.get()
+
+
+class GatedExecutor(concurrent.futures.ThreadPoolExecutor):
+    """Runs each job only once `gate` is set: the test decides what the worker finds when it starts."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self.gate = threading.Event()
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
+        def gated():
+            self.gate.wait(timeout=30)
+            return fn(*args, **kwargs)
+        return super().submit(gated)
+
+
+def frame(pts: int, value: int) -> av.VideoFrame:
+    f = av.VideoFrame.from_ndarray(np.full((64, 96, 3), value, np.uint8), format="rgb24")
+    f.pts, f.time_base = pts, fractions.Fraction(1, 90000)
+    return f
+
+
+def test_a_fresher_frame_taken_by_the_worker_lends_the_output_its_pts() -> None:
+    async def run() -> tuple[int, int, int]:
+        source = QueueTrack()
+        reader = LatestFrameReader(source)
+        executor = GatedExecutor()
+        track = StylizedTrack(reader, FramePipeline(load_backend(None, "auto", 1)), executor)
+        try:
+            await source.queue.put(frame(3000, 40))
+            while reader.frames_in < 1:
+                await asyncio.sleep(0.005)
+            out = asyncio.ensure_future(track.recv())      # takes pts 3000, then waits for the worker
+            await asyncio.sleep(0.05)
+            await source.queue.put(frame(6000, 200))       # a newer frame comes in meanwhile
+            while reader.frames_in < 2:
+                await asyncio.sleep(0.005)
+            executor.gate.set()
+            new = await asyncio.wait_for(out, 30)
+            return new.pts, reader.dropped, int(new.to_ndarray(format="rgb24").mean())
+        finally:
+            reader.stop()
+            executor.shutdown(wait=False)
+
+    pts, dropped, mean = asyncio.run(run())
+    assert dropped == 1, "the older frame should count as dropped once the worker took the newer one"
+    assert pts == 6000, f"the output shows the newer frame but carries pts {pts}"
+    assert mean > 100, f"the output should be drawn from the bright newer frame (mean {mean})"
