@@ -2,8 +2,10 @@
 # Everything a lent GPU machine is for, in one call (GPU_SESSION_SECONDS, default 540 s, end to end):
 #   1. scripts/gpu_check.sh: the `gpu` tests (parity, CUDA graphs, batches) and the GPU benchmark table;
 #   2. two teacher runs side by side on the GPU preset, from scratch, each fitted to the time left
-#      (time_budget_min): A = the preset as committed, B = the same with relative style tiles (the next
-#      experiment: docs/training.md, run GB-rel). bf16 autocast; a fault in the first 2 minutes reruns in float32.
+#      (time_budget_min): A = the preset with relative style tiles (run GB-rel's fix for scratched walls), B =
+#      the same with the temporal terms at 80 and the gradient term at 15 (run T80's weights, which halved the
+#      teacher's warping error in a CPU fine-tune: docs/training.md). bf16 autocast; a fault in the first
+#      2 minutes reruns in float32.
 #   3. with GPU_SESSION_DISTILL_S=N (default 0): the last N seconds distil teacher B (A if B failed) into the
 #      live student (the distill_cpu recipe from the bundled student, fitted with time_budget_min), sent back
 #      as student_B.tgz or student_A.tgz (model + ablation).
@@ -59,9 +61,10 @@ teacher() {  # name, extra --set values...
     return $rc
   done
 }
-teacher A &
+teacher A --set style_tile_relative=true &
 pa=$!
-teacher B --set style_tile_relative=true &
+teacher B --set style_tile_relative=true --set temporal_weight=80.0 --set clip_temporal_weight=80.0 \
+  --set grad_weight=15.0 &
 pb=$!
 wait $pa $pb
 
@@ -76,8 +79,9 @@ export_generator(Path(sys.argv[1]) / 'teacher.pt', Path(sys.argv[1]) / 'checkpoi
   [ -f "$dir/log.csv" ] && cp "$dir/log.csv" "$work/log_$name.csv"
   tail -c 3000 "$work/teacher_$name.log" | tr '\r' '\n' | tail -n 12
 done
-# Distil B (relative tiles) where it finished: against a teacher that scratches flat walls the student drew a
-# lattice there (run D4); against GB-rel it did not (D5). Warm start: the preset starts from the bundled student.
+# Distil B (relative tiles, steadier) where it finished: against a teacher that scratches flat walls the student
+# drew a lattice there (run D4); against GB-rel it did not (D5). Warm start: the preset starts from the bundled
+# student.
 d=B; [ -f "$work/teacher_B/teacher.pt" ] || d=A
 if [ "$distill_s" -gt 0 ] && [ -f "$work/teacher_$d/teacher.pt" ]; then
   left=$(( total - SECONDS - 40 ))
