@@ -188,8 +188,9 @@ class StylizedTrack(MediaStreamTrack):
         self.last_error = ""
 
     def _work(self, frame: av.VideoFrame, arrival: float) -> tuple[av.VideoFrame, av.VideoFrame, float]:
-        """Inference thread: newest frame -> (stylized frame or the frame itself when it cannot be, the frame
-        it came from, its arrival)."""
+        """Inference thread: newest frame -> stylized frame (or the frame itself when it cannot be).
+
+        Returns (the frame used, the stylized frame, its arrival time), as StreamTrack._work does."""
         frame, arrival = self.reader.fresher(frame, arrival)
         size = self.check.plan(frame.width, frame.height)
         if size is None:
@@ -201,7 +202,7 @@ class StylizedTrack(MediaStreamTrack):
         t2 = time.perf_counter()
         new = av.VideoFrame.from_ndarray(out, format="rgb24")
         self.pipeline.times.add("convert", (t1 - t0 + time.perf_counter() - t2) * 1e3)
-        return new, frame, arrival
+        return frame, new, arrival
 
     async def recv(self) -> av.VideoFrame:
         frame, arrival = await self.reader.next_timed()
@@ -209,7 +210,7 @@ class StylizedTrack(MediaStreamTrack):
         loop = asyncio.get_running_loop()
         ok = True
         try:
-            new, frame, arrival = await loop.run_in_executor(self.executor, self._work, frame, arrival)
+            frame, new, arrival = await loop.run_in_executor(self.executor, self._work, frame, arrival)
         except Exception as exc:  # one bad frame must not end the session
             ok = False
             self.errors += 1
