@@ -2,9 +2,11 @@
 # Everything a lent GPU machine is for, in one call (GPU_SESSION_SECONDS, default 540 s, end to end):
 #   1. scripts/gpu_check.sh: the `gpu` tests (parity, CUDA graphs, batches) and the GPU benchmark table;
 #   2. two teacher runs side by side on the GPU preset, from scratch, each fitted to the time left
-#      (time_budget_min): A = the preset with relative style tiles (run GB-rel's fix for scratched walls), B =
-#      the same with the temporal terms at 80 and the gradient term at 15 (run T80's weights, which halved the
-#      teacher's warping error in a CPU fine-tune: docs/training.md). bf16 autocast; a fault in the first
+#      (time_budget_min), both with relative style tiles (run GB-rel's fix for scratched walls) and the style
+#      and colour terms at 80 / 60: A = the temporal terms at 240 and the gradient term at 45 (run T240c's
+#      weights, the closest CPU fine-tune to the foundation's corner: docs/training.md), B = further along the
+#      same line (400 / 75, style 100), since each CPU step along it bought edges and steadiness.
+#      GPU_SESSION_A / GPU_SESSION_B ("k=v k=v") replace those settings. bf16 autocast; a fault in the first
 #      2 minutes reruns in float32.
 #   3. with GPU_SESSION_DISTILL_S=N (default 0): the last N seconds distil teacher B (A if B failed) into the
 #      live student (the distill_cpu recipe from the bundled student, fitted with time_budget_min), sent back
@@ -61,10 +63,14 @@ teacher() {  # name, extra --set values...
     return $rc
   done
 }
-teacher A --set style_tile_relative=true &
+sets() { for kv in $1; do printf -- '--set\n%s\n' "$kv"; done; }  # "k=v k=v" -> --set k=v --set k=v
+mapfile -t set_a < <(sets "${GPU_SESSION_A:-style_tile_relative=true temporal_weight=240.0 clip_temporal_weight=240.0 \
+grad_weight=45.0 style_weight=80.0 colour_weight=60.0}")
+mapfile -t set_b < <(sets "${GPU_SESSION_B:-style_tile_relative=true temporal_weight=400.0 clip_temporal_weight=400.0 \
+grad_weight=75.0 style_weight=100.0 colour_weight=60.0}")
+teacher A "${set_a[@]}" &
 pa=$!
-teacher B --set style_tile_relative=true --set temporal_weight=80.0 --set clip_temporal_weight=80.0 \
-  --set grad_weight=15.0 &
+teacher B "${set_b[@]}" &
 pb=$!
 wait $pa $pb
 
