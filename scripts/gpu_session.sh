@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Everything a lent GPU machine is for, in one call (GPU_SESSION_SECONDS, default 540 s, end to end):
 #   1. scripts/gpu_check.sh: the `gpu` tests (parity, CUDA graphs, batches) and the GPU benchmark table;
-#   2. two teacher runs side by side on the GPU preset, from scratch, each fitted to the time left
-#      (time_budget_min), both with relative style tiles (run GB-rel's fix for scratched walls) and the style
-#      and colour terms at 80 / 60: A = the temporal terms at 240 and the gradient term at 45 (run T240c's
-#      weights, the closest CPU fine-tune to the foundation's corner: docs/training.md), B = further along the
-#      same line (400 / 75, style 100), since each CPU step along it bought edges and steadiness.
-#      GPU_SESSION_A / GPU_SESSION_B ("k=v k=v") replace those settings. bf16 autocast; a fault in the first
-#      2 minutes reruns in float32.
+#   2. two teacher runs side by side on the GPU preset (run G240's recipe: relative tiles, temporal 240,
+#      gradient 45, style 80, colour 60), from scratch, each fitted to the time left (time_budget_min):
+#      A = the gradient term at 90 and style at 100 (a CPU fine-tune of G240 with gradient 90 passed the
+#      foundation's edges: docs/training.md), B = the same with temporal 160 and style 120 (G240's warping
+#      error is under the input's floor, so there is steadiness to trade for style).
+#      GPU_SESSION_A / GPU_SESSION_B ("k=v k=v") replace those settings. bf16 autocast (runs G240/G400 ran
+#      in it); a fault in the first 2 minutes reruns in float32.
 #   3. with GPU_SESSION_DISTILL_S=N (default 0): the last N seconds distil teacher B (A if B failed) into the
 #      live student (the distill_cpu recipe from the bundled student, fitted with time_budget_min), sent back
 #      as student_B.tgz or student_A.tgz (model + ablation).
@@ -64,10 +64,9 @@ teacher() {  # name, extra --set values...
   done
 }
 sets() { for kv in $1; do printf -- '--set\n%s\n' "$kv"; done; }  # "k=v k=v" -> --set k=v --set k=v
-mapfile -t set_a < <(sets "${GPU_SESSION_A:-style_tile_relative=true temporal_weight=240.0 clip_temporal_weight=240.0 \
-grad_weight=45.0 style_weight=80.0 colour_weight=60.0}")
-mapfile -t set_b < <(sets "${GPU_SESSION_B:-style_tile_relative=true temporal_weight=400.0 clip_temporal_weight=400.0 \
-grad_weight=75.0 style_weight=100.0 colour_weight=60.0}")
+mapfile -t set_a < <(sets "${GPU_SESSION_A:-grad_weight=90.0 style_weight=100.0}")
+mapfile -t set_b < <(sets "${GPU_SESSION_B:-grad_weight=90.0 style_weight=120.0 temporal_weight=160.0 \
+clip_temporal_weight=160.0}")
 teacher A "${set_a[@]}" &
 pa=$!
 teacher B "${set_b[@]}" &
