@@ -46,10 +46,13 @@ python -m train distill --teacher runs/teacher_h3/checkpoint.pt --preset distill
   --set half_blocks=2 --set texture_weight=20.0 --set adv_weight=0.2 --set adv_start=0 --set save_every=300
 rm -rf runs/distill_h3_1200 && cp -r runs/distill_h3 runs/distill_h3_1200
 
-# 4. The GPU teacher GB (one H200, from scratch, ~6 min; scripts/gpu_session.sh runs it), then GB-rel on the CPU.
+# 4. The GPU teacher GB (one H200, from scratch, ~6 min), then GB-rel on the CPU. GB's loss weights are
+#    pinned: the GPU preset has moved on to run G240's (relative tiles, style 80, colour 60, gradient 45,
+#    temporal 240).
 python -m train teacher --preset teacher_gpu --set time_budget_min=6.2 --set threads=2 --set workers=6 \
   --set amp=false --set 'out="runs/teacher_gpuB"' --set adv_weight=0.3 \
-  --set 'style_intensity={lineart=0.75, cartoon=0.8}'
+  --set 'style_intensity={lineart=0.75, cartoon=0.8}' --set style_tile_relative=false --set style_weight=60.0 \
+  --set colour_weight=20.0 --set grad_weight=5.0 --set temporal_weight=20.0 --set clip_temporal_weight=20.0
 python -m train teacher --preset teacher_cpu --init runs/teacher_gpuB/teacher.pt --set steps=250 \
   --set 'out="runs/teacher_gb_rel"' --set style_tile_relative=true --set adv_weight=0.3 \
   --set 'style_intensity={lineart=0.75, cartoon=0.8}' --set threads=1
