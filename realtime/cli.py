@@ -26,7 +26,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                         "default: the bundled model")
     p.add_argument("--backend", metavar="NAME", default="auto", help=BACKEND_HELP)
     p.add_argument("--threads", type=int, default=None,
-                   help="inference threads (default: all cores but a quarter, from 4 up, left for video coding)")
+                   help="inference threads (default: all cores but a quarter, and at least one, left for video coding)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,7 +28,7 @@ from aiohttp import web
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 
 from engines.backends import Backend
-from realtime import api, ice
+from realtime import api, ice, playout
 from realtime.auth import refusal
 from realtime.limits import MAX_OFFER_BYTES, RUNTIME_KEY, Limits, Runtime, Slot, watch_connect
 from realtime.moods import MoodBook
@@ -271,7 +271,7 @@ async def whep_view(request: web.Request) -> web.Response:
         if "audio" in kinds:
             viewer.tracks.append(stream.audio.subscribe())
         for track in viewer.tracks:
-            pc.addTrack(track)
+            playout.low_latency(pc.addTrack(track))  # video only: audio keeps its own path
         await pc.setLocalDescription(await pc.createAnswer())
     except Exception as exc:  # noqa: BLE001  (as above)
         await viewer.close()

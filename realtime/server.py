@@ -36,7 +36,7 @@ from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from engines.backends import Backend, load_backend
-from realtime import feeds, ice, metrics
+from realtime import feeds, ice, metrics, playout
 from realtime.auth import refusal, token_from_env
 from realtime.control import ControlError, parse_control
 from realtime.emoji import ALIASES, MAX_STICKERS
@@ -400,7 +400,7 @@ async def offer(request: web.Request) -> web.Response:
             return
         session.reader = LatestFrameReader(track)
         session.track = StylizedTrack(session.reader, session.pipeline, app[EXECUTOR_KEY], limits, fatal)
-        pc.addTrack(session.track)
+        playout.low_latency(pc.addTrack(session.track))
 
     @pc.on("connectionstatechange")
     async def on_state() -> None:
@@ -447,6 +447,7 @@ def create_app(backend: Backend, moods: MoodBook | None = None, token: str | Non
     """The server. `token`, when set, is required (Bearer) on every control and signaling route;
     `policy` adds --insecure, --cors-origin and the bound names; `limits` the peer, rate and frame limits."""
     _tune_vp8_bitrate()
+    playout.register()
     limits = limits or Limits()
     policy = policy or Policy(token=token)
     if token is not None and policy.token is None:

@@ -481,6 +481,9 @@ def test_measure_fps_latency_and_screenshot(live: LivePage) -> None:
     }""")
     print(f"[browser] rtp: {rtp}")
     assert fps > 0
+    # Chromium took the playout-delay extension: its low-latency renderer shows each decoded frame.
+    answer = page.evaluate("window.stylizer.pc.remoteDescription.sdp")
+    assert "rtp-hdrext/playout-delay" in answer.split("m=video", 1)[1].split("m=", 1)[0]
     assert lat, "no latency samples: the frame index was never matched between preview and returned video"
     assert stats.get("type") == "stats"
 

@@ -84,3 +84,39 @@ def test_a_fresher_frame_taken_by_the_worker_lends_the_output_its_pts() -> None:
     assert dropped == 1, "the older frame should count as dropped once the worker took the newer one"
     assert pts == 6000, f"the output shows the newer frame but carries pts {pts}"
     assert mean > 100, f"the output should be drawn from the bright newer frame (mean {mean})"
+
+
+def test_the_next_frame_is_stylized_while_the_last_one_is_encoded() -> None:
+    """aiortc encodes a frame before it asks for the next. The track stylizes the next frame meanwhile, so
+    the two overlap: the work for a frame that came in after recv() returned is done before recv() is called
+    again, and that recv() hands it over at once."""
+
+    async def run() -> tuple[int, int, int, float]:
+        source = QueueTrack()
+        reader = LatestFrameReader(source)
+        executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        track = StylizedTrack(reader, FramePipeline(load_backend(None, "auto", 1)), executor)
+        try:
+            await source.queue.put(frame(3000, 40))
+            first = await asyncio.wait_for(track.recv(), 30)
+            # "Encoding" the first frame: no recv() for now. The next frame arrives meanwhile.
+            await source.queue.put(frame(6000, 200))
+            for _ in range(3000):
+                if len(track.process_ms) >= 2:
+                    break
+                await asyncio.sleep(0.01)
+            done_before_asked = len(track.process_ms)
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            second = await asyncio.wait_for(track.recv(), 30)
+            handover_ms = (loop.time() - t0) * 1e3
+            return first.pts, second.pts, done_before_asked, handover_ms / max(track.process_ms[-1], 1e-3)
+        finally:
+            track.stop()
+            reader.stop()
+            executor.shutdown(wait=False)
+
+    first, second, done_before_asked, handover_ratio = asyncio.run(run())
+    assert (first, second) == (3000, 6000)
+    assert done_before_asked == 2, "the next frame was not stylized until aiortc asked for it"
+    assert handover_ratio < 0.5, f"recv() took {handover_ratio:.2f} of a frame's stylizing time to hand it over"

@@ -15,7 +15,7 @@ from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 
 from engines.backends import load_backend
-from realtime import ice
+from realtime import ice, playout
 from realtime.server import create_app
 
 pytestmark = pytest.mark.integration
@@ -85,6 +85,7 @@ class Client:
         async with http.post(f"{self.base}/offer", json={"sdp": self.pc.localDescription.sdp, "type": "offer"}) as r:
             assert r.status == 200, await r.text()
             ans = await r.json()
+        self.answer_sdp = ans["sdp"]
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=ans["sdp"], type=ans["type"]))
 
     async def wait_open(self) -> None:
@@ -140,6 +141,9 @@ async def _roundtrip() -> dict:
                 out["bad_json"] = (r.status, (await r.json())["error"])
 
             client = Client(base)
+            # Watch what the stylized video's packets carry: the client's (bundled) transport parses them.
+            transport = client.pc.getTransceivers()[0].receiver.transport
+            transport._rtp_header_extensions_map = seen = playout.PlayoutDelayMap()
             await client.connect(http)
             await client.wait_open()
             await client.wait_frames(15)
@@ -168,6 +172,8 @@ async def _roundtrip() -> dict:
             async with http.get(f"{base}/healthz") as r:
                 out["health"] = await r.json()
             out["received"] = len(client.frames)
+            out["answer"] = client.answer_sdp
+            out["playout_delay"] = seen.received
             await client.close()
     finally:
         await runner.cleanup()
@@ -223,3 +229,11 @@ def test_caption_appears_on_video(roundtrip: dict) -> None:
     # Outlined text: near-white and near-black pixels appear in the caption band.
     white = (after[band].min(axis=2) > 215).mean() - (before[band].min(axis=2) > 215).mean()
     assert white > 0.005  # about 1% of the band at this size
+
+
+def test_the_stylized_video_asks_for_low_latency_playout(roundtrip: dict) -> None:
+    """The answer accepts the playout-delay extension and every stylized frame's packets carry 0..50 ms,
+    which puts Chromium on its low-latency render path (realtime/playout.py)."""
+    video = roundtrip["answer"].split("m=video", 1)[1].split("m=", 1)[0]
+    assert f" {playout.URI}" in video
+    assert roundtrip["playout_delay"] == (playout.DEFAULT_MIN_MS, playout.DEFAULT_MAX_MS)
