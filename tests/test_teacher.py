@@ -210,9 +210,18 @@ def test_one_step_smoke_run_and_checkpoint_round_trip(data_root: Path, tmp_path:
 def test_runs_repeat_with_the_same_seed(data_root: Path, tmp_path: Path) -> None:
     losses = []
     for name in ("a", "b"):
-        train_teacher(_tiny(data_root, tmp_path / name, steps=2))
+        train_teacher(_tiny(data_root, tmp_path / name, steps=2, snapshot_every=1))
         losses.append([r["loss_g"] for r in csv.DictReader((tmp_path / name / "log.csv").open())])
     assert losses[0] == losses[1]
+    # snapshot_every keeps each step's EMA generator; the last is the exported teacher.
+    snaps = sorted(p.name for p in (tmp_path / "a").glob("teacher_step*.pt"))
+    assert snaps == ["teacher_step00001.pt", "teacher_step00002.pt"]
+    first, last = (load_stylizer(tmp_path / "a" / n) for n in snaps)
+    assert (first.step, last.step) == (1, 2)
+    final = load_stylizer(tmp_path / "a" / "teacher.pt")
+    x, w, s = torch.rand(1, 3, 32, 48), torch.tensor([[1.0, 0.0]]), torch.ones(1, 1)
+    assert torch.equal(last(x, w, s), final(x, w, s))
+    assert not torch.equal(first(x, w, s), last(x, w, s))
 
 
 def test_bad_settings_are_clear_errors(tmp_path: Path) -> None:

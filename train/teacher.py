@@ -127,6 +127,9 @@ class TeacherConfig:
     device: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA; ignored on the CPU
     save_every: int = 200
+    # Also keep the EMA generator every N steps (teacher_stepNNNNN.pt): one run then gives a whole path of
+    # teachers to evaluate, e.g. how edges and style trade along a fine-tune. 0: only the final teacher.pt.
+    snapshot_every: int = 0
     sample_every: int = 100
 
     @classmethod
@@ -510,8 +513,11 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
             if step % cfg.sample_every == 0 or step == last:
                 log.flush()
                 _preview(g_ema, bank, Path(cfg.data), out / "preview.png", device)
-            if step % cfg.save_every == 0 or step == last:
+            snapshot = cfg.snapshot_every > 0 and step % cfg.snapshot_every == 0
+            if step % cfg.save_every == 0 or step == last or snapshot:
                 save_checkpoint(out / "checkpoint.pt", cfg, bank, step, g, g_ema, d, opt_g, opt_d)
+            if snapshot:
+                export_generator(out / f"teacher_step{step:05d}.pt", out / "checkpoint.pt")
     if main:
         log.close()
         export_generator(out / "teacher.pt", out / "checkpoint.pt")
