@@ -160,54 +160,112 @@ PROBE_JS = """
     return { index: decodeFrom(fullCtx, X0, Y0), png: fullCtx.canvas.toDataURL("image/png"),
              w: video.videoWidth, h: video.videoHeight };
   }
+  // The index of the frame `video` shows, read from the frame's own luma plane (WebCodecs).
+  // drawImage would convert the whole frame to RGB on the page's main thread: ~8 ms a frame
+  // on two loaded cores, half the main thread at two videos x 30 fps, which then misses frames
+  // itself. Copying the strip's rows of the Y plane costs a small fraction of that.
+  const LUMA = new Set(["I420", "I420A", "I422", "I444", "NV12"]);
+  let slowDecodes = 0;
+  function slow(video) { slowDecodes++; return decode(video); }
+  async function decodeFast(video) {
+    if (!video || video.readyState < 2 || !video.videoWidth) return null;
+    if (typeof VideoFrame === "undefined") return slow(video);
+    let frame;
+    try { frame = new VideoFrame(video); } catch (e) { return slow(video); }
+    try {
+      if (!LUMA.has(frame.format)) return slow(video);
+      const vr = frame.visibleRect, sx = vr.width / W, sy = vr.height / H;
+      const even = (v) => 2 * Math.floor(v / 2);
+      const rect = { x: even(vr.x + X0 * sx), y: even(vr.y + Y0 * sy),
+                     width: even(NBLOCKS * BLOCK * sx + 2), height: even(BLOCK * sy + 2) };
+      const buf = new Uint8Array(frame.allocationSize({ rect }));
+      const layout = await frame.copyTo(buf, { rect });
+      const { offset, stride } = layout[0];
+      const ox = vr.x + X0 * sx - rect.x, oy = vr.y + Y0 * sy - rect.y;
+      const vals = [];
+      for (let k = 0; k < NBLOCKS; k++) {
+        let s = 0, n = 0;
+        const x0 = Math.round(ox + (k + 0.25) * BLOCK * sx), x1 = Math.round(ox + (k + 0.75) * BLOCK * sx);
+        const y0 = Math.round(oy + 0.25 * BLOCK * sy), y1 = Math.round(oy + 0.75 * BLOCK * sy);
+        for (let y = y0; y < y1; y++) for (let x = x0; x < x1; x++) { s += buf[offset + y * stride + x]; n++; }
+        vals.push(s / n);
+      }
+      const lo = vals[0], hi = vals[1];
+      if (hi - lo < 40) return null;
+      const thr = (lo + hi) / 2;
+      let idx = 0;
+      for (let k = 2; k < NBLOCKS; k++) idx = idx * 2 + (vals[k] > thr ? 1 : 0);
+      return idx < NFRAMES ? idx : null;
+    } finally {
+      frame.close();
+    }
+  }
+  // Both decoders on the next `n` frames `video` shows: [[fast, canvas], ...] (they must agree).
+  async function compareDecoders(video, n) {
+    const out = [];
+    for (let k = 0; k < n; k++) {
+      await nextFrame(video);
+      const fast = decodeFast(video), canvas = decode(video);
+      out.push([await fast, canvas]);
+    }
+    return out;
+  }
   // Watch both videos for `ms`: frames shown (requestVideoFrameCallback) and display-to-display latency.
   function measure(ms) {
     const local = window.stylizer.local, remote = window.stylizer.remote;
     return new Promise((resolve) => {
-      const localSeen = new Map();
-      let lastLocal = null, lastRemote = null, done = false;
-      let remoteCallbacks = 0, localCallbacks = 0, decoded = 0, undecoded = 0, first = null, last = null;
-      const latencies = [];
+      const localShown = [], remoteShown = [];   // [display time, promise of the frame index]
+      let remoteCallbacks = 0, localCallbacks = 0, first = null, last = null, probeMs = 0, done = false;
       const t0 = performance.now();
+      slowDecodes = 0;
       function onLocal(now, meta) {
         if (done) return;
+        const p0 = performance.now();
         localCallbacks++;
-        const idx = decode(local), t = meta.expectedDisplayTime || now;
-        if (idx !== null && idx !== lastLocal) {
-          if (!localSeen.has(idx)) localSeen.set(idx, []);
-          localSeen.get(idx).push(t);
-        }
-        lastLocal = idx;
+        localShown.push([meta.expectedDisplayTime || now, decodeFast(local)]);
         local.requestVideoFrameCallback(onLocal);
+        probeMs += performance.now() - p0;
       }
       function onRemote(now, meta) {
         if (done) return;
+        const p0 = performance.now();
         remoteCallbacks++;
         if (first === null) first = meta.presentedFrames;
         last = meta.presentedFrames;
-        const idx = decode(remote), t = meta.expectedDisplayTime || now;
-        if (idx === null) undecoded++;
-        else {
-          decoded++;
-          if (idx !== lastRemote) {
-            let best = null;
-            for (const lt of localSeen.get(idx) || []) if (lt <= t && t - lt < 2500) best = lt;
-            if (best !== null) latencies.push(t - best);
-          }
-        }
-        lastRemote = idx;
+        remoteShown.push([meta.expectedDisplayTime || now, decodeFast(remote)]);
         remote.requestVideoFrameCallback(onRemote);
+        probeMs += performance.now() - p0;
       }
       local.requestVideoFrameCallback(onLocal);
       remote.requestVideoFrameCallback(onRemote);
-      setTimeout(() => {
+      setTimeout(async () => {
         done = true;
-        resolve({ seconds: (performance.now() - t0) / 1000, remoteCallbacks, localCallbacks,
-                  presentedFrames: last === null ? 0 : last - first, decoded, undecoded, latencies });
+        const seconds = (performance.now() - t0) / 1000;
+        const localIdx = await Promise.all(localShown.map(([, p]) => p));
+        const remoteIdx = await Promise.all(remoteShown.map(([, p]) => p));
+        // Latency: when a returned frame first shows input frame i, minus when the preview first showed i.
+        const localSeen = new Map();
+        localShown.forEach(([t], k) => {
+          const i = localIdx[k];
+          if (i !== null && (k === 0 || localIdx[k - 1] !== i)) localSeen.set(i, [...(localSeen.get(i) || []), t]);
+        });
+        const latencies = [];
+        let decoded = 0, undecoded = 0;
+        remoteShown.forEach(([t], k) => {
+          const i = remoteIdx[k];
+          if (i === null) { undecoded++; return; }
+          decoded++;
+          if (k > 0 && remoteIdx[k - 1] === i) return;
+          let best = null;
+          for (const lt of localSeen.get(i) || []) if (lt <= t && t - lt < 2500) best = lt;
+          if (best !== null) latencies.push(t - best);
+        });
+        resolve({ seconds, remoteCallbacks, localCallbacks, presentedFrames: last === null ? 0 : last - first,
+                  decoded, undecoded, latencies, probeMs, slowDecodes });
       }, ms);
     });
   }
-  window.__probe = { sent, decode, grab, measure };
+  window.__probe = { sent, decode, grab, measure, compareDecoders };
 })();
 """ % dict(W=W, H=H, BLOCK=BLOCK, X0=X0, Y0=Y0, NBLOCKS=NBLOCKS, NFRAMES=NFRAMES)
 
@@ -435,6 +493,11 @@ def test_measure_fps_latency_and_screenshot(live: LivePage) -> None:
         });
         return out;
     }"""
+    # The probe reads frame indices from the frames' luma planes; check it against the canvas decoder.
+    for which in ("local", "remote"):
+        pairs = page.evaluate(f"window.__probe.compareDecoders(window.stylizer.{which}, 8)")
+        assert all(fast == canvas for fast, canvas in pairs), f"{which}: luma vs canvas decoder {pairs}"
+        assert sum(fast is not None for fast, _ in pairs) >= 6, f"{which}: {pairs}"
     before = page.evaluate(inbound_js)
     m = page.evaluate("window.__probe.measure(5000)")
     after = page.evaluate(inbound_js)
@@ -458,7 +521,9 @@ def test_measure_fps_latency_and_screenshot(live: LivePage) -> None:
           f"{m['presentedFrames']} presented, {m['remoteCallbacks']} shown; inter-frame delay "
           f"{mean * 1e3:.1f} ms mean, {sd * 1e3:.1f} ms sd")
     print(f"[browser] latency camera preview -> stylized video: p50 {p50:.0f} ms, p90 {p90:.0f} ms "
-          f"({len(lat)} samples; index decoded in {m['decoded']} of {m['decoded'] + m['undecoded']} frames)")
+          f"({len(lat)} samples; index decoded in {m['decoded']} of {m['decoded'] + m['undecoded']} frames; "
+          f"the probe's callbacks took {m['probeMs']:.0f} ms of the page's main thread"
+          + (f"; {m['slowDecodes']} frames read through a canvas" if m["slowDecodes"] else "") + ")")
     print(f"[browser] server stats: fps_in {stats.get('fps_in')}, fps_out {stats.get('fps_out')}, "
           f"dropped {stats.get('dropped')}, network {stats.get('network_ms')} ms, "
           f"process {stats.get('process_ms')} ms, "
