@@ -137,6 +137,10 @@ PROBE_JS = """
       }
       vals.push(s / n);
     }
+    return indexFrom(vals);
+  }
+  // The frame index from the strip's block means (black ref, white ref, bits), or null if unreadable.
+  function indexFrom(vals) {
     const lo = vals[0], hi = vals[1];
     if (hi - lo < 40) return null;
     const thr = (lo + hi) / 2;
@@ -190,12 +194,7 @@ PROBE_JS = """
         for (let y = y0; y < y1; y++) for (let x = x0; x < x1; x++) { s += buf[offset + y * stride + x]; n++; }
         vals.push(s / n);
       }
-      const lo = vals[0], hi = vals[1];
-      if (hi - lo < 40) return null;
-      const thr = (lo + hi) / 2;
-      let idx = 0;
-      for (let k = 2; k < NBLOCKS; k++) idx = idx * 2 + (vals[k] > thr ? 1 : 0);
-      return idx < NFRAMES ? idx : null;
+      return indexFrom(vals);
     } finally {
       frame.close();
     }
