@@ -199,15 +199,17 @@ PROBE_JS = """
       frame.close();
     }
   }
-  // Both decoders on the next `n` frames `video` shows: [[fast, canvas], ...] (they must agree).
+  // Both decoders on the next `n` frames `video` shows: {pairs: [[fast, canvas], ...], slow}; they must
+  // agree, and `slow` (frames the fast path handed to the canvas) must be 0 for that to mean anything.
   async function compareDecoders(video, n) {
-    const out = [];
+    const pairs = [];
+    slowDecodes = 0;
     for (let k = 0; k < n; k++) {
       await nextFrame(video);
       const fast = decodeFast(video), canvas = decode(video);
-      out.push([await fast, canvas]);
+      pairs.push([await fast, canvas]);
     }
-    return out;
+    return { pairs, slow: slowDecodes };
   }
   // Watch both videos for `ms`: frames shown (requestVideoFrameCallback) and display-to-display latency.
   function measure(ms) {
@@ -494,7 +496,9 @@ def test_measure_fps_latency_and_screenshot(live: LivePage) -> None:
     }"""
     # The probe reads frame indices from the frames' luma planes; check it against the canvas decoder.
     for which in ("local", "remote"):
-        pairs = page.evaluate(f"window.__probe.compareDecoders(window.stylizer.{which}, 8)")
+        r = page.evaluate(f"window.__probe.compareDecoders(window.stylizer.{which}, 8)")
+        pairs = r["pairs"]
+        assert r["slow"] == 0, f"{which}: {r['slow']} of 8 frames could not be read from the luma plane"
         assert all(fast == canvas for fast, canvas in pairs), f"{which}: luma vs canvas decoder {pairs}"
         assert sum(fast is not None for fast, _ in pairs) >= 6, f"{which}: {pairs}"
     before = page.evaluate(inbound_js)
