@@ -23,7 +23,7 @@ from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hi
 from train.features import ExpansionFeatures
 from train.flow import random_affine_flow, smooth_random_flow, warp
 from train.losses import StyleStats, pooled_style_stats, style_stats
-from train.teacher import TeacherConfig, load_stylizer, style_intensity_vector, train_teacher
+from train.teacher import TeacherConfig, load_stylizer, style_boost_vector, style_intensity_vector, train_teacher
 from train.teacher_losses import expression_loss, gradient_loss, grey, local_colour_loss, temporal_loss
 from train.teacher_net import TeacherNet, TeacherNetConfig, count_macs, expand_banks
 
@@ -236,6 +236,26 @@ def test_bad_settings_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"in \(0, 1\]"):
         style_intensity_vector({"lineart": 1.5}, ("vangogh", "lineart"))
     assert style_intensity_vector({"lineart": 0.5}, ("vangogh", "lineart")).tolist() == [1.0, 0.5]
+    with pytest.raises(ValueError, match=r"style_boost values must be in \(0, 10\]"):
+        style_boost_vector({"lineart": 0.0}, ("vangogh", "lineart"))
+    assert style_boost_vector({"vangogh": 3.0}, ("vangogh", "lineart")).tolist() == [3.0, 1.0]
+
+
+def test_style_boost_scales_each_styles_statistics_terms(data_root: Path, tmp_path: Path) -> None:
+    # The same seed takes the same first step; boosting every style by 2 doubles exactly the style,
+    # expression and colour terms that step logs (a blend's boost is its weights' mix of 2s) and nothing else.
+    def first_row(name: str, **extra: object) -> dict[str, float]:
+        train_teacher(_tiny(data_root, tmp_path / name, steps=1, **extra))
+        row = next(csv.DictReader((tmp_path / name / "log.csv").open()))
+        return {k: float(v) for k, v in row.items()}
+
+    base = first_row("base")
+    boosted = first_row("boosted", style_boost={"a": 2.0, "b": 2.0})
+    assert base["style"] + base["expr"] > 0 and base["colour"] > 0
+    for key in ("style", "expr", "colour"):
+        assert boosted[key] == pytest.approx(2.0 * base[key], rel=1e-4), key
+    for key in ("content", "grad", "temporal"):
+        assert boosted[key] == pytest.approx(base[key], rel=1e-4), key
 
 
 def test_two_process_ddp_smoke_run_on_gloo(data_root: Path, tmp_path: Path) -> None:
