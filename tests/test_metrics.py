@@ -23,6 +23,7 @@ from PIL import Image
 from engines.artifact import DEFAULT_MODEL_DIR, META_FILE
 from train.evaluate import (
     LABEL_BAR,
+    ModelResult,
     SPEED_WARMUP,
     Reference,
     Stylizer,
@@ -33,6 +34,7 @@ from train.evaluate import (
     side_by_side,
     style_map,
     time_interleaved,
+    write_tables,
     write_video,
 )
 from train.features import ExpansionFeatures
@@ -254,6 +256,22 @@ def _held_out(root: Path) -> None:
                 c.mux(p)
         for p in s.encode():
             c.mux(p)
+
+
+def test_models_with_different_banks_are_also_compared_on_their_shared_styles(tmp_path: Path) -> None:
+    # A 3-style model against a 2-style one: the whole-bank means differ in what they average, so the tables
+    # add both models' means over the two shared styles, and the CSV carries per-style edge SSIM.
+    a = ModelResult("a", ("x", "y", "z"), {"x": 0.10, "y": 0.20, "z": 0.60}, 0.8, 0.3, 0.001, 0.001,
+                    {"x": 0.9, "y": 0.8, "z": 0.7})
+    b = ModelResult("b", ("y", "x"), {"y": 0.30, "x": 0.20}, 0.95, 0.3, 0.001, 0.001, {"y": 1.0, "x": 0.9})
+    md = write_tables([a, b], 0.0005, tmp_path)
+    assert "On the 2 styles every model has (x, y):" in md
+    assert "| a | 0.1500 | 0.850 |" in md and "| b | 0.2500 | 0.950 |" in md
+    assert a.on(["x", "y"]) == pytest.approx((0.15, 0.85))
+    rows = {r["model"]: r for r in csv.DictReader((tmp_path / "metrics.csv").open())}
+    assert float(rows["a"]["edge_ssim_z"]) == pytest.approx(0.7) and rows["b"]["edge_ssim_z"] == ""
+    same = write_tables([a, a], 0.0005, tmp_path)
+    assert "every model has" not in same  # one bank: the whole-bank means already compare like with like
 
 
 def test_eval_command_smoke(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import csv
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -178,30 +178,37 @@ class ModelResult:
     input_style_distance: float  # the unstylized photos' mean distance to the same styles
     warp_first: float
     warp_blend: float | None  # None for a one-style model
+    edge_per_style: dict[str, float] = field(default_factory=dict)  # per style, mean over photos
 
     @property
     def mean_style_distance(self) -> float:
         return float(np.mean(list(self.style_distance.values())))
 
+    def on(self, styles: Sequence[str]) -> tuple[float, float]:
+        """(style distance, edge SSIM), each the mean over `styles` only."""
+        return (float(np.mean([self.style_distance[s] for s in styles])),
+                float(np.mean([self.edge_per_style[s] for s in styles])))
+
 
 def _photo_metrics(model: Stylizer, features: ExpansionFeatures, photos: list[Image.Image],
-                   size: int) -> tuple[dict[str, float], float, float]:
-    """Per-style distance (mean over photos), edge SSIM (mean over photos and styles), one-hot at strength 1,
-    and the unstylized photos' own mean distance to the styles: the starting point the model moved from."""
+                   size: int) -> tuple[dict[str, float], dict[str, float], float]:
+    """Per-style distance and edge SSIM (each the mean over photos), one-hot at strength 1, and the
+    unstylized photos' own mean distance to the styles: the starting point the model moved from."""
     refs = [[to_tensor(load_rgb(p, size, max_long=2 * size)) for p in paths] for paths in model.style_refs]
     stats = pooled_style_stats(features, refs)
     n = len(model.style_names)
     eye = torch.eye(n)
     targets = stats.mix(eye)  # row i: style i
-    dist, before, edges = np.zeros(n), np.zeros(n), []
+    dist, before, edges = np.zeros(n), np.zeros(n), np.zeros(n)
     for img in tqdm(photos, desc="photo metrics", dynamic_ncols=True, leave=False):
         x = to_tensor(_short_side(img, size))[None]
         y = _stylize(model, x.expand(n, -1, -1, -1), eye, torch.ones(n, 1))
         dist += style_distances(features, y, targets)
         before += style_distances(features, x, targets)
         edges += [edge_ssim(x, y[i : i + 1]) for i in range(n)]
-    return (dict(zip(model.style_names, (dist / len(photos)).tolist())), float(np.mean(edges)),
-            float(before.mean() / len(photos)))
+    k = len(photos)
+    return (dict(zip(model.style_names, (dist / k).tolist())), dict(zip(model.style_names, (edges / k).tolist())),
+            float(before.mean() / k))
 
 
 def clip_rate(path: Path) -> Fraction:
@@ -517,6 +524,28 @@ def _main_md(results: list[ModelResult], floor: float) -> list[str]:
            "Style distance per style (lower is closer to the model's own references):", "",
            "| style | " + " | ".join(r.label for r in results) + " |", "|---|" + "---:|" * len(results)]
     md += [f"| {s} | " + " | ".join(_fmt(r.style_distance.get(s), 4) for r in results) + " |" for s in styles]
+    md += ["", "Edge SSIM per style (higher keeps more of the photo's structure):", "",
+           "| style | " + " | ".join(r.label for r in results) + " |", "|---|" + "---:|" * len(results)]
+    md += [f"| {s} | " + " | ".join(_fmt(r.edge_per_style.get(s), 3) for r in results) + " |" for s in styles]
+    return md + _shared_md(results)
+
+
+def shared_styles(results: Sequence[ModelResult]) -> list[str]:
+    """The styles every model has, in the first model's order."""
+    return [s for s in results[0].style_names if all(s in r.style_names for r in results[1:])]
+
+
+def _shared_md(results: list[ModelResult]) -> list[str]:
+    """Models with different banks are compared on the styles they share too: a mean over a bank with easier
+    (or harder) extra styles is not the same measure."""
+    if len(results) < 2 or all(r.style_names == results[0].style_names for r in results):
+        return []
+    common = shared_styles(results)
+    if not common:
+        return ["", "The models share no style, so their style distances are not comparable."]
+    md = ["", f"On the {len(common)} styles every model has ({', '.join(common)}):", "",
+          "| model | style distance ↓ | edge SSIM ↑ |", "|---|---:|---:|"]
+    md += [f"| {r.label} | {r.on(common)[0]:.4f} | {r.on(common)[1]:.3f} |" for r in results]
     return md
 
 
@@ -574,6 +603,7 @@ def _write_csv(results: list[ModelResult], floor: float, fids: list[Fidelity], p
         w = csv.writer(f)
         w.writerow(["model", "styles", "style_distance", "input_style_distance", "edge_ssim",
                     "warping_error_first_style", "warping_error_blend"] + [f"style_distance_{s}" for s in styles]
+                   + [f"edge_ssim_{s}" for s in styles]
                    + fid_cols + speed_cols)
         for r in results:
             fid = by_fid.get(r.label)
@@ -584,8 +614,9 @@ def _write_csv(results: list[ModelResult], floor: float, fids: list[Fidelity], p
                           if side and ms else [""] * len(speed_cols))
             w.writerow([r.label, ";".join(r.style_names), r.mean_style_distance, r.input_style_distance, r.edge_ssim,
                         r.warp_first, "" if r.warp_blend is None else r.warp_blend]
-                       + [r.style_distance.get(s, "") for s in styles] + fid_vals + speed_vals)
-        w.writerow(["input (floor)", "", "", "", "", floor, floor] + [""] * (len(styles) + len(fid_cols)
+                       + [r.style_distance.get(s, "") for s in styles] + [r.edge_per_style.get(s, "") for s in styles]
+                       + fid_vals + speed_vals)
+        w.writerow(["input (floor)", "", "", "", "", floor, floor] + [""] * (2 * len(styles) + len(fid_cols)
                                                                             + len(speed_cols)))
 
 
@@ -618,11 +649,12 @@ def _model_list(checkpoints: Sequence[str], teacher: str | None) -> list[str]:
 
 def _model_result(label: str, model: Stylizer, features: ExpansionFeatures, photos: list[Image.Image], size: int,
                   runs: ClipRuns, flows: Flows) -> ModelResult:
-    per_style, edge, before = _photo_metrics(model, features, photos, size)
+    per_style, edges, before = _photo_metrics(model, features, photos, size)
     eye = torch.eye(len(model.style_names))
     first = warping_error(runs.frames, runs(label, model, eye[0]), flows)
     blend = warping_error(runs.frames, runs(label, model, (eye[0] + eye[1]) / 2), flows) if len(eye) > 1 else None
-    return ModelResult(label, tuple(model.style_names), per_style, edge, before, first, blend)
+    return ModelResult(label, tuple(model.style_names), per_style, float(np.mean(list(edges.values()))), before,
+                       first, blend, edges)
 
 
 def _check_reference(models: dict[str, Stylizer], teacher: str, speed: bool) -> None:
