@@ -23,8 +23,9 @@ from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hi
 from train.features import ExpansionFeatures
 from train.flow import random_affine_flow, smooth_random_flow, warp
 from train.losses import StyleStats, pooled_style_stats, style_stats
+from train.metrics import edge_ssim
 from train.teacher import TeacherConfig, load_stylizer, style_boost_vector, style_intensity_vector, train_teacher
-from train.teacher_losses import expression_loss, gradient_loss, grey, local_colour_loss, temporal_loss
+from train.teacher_losses import edge_ssim_loss, expression_loss, gradient_loss, grey, local_colour_loss, temporal_loss
 from train.teacher_net import TeacherNet, TeacherNetConfig, count_macs, expand_banks
 
 pytestmark = pytest.mark.unit
@@ -75,6 +76,30 @@ def test_gradient_loss_is_zero_for_identical_edges() -> None:
     # A uniform colour shift keeps every gradient and edge.
     assert gradient_loss(x * 0.5 + 0.25, x * 0.5 + 0.25 + 0.1).item() < 1e-6
     assert gradient_loss(torch.full_like(x, 0.5), x).item() > 0.05
+
+
+def test_edge_ssim_loss_is_the_evals_edge_measure_and_charges_strokes_on_flat_content() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 48, 48)
+    assert edge_ssim_loss(x, x).tolist() == [0.0, 0.0]
+    y = (x + 0.05 * torch.randn_like(x)).clamp(0, 1).requires_grad_(True)
+    loss = edge_ssim_loss(y, x)
+    # The same number the eval reports (float32 here against its float64), and a finite gradient.
+    for i in range(2):
+        assert loss[i].item() == pytest.approx(1.0 - edge_ssim(x[i : i + 1], y[i : i + 1].detach()), abs=1e-4)
+    loss.sum().backward()
+    assert torch.isfinite(y.grad).all() and y.grad.abs().sum() > 0
+    flat = torch.full((1, 3, 32, 32), 0.5, requires_grad=True)
+    edge_ssim_loss(flat, flat.detach()).sum().backward()
+    assert torch.isfinite(flat.grad).all()  # sqrt at a zero gradient magnitude: no NaN
+    # The gradient term leaves fine strokes on a flat wall nearly free; this term charges them.
+    wall = torch.full((1, 3, 64, 64), 0.3)
+    wall[..., 32:] = 0.8
+    strokes = wall.clone()
+    strokes[..., 8:24, 4:28] += 0.08 * torch.sign(torch.sin(torch.arange(24.0) * 2.1))
+    blurred = torch.nn.functional.avg_pool2d(wall, 15, 1, 7, count_include_pad=False)
+    assert gradient_loss(strokes, wall).item() < 0.25 * gradient_loss(blurred, wall).item()
+    assert edge_ssim_loss(strokes, wall).item() > 0.1
 
 
 def test_local_colour_loss_allows_palettes_and_punishes_blobs() -> None:

@@ -64,11 +64,12 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     return (g[:, None] * g[None, :])[None, None]  # (1, 1, size, size)
 
 
-def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
-    """SSIM (Wang et al. 2004) for [0, 1] images: 11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03,
-    per channel over the valid window positions, averaged over channels, pixels and the batch."""
-    # float64: var = E[x^2] - E[x]^2 cancels badly in float32 where the image is nearly flat.
-    a, b = _batch(a).double(), _batch(b).double()
+def ssim_per_sample(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """SSIM (Wang et al. 2004) for [0, 1] images, (N,): 11x11 Gaussian window (sigma 1.5), K1 = 0.01,
+    K2 = 0.03, per channel over the valid window positions, averaged over channels and pixels. Differentiable
+    (the teacher's edge term trains on it)."""
+    # float64 by default: var = E[x^2] - E[x]^2 cancels badly in float32 where the image is nearly flat.
+    a, b = _batch(a).to(dtype), _batch(b).to(dtype)
     c = a.shape[1]
     win = _gaussian_window().to(a).expand(c, 1, -1, -1)
 
@@ -81,24 +82,30 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
     cov = blur(a * b) - mu_a * mu_b
     c1, c2 = 0.01**2, 0.03**2
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    return float(s.mean())
+    return s.flatten(1).mean(1)
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
+    """`ssim_per_sample` averaged over the batch, in float64."""
+    return float(ssim_per_sample(a, b).mean())
 
 
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
 
-def edge_map(img: torch.Tensor) -> torch.Tensor:
+def edge_map(img: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     """Sobel gradient magnitude of the BT.601 luma: (N, 3, H, W) -> (N, 1, H, W) in [0, 1].
 
     Divided by 4 so a full-range step between neighbours reads 1 (clipped there), which keeps the
-    map on the [0, 1] scale SSIM's constants assume.
+    map on the [0, 1] scale SSIM's constants assume. A training loss passes a small `eps` under the square
+    root, whose gradient is infinite at 0 (a flat patch).
     """
     x = _batch(img).float()
     luma = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
     luma = F.pad(luma, (1, 1, 1, 1), mode="replicate")
     kx = _SOBEL_X.to(x.device)[None, None]
     gx, gy = F.conv2d(luma, kx), F.conv2d(luma, kx.transpose(2, 3))
-    return ((gx**2 + gy**2).sqrt() / 4.0).clamp(max=1.0)
+    return ((gx**2 + gy**2 + eps).sqrt() / 4.0).clamp(max=1.0)
 
 
 def edge_ssim(content: torch.Tensor, output: torch.Tensor) -> float:

@@ -37,6 +37,7 @@ from train.numerics import flushed_denormals
 from train.settings import load_settings, sample_strength
 from train.teacher_data import DataSpec, TeacherBatches
 from train.teacher_losses import (
+    edge_ssim_loss,
     expression_colour_loss,
     expression_loss,
     gradient_loss,
@@ -116,6 +117,9 @@ class TeacherConfig:
     content_taps: list[int] = field(default_factory=lambda: [4, 7])
     colour_weight: float = 20.0
     grad_weight: float = 2.0
+    # 1 - SSIM of full-resolution edge maps (the eval's edge measure): charges texture on flat content,
+    # which gradient_loss leaves free. 0 = off (the presets before runs e40 / e120).
+    edge_weight: float = 0.0
     tv_weight: float = 10.0
     local_colour_weight: float = 0.0  # colour blobs that no global palette change explains
     range_weight: float = 10.0  # raw output outside [0, 1]: keeps the straight-through clamp idle
@@ -409,7 +413,7 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
         log = log_path.open("a" if start else "w", newline="")
         writer = csv.writer(log)
         columns = ["step", "loss_g", "adv", "style", "expr", "content", "colour", "grad", "tv", "temporal",
-                   "clip_temporal", "local_colour", "range", "loss_d", "d_real", "d_fake", "seconds"]
+                   "clip_temporal", "local_colour", "range", "loss_d", "d_real", "d_fake", "edge", "seconds"]
         if not start:
             writer.writerow(columns)
     t0 = time.time()
@@ -479,6 +483,7 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
             l_colour = (push * expression_colour_loss(y, x, target, goal, cfg.style_margin)).mean()
             l_content = content_loss(fy_rgb, fx_rgb, tuple(cfg.content_taps))
             l_grad = gradient_loss(y, x)
+            l_edge = edge_ssim_loss(y, x).mean() if cfg.edge_weight > 0 else y.new_zeros(())
             l_tv = tv_loss(y)
             l_range = (raw - raw.clamp(0.0, 1.0)).pow(2).mean()
             l_local = local_colour_loss(y, x) if cfg.local_colour_weight > 0 else y.new_zeros(())
@@ -488,7 +493,7 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
             loss_g = (cfg.style_weight * l_style + cfg.expr_weight * l_expr + cfg.colour_weight * l_colour
                       + cfg.content_weight * l_content + cfg.grad_weight * l_grad + cfg.tv_weight * l_tv
                       + cfg.temporal_weight * l_temp + cfg.clip_temporal_weight * l_clip
-                      + cfg.range_weight * l_range + cfg.local_colour_weight * l_local)
+                      + cfg.range_weight * l_range + cfg.local_colour_weight * l_local + cfg.edge_weight * l_edge)
             l_adv = y.new_zeros(())
             if adv_scale > 0 and full.any():
                 d.requires_grad_(False)
@@ -523,7 +528,7 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
 
         if main:
             vals = [loss_g, l_adv, l_style, l_expr, l_content, l_colour, l_grad, l_tv, l_temp, l_clip, l_local,
-                    l_range, loss_d, d_real, d_fake]
+                    l_range, loss_d, d_real, d_fake, l_edge]
             vals = [float(v.detach()) for v in vals]
             writer.writerow([step, *[f"{v:.5f}" for v in vals], round(time.time() - t0, 1)])
             bar.set_postfix(g=f"{vals[0]:.3f}", style=f"{vals[2]:.4f}", adv=f"{vals[1]:.2f}",
