@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -23,8 +22,8 @@ if str(REPO) not in sys.path:
 
 from train.data import held_out_images, load_rgb, to_tensor
 from train.evaluate import _short_side, _stylize, load_stylizer
-from train.features import ExpansionFeatures, mean_std
-from train.losses import pooled_style_stats
+from train.features import ExpansionFeatures
+from train.losses import colour_loss, pooled_style_stats, style_loss
 from train.metrics import edge_ssim
 
 SIZE = 384
@@ -43,14 +42,11 @@ def report(path: str, features: ExpansionFeatures, photos: list) -> None:
             y = _stylize(model, x.expand(n, -1, -1, -1), eye, torch.ones(n, 1)).float()
             feats = features(y)
             for i in range(n):
-                for j, k in enumerate(taps):
-                    tm, ts = target.mu[k][i : i + 1], target.sigma[k][i : i + 1]
-                    mu, sigma = mean_std(feats[k][i : i + 1])
-                    norm = (tm.pow(2).mean() + ts.pow(2).mean()).clamp_min(1e-8)
-                    dist[i, j] += float((F.mse_loss(mu, tm) + F.mse_loss(sigma, ts)) / norm)
+                one = target.row(i)
+                mine = {k: f[i : i + 1] for k, f in feats.items()}
+                dist[i] += [float(style_loss(mine, one, taps=(k,))) for k in taps]
                 edge[i] += edge_ssim(x, y[i : i + 1])
-                mu, sigma = mean_std(y[i : i + 1])
-                rgb[i] += float(F.mse_loss(mu, target.rgb_mu[i : i + 1]) + F.mse_loss(sigma, target.rgb_sigma[i : i + 1]))
+                rgb[i] += float(colour_loss(y[i : i + 1], one))
     dist, edge, rgb = dist / len(photos), edge / len(photos), rgb / len(photos)
     print(f"\n{path}\n| style | " + " | ".join(f"tap {k}" for k in taps) + " | distance | edge SSIM | RGB stats |")
     print("|---|" + "---:|" * (len(taps) + 3))

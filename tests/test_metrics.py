@@ -261,9 +261,9 @@ def _held_out(root: Path) -> None:
 def test_models_with_different_banks_are_also_compared_on_their_shared_styles(tmp_path: Path) -> None:
     # A 3-style model against a 2-style one: the whole-bank means differ in what they average, so the tables
     # add both models' means over the two shared styles, and the CSV carries per-style edge SSIM.
-    a = ModelResult("a", ("x", "y", "z"), {"x": 0.10, "y": 0.20, "z": 0.60}, 0.8, 0.3, 0.001, 0.001,
-                    {"x": 0.9, "y": 0.8, "z": 0.7})
-    b = ModelResult("b", ("y", "x"), {"y": 0.30, "x": 0.20}, 0.95, 0.3, 0.001, 0.001, {"y": 1.0, "x": 0.9})
+    a = ModelResult("a", ("x", "y", "z"), {"x": 0.10, "y": 0.20, "z": 0.60}, {"x": 0.9, "y": 0.8, "z": 0.7},
+                    0.3, 0.001, 0.001)
+    b = ModelResult("b", ("y", "x"), {"y": 0.30, "x": 0.20}, {"y": 1.0, "x": 0.9}, 0.3, 0.001, 0.001)
     md = write_tables([a, b], 0.0005, tmp_path)
     assert "On the 2 styles every model has (x, y):" in md
     assert "| a | 0.1500 | 0.850 |" in md and "| b | 0.2500 | 0.950 |" in md

@@ -21,7 +21,7 @@ import csv
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -174,15 +174,19 @@ class ModelResult:
     label: str
     style_names: tuple[str, ...]
     style_distance: dict[str, float]  # per style, mean over photos
-    edge_ssim: float  # mean over photos and styles
+    edge_per_style: dict[str, float]  # per style, mean over photos
     input_style_distance: float  # the unstylized photos' mean distance to the same styles
     warp_first: float
     warp_blend: float | None  # None for a one-style model
-    edge_per_style: dict[str, float] = field(default_factory=dict)  # per style, mean over photos
 
     @property
     def mean_style_distance(self) -> float:
         return float(np.mean(list(self.style_distance.values())))
+
+    @property
+    def edge_ssim(self) -> float:
+        """Mean over photos and styles."""
+        return float(np.mean(list(self.edge_per_style.values())))
 
     def on(self, styles: Sequence[str]) -> tuple[float, float]:
         """(style distance, edge SSIM), each the mean over `styles` only."""
@@ -545,7 +549,7 @@ def _shared_md(results: list[ModelResult]) -> list[str]:
         return ["", "The models share no style, so their style distances are not comparable."]
     md = ["", f"On the {len(common)} styles every model has ({', '.join(common)}):", "",
           "| model | style distance ↓ | edge SSIM ↑ |", "|---|---:|---:|"]
-    md += [f"| {r.label} | {r.on(common)[0]:.4f} | {r.on(common)[1]:.3f} |" for r in results]
+    md += [f"| {r.label} | {d:.4f} | {e:.3f} |" for r in results for d, e in [r.on(common)]]
     return md
 
 
@@ -653,8 +657,7 @@ def _model_result(label: str, model: Stylizer, features: ExpansionFeatures, phot
     eye = torch.eye(len(model.style_names))
     first = warping_error(runs.frames, runs(label, model, eye[0]), flows)
     blend = warping_error(runs.frames, runs(label, model, (eye[0] + eye[1]) / 2), flows) if len(eye) > 1 else None
-    return ModelResult(label, tuple(model.style_names), per_style, float(np.mean(list(edges.values()))), before,
-                       first, blend, edges)
+    return ModelResult(label, tuple(model.style_names), per_style, edges, before, first, blend)
 
 
 def _check_reference(models: dict[str, Stylizer], teacher: str, speed: bool) -> None:

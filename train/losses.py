@@ -28,6 +28,12 @@ class StyleStats:
             rgb_sigma=w @ self.rgb_sigma,
         )
 
+    def row(self, i: int) -> StyleStats:
+        """Row i alone (one style or one mixture), batch dimension kept."""
+        return StyleStats(mu={k: v[i : i + 1] for k, v in self.mu.items()},
+                          sigma={k: v[i : i + 1] for k, v in self.sigma.items()},
+                          rgb_mu=self.rgb_mu[i : i + 1], rgb_sigma=self.rgb_sigma[i : i + 1])
+
 
 @torch.no_grad()
 def style_stats(features: ExpansionFeatures, styles: list[torch.Tensor]) -> StyleStats:

@@ -123,10 +123,7 @@ def style_distances(features: ExpansionFeatures, outputs: torch.Tensor, target: 
     out = []
     for i in range(target.rgb_mu.shape[0]):
         j = i if feats[features.taps[0]].shape[0] > 1 else 0
-        one = StyleStats(mu={k: v[i : i + 1] for k, v in target.mu.items()},
-                         sigma={k: v[i : i + 1] for k, v in target.sigma.items()},
-                         rgb_mu=target.rgb_mu[i : i + 1], rgb_sigma=target.rgb_sigma[i : i + 1])
-        out.append(float(style_loss({k: f[j : j + 1] for k, f in feats.items()}, one, taps=features.taps)))
+        out.append(float(style_loss({k: f[j : j + 1] for k, f in feats.items()}, target.row(i), taps=features.taps)))
     return out
 
 

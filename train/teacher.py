@@ -118,7 +118,7 @@ class TeacherConfig:
     colour_weight: float = 20.0
     grad_weight: float = 2.0
     # 1 - SSIM of full-resolution edge maps (the eval's edge measure): charges texture on flat content,
-    # which gradient_loss leaves free. 0 = off (the presets before runs e40 / e120).
+    # which gradient_loss leaves free. 0 = off in every preset (runs e20 / e60 in docs/training.md).
     edge_weight: float = 0.0
     tv_weight: float = 10.0
     local_colour_weight: float = 0.0  # colour blobs that no global palette change explains
