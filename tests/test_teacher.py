@@ -25,7 +25,8 @@ from train.flow import random_affine_flow, smooth_random_flow, warp
 from train.losses import StyleStats, pooled_style_stats, style_stats
 from train.metrics import edge_ssim
 from train.teacher import TeacherConfig, load_stylizer, style_boost_vector, style_intensity_vector, train_teacher
-from train.teacher_losses import edge_ssim_loss, expression_loss, gradient_loss, grey, local_colour_loss, temporal_loss
+from train.teacher_losses import (edge_ssim_loss, expression_loss, gradient_loss, grey, local_colour_loss, luma,
+                                  temporal_loss)
 from train.teacher_net import TeacherNet, TeacherNetConfig, count_macs, expand_banks
 
 pytestmark = pytest.mark.unit
@@ -422,3 +423,48 @@ def test_relative_tiles_ask_each_tile_for_contrast_in_proportion_to_its_own() ->
     other = torch.randn(1, 6, 16, 16, generator=g)
     assert torch.allclose(expression_loss({0: other}, {0: f}, target, one, (0,), grid=1, relative=True),
                           expression_loss({0: other}, {0: f}, target, one, (0,), grid=1), atol=1e-6)
+
+
+def test_chroma_texture_leaves_luma_alone_and_extends_a_grey_generator_as_the_identity() -> None:
+    torch.manual_seed(0)
+    base = dict(num_styles=2, channels=(8, 16, 16), blocks=1, style_filters=1, grey_residual=True)
+    grey = TeacherNet(TeacherNetConfig(**base)).train()
+    colour = TeacherNet(TeacherNetConfig(**base, chroma=3)).train()
+    x = torch.rand(2, 3, 48, 64) * 0.6 + 0.2
+    w, s = torch.tensor([[1.0, 0.0], [0.3, 0.7]]), torch.ones(2, 1)
+    # A grey-residual head's three channels are equal (they only ever learned through their mean):
+    # adding chroma to it changes nothing.
+    with torch.no_grad():
+        for p in grey.head.parameters():  # output channels: dim 1 of a bank (S+1, out, ...), else dim 0
+            out_dim = 1 if p.dim() in (2, 5) else 0
+            p.copy_(torch.randn_like(p.narrow(out_dim, 0, 1)).expand_as(p) * 0.05)
+    colour.load_state_dict(grey.state_dict())
+    _, raw_grey = grey(x, w, s, return_raw=True)
+    _, raw_colour = colour(x, w, s, return_raw=True)
+    assert torch.allclose(raw_grey, raw_colour, atol=1e-6)
+    # Once the head's channels part, colour texture appears, and the luma every edge measure reads is unchanged.
+    with torch.no_grad():
+        for p in colour.head.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+        grey.load_state_dict(colour.state_dict())
+    _, raw_grey = grey(x, w, s, return_raw=True)
+    _, raw_colour = colour(x, w, s, return_raw=True)
+    assert (raw_colour - raw_grey).abs().amax() > 1e-3
+    assert torch.allclose(luma(raw_colour), luma(raw_grey), atol=1e-5)
+    # The chroma is blurred, so it varies less from pixel to pixel than unblurred chroma would.
+    sharp = TeacherNet(TeacherNetConfig(**base, chroma=1)).train()
+    sharp.load_state_dict(colour.state_dict())
+    _, raw_sharp = sharp(x, w, s, return_raw=True)
+    def roughness(raw: torch.Tensor) -> float:
+        c = (raw - raw_grey).detach()
+        return float((c[..., 1:] - c[..., :-1]).abs().mean())
+    assert roughness(raw_colour) < 0.9 * roughness(raw_sharp)  # measured 0.74
+
+
+def test_rgb_style_term_is_logged_and_trains(data_root: Path, tmp_path: Path) -> None:
+    train_teacher(_tiny(data_root, tmp_path / "rgb", steps=1, chroma=3, style_rgb_weight=10.0))
+    row = next(csv.DictReader((tmp_path / "rgb" / "log.csv").open()))
+    assert float(row["style_rgb"]) > 0
+    train_teacher(_tiny(data_root, tmp_path / "off", steps=1))
+    row = next(csv.DictReader((tmp_path / "off" / "log.csv").open()))
+    assert float(row["style_rgb"]) == 0

@@ -28,6 +28,11 @@ class StyleStats:
             rgb_sigma=w @ self.rgb_sigma,
         )
 
+    def to(self, device: torch.device | str) -> StyleStats:
+        return StyleStats(mu={k: v.to(device) for k, v in self.mu.items()},
+                          sigma={k: v.to(device) for k, v in self.sigma.items()},
+                          rgb_mu=self.rgb_mu.to(device), rgb_sigma=self.rgb_sigma.to(device))
+
     def row(self, i: int) -> StyleStats:
         """Row i alone (one style or one mixture), batch dimension kept."""
         return StyleStats(mu={k: v[i : i + 1] for k, v in self.mu.items()},

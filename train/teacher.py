@@ -76,6 +76,8 @@ class TeacherConfig:
     # > 0: the last N residual blocks and the decoder get one filter bank per style (teacher_net.BankConv).
     style_filters: int = 0
     grey_residual: bool = False  # the painted texture carries no colour (teacher_net.TeacherNetConfig)
+    chroma: int = 0  # > 0: plus luma-free colour texture, blurred over this many pixels (odd; TeacherNetConfig)
+    chroma_lowpass: int = 0
     # A checkpoint whose weights start this run at step 0 (fresh optimisers); shared convolutions
     # become per-style banks where style_filters asks for them. Unlike --resume, the config may differ.
     init: str = ""
@@ -105,6 +107,9 @@ class TeacherConfig:
     # RGB statistics and the colour maps. On RGB features, rainbow patches were the cheapest way to look
     # "painted" to every style at once, and every RGB run grew them.
     style_luma: bool = False
+    # With style_luma: the same expression loss on RGB features against the references' colour statistics (the
+    # eval's measure), at this weight. It is what teaches `chroma` colour texture; the luma features cannot see it.
+    style_rgb_weight: float = 0.0
     # Per-style cap on how far the statistics targets go from the content's: {name: k in (0, 1]}. At
     # strength s the targets are (1 - s*k)*content + s*k*style. A two-tone reference (the woodcut, RGB std
     # 0.47) is met by a photo only by turning a third of it black; k < 1 asks for ink lines, not a blackout.
@@ -215,7 +220,8 @@ class StyleBank:
 def build_networks(cfg: TeacherConfig, num_styles: int) -> tuple[TeacherNet, MultiScaleDiscriminator]:
     g = TeacherNet(TeacherNetConfig(num_styles=num_styles, channels=tuple(cfg.channels), blocks=cfg.blocks,
                                     lowpass=cfg.lowpass, style_filters=cfg.style_filters,
-                                    grey_residual=cfg.grey_residual))
+                                    grey_residual=cfg.grey_residual,
+                                    chroma=cfg.chroma, chroma_lowpass=cfg.chroma_lowpass))
     d = MultiScaleDiscriminator(DiscriminatorConfig(num_styles=num_styles, scales=cfg.d_scales,
                                                     channels=cfg.d_channels, layers=cfg.d_layers))
     return g, d
@@ -336,10 +342,10 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
     boost = style_boost_vector(cfg.style_boost, bank.names).to(device)
     features = ExpansionFeatures(tuple(sorted(set(cfg.style_taps) | set(cfg.content_taps)))).to(device)
     stats = bank.stats(features.cpu(), cfg.style_short, luma=cfg.style_luma)
+    stats = stats.to(device)
+    stats_rgb = (bank.stats(features.cpu(), cfg.style_short).to(device)
+                 if cfg.style_luma and cfg.style_rgb_weight > 0 else None)
     features.to(device)
-    stats = StyleStats(mu={k: v.to(device) for k, v in stats.mu.items()},
-                       sigma={k: v.to(device) for k, v in stats.sigma.items()},
-                       rgb_mu=stats.rgb_mu.to(device), rgb_sigma=stats.rgb_sigma.to(device))
 
     g, d = build_networks(cfg, s_count)
     g_ema = copy.deepcopy(g).eval()
@@ -413,7 +419,8 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
         log = log_path.open("a" if start else "w", newline="")
         writer = csv.writer(log)
         columns = ["step", "loss_g", "adv", "style", "expr", "content", "colour", "grad", "tv", "temporal",
-                   "clip_temporal", "local_colour", "range", "loss_d", "d_real", "d_fake", "edge", "seconds"]
+                   "clip_temporal", "local_colour", "range", "loss_d", "d_real", "d_fake", "edge", "style_rgb",
+                   "seconds"]
         if not start:
             writer.writerow(columns)
     t0 = time.time()
@@ -480,6 +487,11 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
                                                 cfg.style_grid, relative=cfg.style_tile_relative)
             l_style = per_sample[full].mean() if full.any() else per_sample.new_zeros(())
             l_expr = per_sample[~full].mean() if (~full).any() else per_sample.new_zeros(())
+            l_style_rgb = y.new_zeros(())
+            if stats_rgb is not None:
+                l_style_rgb = (push * expression_loss(fy_rgb, fx_rgb, stats_rgb.mix(wts), goal, tuple(cfg.style_taps),
+                                                      cfg.style_margin, cfg.style_grid,
+                                                      relative=cfg.style_tile_relative)).mean()
             l_colour = (push * expression_colour_loss(y, x, target, goal, cfg.style_margin)).mean()
             l_content = content_loss(fy_rgb, fx_rgb, tuple(cfg.content_taps))
             l_grad = gradient_loss(y, x)
@@ -493,7 +505,8 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
             loss_g = (cfg.style_weight * l_style + cfg.expr_weight * l_expr + cfg.colour_weight * l_colour
                       + cfg.content_weight * l_content + cfg.grad_weight * l_grad + cfg.tv_weight * l_tv
                       + cfg.temporal_weight * l_temp + cfg.clip_temporal_weight * l_clip
-                      + cfg.range_weight * l_range + cfg.local_colour_weight * l_local + cfg.edge_weight * l_edge)
+                      + cfg.range_weight * l_range + cfg.local_colour_weight * l_local + cfg.edge_weight * l_edge
+                      + cfg.style_rgb_weight * l_style_rgb)
             l_adv = y.new_zeros(())
             if adv_scale > 0 and full.any():
                 d.requires_grad_(False)
@@ -528,7 +541,7 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
 
         if main:
             vals = [loss_g, l_adv, l_style, l_expr, l_content, l_colour, l_grad, l_tv, l_temp, l_clip, l_local,
-                    l_range, loss_d, d_real, d_fake, l_edge]
+                    l_range, loss_d, d_real, d_fake, l_edge, l_style_rgb]
             vals = [float(v.detach()) for v in vals]
             writer.writerow([step, *[f"{v:.5f}" for v in vals], round(time.time() - t0, 1)])
             bar.set_postfix(g=f"{vals[0]:.3f}", style=f"{vals[2]:.4f}", adv=f"{vals[1]:.2f}",

@@ -17,6 +17,12 @@ coloured blobs, the same in every style: painting a bright patch somewhere is th
 the feature statistics of a painting, and neither a local colour loss nor the critic took them back
 within a CPU budget. A palette is global, strokes are local; blobs are neither, so they cannot form.
 
+The residual is grey (`grey_residual`) since a free-colour one drew magenta/green fringes along edges. With
+`chroma` it gains a colour part with no luma: the residual's deviation from grey, less its luma, blurred.
+A painting's colour texture (Kandinsky's daubs, Van Gogh's blue-yellow strokes) is then paintable without
+moving the light that outlines and faces are read from. From a grey-residual checkpoint this starts as
+the identity: the head's three channels were trained only through their mean, so they are equal.
+
 The output is the sum, clamped to [0, 1]. In training the clamp is
 straight-through: a sigmoid or a hard clamp has no gradient once a pixel saturates, and a first run
 here grew white blobs that no loss could take back (the student met the same trap). A small range
@@ -43,6 +49,11 @@ class TeacherNetConfig:
     # The painted residual is grey (one value added to R, G and B): texture without chroma. Colour comes only
     # from the per-style colour maps; a free-colour residual drew magenta/green fringes along edges (run H).
     grey_residual: bool = False
+    # > 0 (with grey_residual): the residual also paints colour texture that leaves BT.601 luma untouched, box-
+    # blurred over this many pixels (odd) so it cannot draw sharp fringes. Structure, the edge terms and the
+    # eval's edge SSIM all read luma, so colour strokes cost them nothing (see the module notes).
+    chroma: int = 0
+    chroma_lowpass: int = 0  # the chroma's own `lowpass` (0: the same); larger lets colour daubs grow
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,6 +64,23 @@ class TeacherNetConfig:
         if "channels" in d:
             d["channels"] = tuple(d["channels"])
         return cls(**d)
+
+
+LUMA = (0.299, 0.587, 0.114)  # BT.601, the weights every edge term and the eval read structure with
+
+
+def remove_low(residual: torch.Tensor, block: int) -> torch.Tensor:
+    """The residual less its block means over `block` pixels, smoothly upsampled (the module's lowpass)."""
+    size = residual.shape[-2:]
+    blocks = (-(-size[0] // block), -(-size[1] // block))
+    low = F.interpolate(F.adaptive_avg_pool2d(residual, blocks), size=size, mode="bilinear", align_corners=False)
+    return residual - low
+
+
+def luma_free(colour: torch.Tensor) -> torch.Tensor:
+    """(N,3,H,W) -> the same less a grey of its luma, so its luma is 0 (the weights sum to 1)."""
+    y = (colour * colour.new_tensor(LUMA).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+    return colour - y
 
 
 def conditioning(weights: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
@@ -184,14 +212,21 @@ class TeacherNet(nn.Module):
         m = torch.einsum("nk,kij->nij", c, self.colour)  # (N, 3, 4) the blend's colour map
         recoloured = torch.einsum("nij,njhw->nihw", m[:, :, :3], x) + m[:, :, 3, None, None]
         residual = self.head(h, c)
-        if self.config.grey_residual:
-            residual = residual.mean(dim=1, keepdim=True).expand_as(residual)
-        if self.config.lowpass > 0:
-            size = residual.shape[-2:]
-            blocks = (-(-size[0] // self.config.lowpass), -(-size[1] // self.config.lowpass))
-            low = F.interpolate(F.adaptive_avg_pool2d(residual, blocks), size=size, mode="bilinear",
-                                align_corners=False)
-            residual = residual - low
+        cfg = self.config
+        chroma = None
+        if cfg.grey_residual:
+            grey = residual.mean(dim=1, keepdim=True)
+            if cfg.chroma > 0:
+                chroma = luma_free(residual - grey)
+                if cfg.chroma > 1:
+                    chroma = F.avg_pool2d(chroma, cfg.chroma, stride=1, padding=cfg.chroma // 2,
+                                          count_include_pad=False)
+            residual = grey.expand_as(residual)
+        if cfg.lowpass > 0:
+            residual = remove_low(residual, cfg.lowpass)
+        if chroma is not None:
+            block = cfg.chroma_lowpass or cfg.lowpass
+            residual = residual + (remove_low(chroma, block) if block > 0 else chroma)
         raw = recoloured + residual
         if self.training:
             y = raw + (raw.clamp(0.0, 1.0) - raw).detach()  # straight-through: saturated pixels still learn
