@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 import pytest
 import torch
 
@@ -24,7 +25,8 @@ from train.features import ExpansionFeatures
 from train.flow import random_affine_flow, smooth_random_flow, warp
 from train.losses import StyleStats, pooled_style_stats, style_stats
 from train.metrics import edge_ssim
-from train.teacher import TeacherConfig, load_stylizer, style_boost_vector, style_intensity_vector, train_teacher
+from train.teacher import (StyleBank, TeacherConfig, load_stylizer, style_boost_vector, style_intensity_vector,
+                           train_teacher)
 from train.teacher_losses import (edge_ssim_loss, expression_loss, gradient_loss, grey, local_colour_loss, luma,
                                   temporal_loss)
 from train.teacher_net import TeacherNet, TeacherNetConfig, count_macs, expand_banks
@@ -461,7 +463,14 @@ def test_chroma_texture_leaves_luma_alone_and_extends_a_grey_generator_as_the_id
     assert roughness(raw_colour) < 0.9 * roughness(raw_sharp)  # measured 0.74
 
 
-def test_rgb_style_term_is_logged_and_trains(data_root: Path, tmp_path: Path) -> None:
+def test_rgb_style_term_is_logged_and_scaled_by_the_references_colour(data_root: Path, tmp_path: Path) -> None:
+    # A grey reference asks for no colour texture: its RGB term is scaled to 0.
+    grey_ref = tmp_path / "woodcut.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(np.repeat(rng.integers(0, 255, (96, 96, 1), dtype=np.uint8), 3, axis=2)).save(grey_ref)
+    cfg = _tiny(data_root, tmp_path / "bank", styles=["a", f"ink={grey_ref}"])
+    colourful = StyleBank.from_config(cfg).colourfulness(96)
+    assert colourful[0] > 0.02 and float(colourful[1]) == pytest.approx(0.0, abs=1e-3)
     train_teacher(_tiny(data_root, tmp_path / "rgb", steps=1, chroma=3, style_rgb_weight=10.0))
     row = next(csv.DictReader((tmp_path / "rgb" / "log.csv").open()))
     assert float(row["style_rgb"]) > 0

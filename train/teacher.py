@@ -110,6 +110,10 @@ class TeacherConfig:
     # With style_luma: the same expression loss on RGB features against the references' colour statistics (the
     # eval's measure), at this weight. It is what teaches `chroma` colour texture; the luma features cannot see it.
     style_rgb_weight: float = 0.0
+    # Scale each style's RGB term by its references' colourfulness (the most colourful style gets 1): a grey
+    # reference asks for no colour texture. Unscaled (run c3), the woodcut's RGB statistics were met with green
+    # and magenta patches, the old rainbow failure.
+    style_rgb_by_colour: bool = True
     # Per-style cap on how far the statistics targets go from the content's: {name: k in (0, 1]}. At
     # strength s the targets are (1 - s*k)*content + s*k*style. A two-tone reference (the woodcut, RGB std
     # 0.47) is met by a photo only by turning a third of it black; k < 1 asks for ink lines, not a blackout.
@@ -200,6 +204,15 @@ class StyleBank:
         if len(set(names)) != len(names):
             raise ValueError(f"style names must be unique: {names}")
         return cls(tuple(names), refs)
+
+    def colourfulness(self, short_side: int) -> torch.Tensor:
+        """(S,) each style's mean |colour - its luma| over its references' pixels: 0 for a black-and-white
+        woodcut, about 0.09 for Kandinsky."""
+        out = []
+        for paths in self.refs:
+            images = [to_tensor(load_rgb(p, short_side, max_long=2 * short_side))[None] for p in paths]
+            out.append(sum(float((im - grey(im)).abs().mean()) for im in images) / len(images))
+        return torch.tensor(out)
 
     def stats(self, features: ExpansionFeatures, short_side: int, luma: bool = False) -> StyleStats:
         """Each style's statistics; a fused style pools its references' features (equal weight each).
@@ -346,6 +359,11 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
     stats_rgb = (bank.stats(features.cpu(), cfg.style_short).to(device)
                  if cfg.style_luma and cfg.style_rgb_weight > 0 else None)
     features.to(device)
+    rgb_scale = torch.ones(s_count)
+    if stats_rgb is not None and cfg.style_rgb_by_colour:
+        colourful = bank.colourfulness(cfg.style_short)
+        rgb_scale = colourful / colourful.max().clamp(min=1e-6)
+    rgb_scale = rgb_scale.to(device)
 
     g, d = build_networks(cfg, s_count)
     g_ema = copy.deepcopy(g).eval()
@@ -489,7 +507,7 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
             l_expr = per_sample[~full].mean() if (~full).any() else per_sample.new_zeros(())
             l_style_rgb = y.new_zeros(())
             if stats_rgb is not None:
-                l_style_rgb = (push * expression_loss(fy_rgb, fx_rgb, stats_rgb.mix(wts), goal, tuple(cfg.style_taps),
+                l_style_rgb = (push * (wts @ rgb_scale) * expression_loss(fy_rgb, fx_rgb, stats_rgb.mix(wts), goal, tuple(cfg.style_taps),
                                                       cfg.style_margin, cfg.style_grid,
                                                       relative=cfg.style_tile_relative)).mean()
             l_colour = (push * expression_colour_loss(y, x, target, goal, cfg.style_margin)).mean()
