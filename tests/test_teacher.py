@@ -477,3 +477,20 @@ def test_rgb_style_term_is_logged_and_scaled_by_the_references_colour(data_root:
     train_teacher(_tiny(data_root, tmp_path / "off", steps=1))
     row = next(csv.DictReader((tmp_path / "off" / "log.csv").open()))
     assert float(row["style_rgb"]) == 0
+
+
+def test_a_preset_can_build_on_another(tmp_path: Path) -> None:
+    (tmp_path / "parent.toml").write_text('base = "teacher_tiny"\nsteps = 7\ncrop = 48\n')
+    (tmp_path / "child.toml").write_text('base = "parent"\ncrop = 32\n')
+    cfg = TeacherConfig.from_preset(tmp_path / "child.toml", ["blocks=3"])
+    tiny = TeacherConfig.from_preset("teacher_tiny")
+    assert (cfg.steps, cfg.crop, cfg.blocks) == (7, 32, 3)
+    assert cfg.channels == tiny.channels and cfg.styles == tiny.styles
+    (tmp_path / "loop.toml").write_text('base = "loop"\n')
+    with pytest.raises(ValueError, match="loop"):
+        TeacherConfig.from_preset(tmp_path / "loop.toml")
+    # The shipped fine-tune preset is the CPU preset plus its recipe.
+    tune, cpu = TeacherConfig.from_preset("teacher_finetune"), TeacherConfig.from_preset("teacher_cpu")
+    assert tune.init and tune.style_rgb_weight > 0 and tune.chroma > 0
+    assert (tune.styles, tune.fuse, tune.channels, tune.style_filters) == (cpu.styles, cpu.fuse, cpu.channels,
+                                                                          cpu.style_filters)

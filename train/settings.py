@@ -14,15 +14,28 @@ PRESETS = Path(__file__).resolve().parent / "presets"
 T = TypeVar("T")
 
 
+def read_preset(preset: str | Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A preset's flat keys. `base = "NAME"` first reads that preset (a path, or a name in train/presets/,
+    looked up beside this one first), then this file's keys replace its."""
+    path = Path(preset)
+    if not path.is_file() and seen and (seen[-1].parent / f"{preset}.toml").is_file():
+        path = seen[-1].parent / f"{preset}.toml"
+    elif not path.is_file() and (PRESETS / f"{preset}.toml").is_file():
+        path = PRESETS / f"{preset}.toml"
+    path = path.resolve()
+    if path in seen:
+        raise ValueError(f"preset {path.name}: its bases form a loop")
+    with open(path, "rb") as f:
+        values = tomllib.load(f)
+    base = values.pop("base", None)
+    return {**read_preset(base, (*seen, path)), **values} if base else values
+
+
 def load_settings(cls: type[T], what: str, preset: str | Path | None, overrides: list[str] = ()) -> T:
     """Build the dataclass `cls` from flat preset keys, then overrides in TOML value syntax; unknown keys are errors."""
     values: dict = {}
     if preset is not None:
-        path = Path(preset)
-        if not path.is_file() and (PRESETS / f"{preset}.toml").is_file():
-            path = PRESETS / f"{preset}.toml"
-        with open(path, "rb") as f:
-            values.update(tomllib.load(f))
+        values.update(read_preset(preset))
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:

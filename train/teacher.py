@@ -47,6 +47,8 @@ from train.teacher_losses import (
 )
 from train.teacher_net import TeacherNet, TeacherNetConfig, count_macs, count_params, expand_banks
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 @dataclass
 class TeacherConfig:
@@ -111,9 +113,10 @@ class TeacherConfig:
     # eval's measure), at this weight. It is what teaches `chroma` colour texture; the luma features cannot see it.
     style_rgb_weight: float = 0.0
     # Scale each style's RGB term by its references' colourfulness (the most colourful style gets 1): a grey
-    # reference asks for no colour texture. Unscaled (run c3), the woodcut's RGB statistics were met with green
-    # and magenta patches, the old rainbow failure.
-    style_rgb_by_colour: bool = True
+    # reference then asks for no colour texture. Off: with chroma_lowpass 48 (run c3l48) the woodcut's RGB
+    # statistics were met with green and magenta patches, but at lowpass 16 unscaled (c3) the woodcut and the
+    # cliparts painted no chroma at all, and the scaled run (c3w) traded 0.004 of distance per 0.01 of edges.
+    style_rgb_by_colour: bool = False
     # Per-style cap on how far the statistics targets go from the content's: {name: k in (0, 1]}. At
     # strength s the targets are (1 - s*k)*content + s*k*style. A two-tone reference (the woodcut, RGB std
     # 0.47) is met by a photo only by turning a third of it black; k < 1 asks for ink lines, not a blackout.
@@ -387,6 +390,11 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
     # is the identity when the shapes already match, and makes shared filters per-style where they do not.
     source, label = (resume, "--resume") if resume is not None else (cfg.init or None, "init")
     if source is not None:
+        source = Path(source)
+        if not source.is_file() and not source.is_absolute() and (REPO / source).is_file():
+            source = REPO / source  # a preset's init names a file in the repository, wherever the run starts
+        if not source.is_file():
+            raise ValueError(f"{label} {source}: no such checkpoint")
         ckpt = torch.load(source, map_location=device, weights_only=True)
         if ckpt["style_names"] != list(bank.names):
             raise ValueError(f"{label}: checkpoint styles {ckpt['style_names']} differ from the config's {bank.names}")
