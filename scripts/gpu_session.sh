@@ -3,9 +3,9 @@
 #   1. scripts/gpu_check.sh: the `gpu` tests (parity, CUDA graphs, batches) and the GPU benchmark table;
 #   2. two teacher runs side by side on the GPU preset (run G240's recipe: relative tiles, temporal 240,
 #      gradient 45, style 80, colour 60), from scratch, each fitted to the time left (time_budget_min):
-#      A = gradient 90, colour 240, lineart/cartoon at full intensity, style taps 0/2/4/7, temporal 420
-#      (between k360 and k480, where their line crosses the foundation's edge SSIM), B = the same with
-#      temporal 360 (k360). Tap 7 is the one lever that moved the CPU fine-tunes' frontier (docs/training.md).
+#      A = teacher_finetune's recipe (gradient 90, colour 240, lineart/cartoon at full intensity, style taps
+#      0/2/4/7, chroma texture with the RGB style term, temporal 660), B = the same with temporal 600 (c3t600).
+#      Tap 7 and the RGB term are the levers that moved the CPU fine-tunes' frontier (docs/training.md).
 #      GPU_SESSION_A / GPU_SESSION_B ("k=v k=v") replace those settings. bf16 autocast (runs G240/G400 ran
 #      in it); a fault in the first 2 minutes reruns in float32.
 #   3. with GPU_SESSION_DISTILL_S=N (default 0): the last N seconds distil teacher B (A if B failed) into the
@@ -64,9 +64,9 @@ teacher() {  # name, extra --set values...
   done
 }
 sets() { for kv in $1; do printf -- '--set\n%s\n' "$kv"; done; }  # "k=v k=v" -> --set k=v --set k=v
-both="grad_weight=90.0 colour_weight=240.0 style_intensity={lineart=1.0,cartoon=1.0} style_taps=[0,2,4,7]"
-mapfile -t set_a < <(sets "${GPU_SESSION_A:-$both temporal_weight=420.0 clip_temporal_weight=420.0}")
-mapfile -t set_b < <(sets "${GPU_SESSION_B:-$both temporal_weight=360.0 clip_temporal_weight=360.0}")
+both="grad_weight=90.0 colour_weight=240.0 style_intensity={lineart=1.0,cartoon=1.0} style_taps=[0,2,4,7] chroma=3 style_rgb_weight=40.0"
+mapfile -t set_a < <(sets "${GPU_SESSION_A:-$both temporal_weight=660.0 clip_temporal_weight=660.0}")
+mapfile -t set_b < <(sets "${GPU_SESSION_B:-$both temporal_weight=600.0 clip_temporal_weight=600.0}")
 teacher A "${set_a[@]}" &
 pa=$!
 teacher B "${set_b[@]}" &
