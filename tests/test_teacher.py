@@ -461,6 +461,9 @@ def test_chroma_texture_leaves_luma_alone_and_extends_a_grey_generator_as_the_id
         c = (raw - raw_grey).detach()
         return float((c[..., 1:] - c[..., :-1]).abs().mean())
     assert roughness(raw_colour) < 0.9 * roughness(raw_sharp)  # measured 0.74
+    for bad in (dict(base, chroma=2), dict(base, chroma=3, grey_residual=False)):
+        with pytest.raises(ValueError, match="odd width"):
+            TeacherNetConfig(**bad)
 
 
 def test_rgb_style_term_is_logged_and_scaled_by_the_references_colour(data_root: Path, tmp_path: Path) -> None:
@@ -471,7 +474,7 @@ def test_rgb_style_term_is_logged_and_scaled_by_the_references_colour(data_root:
     cfg = _tiny(data_root, tmp_path / "bank", styles=["a", f"ink={grey_ref}"])
     colourful = StyleBank.from_config(cfg).colourfulness(96)
     assert colourful[0] > 0.02 and float(colourful[1]) == pytest.approx(0.0, abs=1e-3)
-    train_teacher(_tiny(data_root, tmp_path / "rgb", steps=1, chroma=3, style_rgb_weight=10.0))
+    train_teacher(_tiny(data_root, tmp_path / "rgb", steps=1, chroma=3, grey_residual=True, style_rgb_weight=10.0))
     row = next(csv.DictReader((tmp_path / "rgb" / "log.csv").open()))
     assert float(row["style_rgb"]) > 0
     train_teacher(_tiny(data_root, tmp_path / "off", steps=1))

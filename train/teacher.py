@@ -515,9 +515,9 @@ def _train_teacher(cfg: TeacherConfig, resume: str | Path | None = None) -> Path
             l_expr = per_sample[~full].mean() if (~full).any() else per_sample.new_zeros(())
             l_style_rgb = y.new_zeros(())
             if stats_rgb is not None:
-                l_style_rgb = (push * (wts @ rgb_scale) * expression_loss(fy_rgb, fx_rgb, stats_rgb.mix(wts), goal, tuple(cfg.style_taps),
-                                                      cfg.style_margin, cfg.style_grid,
-                                                      relative=cfg.style_tile_relative)).mean()
+                per_rgb = expression_loss(fy_rgb, fx_rgb, stats_rgb.mix(wts), goal, tuple(cfg.style_taps),
+                                          cfg.style_margin, cfg.style_grid, relative=cfg.style_tile_relative)
+                l_style_rgb = (push * (wts @ rgb_scale) * per_rgb).mean()
             l_colour = (push * expression_colour_loss(y, x, target, goal, cfg.style_margin)).mean()
             l_content = content_loss(fy_rgb, fx_rgb, tuple(cfg.content_taps))
             l_grad = gradient_loss(y, x)

@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from train.teacher_losses import luma
+
 
 @dataclass(frozen=True)
 class TeacherNetConfig:
@@ -55,6 +57,10 @@ class TeacherNetConfig:
     chroma: int = 0
     chroma_lowpass: int = 0  # the chroma's own `lowpass` (0: the same); larger lets colour daubs grow
 
+    def __post_init__(self) -> None:
+        if self.chroma > 0 and (not self.grey_residual or self.chroma % 2 == 0):
+            raise ValueError(f"chroma = {self.chroma}: the chroma blur needs grey_residual = true and an odd width")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -66,9 +72,6 @@ class TeacherNetConfig:
         return cls(**d)
 
 
-LUMA = (0.299, 0.587, 0.114)  # BT.601, the weights every edge term and the eval read structure with
-
-
 def remove_low(residual: torch.Tensor, block: int) -> torch.Tensor:
     """The residual less its block means over `block` pixels, smoothly upsampled (the module's lowpass)."""
     size = residual.shape[-2:]
@@ -78,9 +81,9 @@ def remove_low(residual: torch.Tensor, block: int) -> torch.Tensor:
 
 
 def luma_free(colour: torch.Tensor) -> torch.Tensor:
-    """(N,3,H,W) -> the same less a grey of its luma, so its luma is 0 (the weights sum to 1)."""
-    y = (colour * colour.new_tensor(LUMA).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
-    return colour - y
+    """(N,3,H,W) -> the same less a grey of its BT.601 luma (the weights every edge term and the eval read
+    structure with), so its luma is 0: the weights sum to 1."""
+    return colour - luma(colour)
 
 
 def conditioning(weights: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
