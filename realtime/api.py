@@ -12,7 +12,9 @@ Content-Type: application/json, which also keeps other web sites from posting he
 (a cross-origin JSON POST needs a CORS preflight, which this server does not grant).
 Bodies are at most 4 KiB (413 past that); each client address may make 20 API requests a second
 (bursts of 40) besides the per-stream limit.
-Errors: {"error": message} with 400, 401/403 (realtime/auth.py), 404, 413, 415 or 429.
+A body not received within --body-timeout is answered 408. A message the parser refuses (bad JSON, invalid
+UTF-8, lone surrogates, numbers out of range, deep nesting) is a 400 with the data channel's error text.
+Errors: {"error": message} with 400, 401/403 (realtime/auth.py), 404, 408, 413, 415 or 429.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from aiohttp import web
 
 from realtime.auth import refusal
 from realtime.control import MAX_MESSAGE_BYTES, ControlError, parse_control
-from realtime.limits import RUNTIME_KEY, read_limited
+from realtime.limits import RUNTIME_KEY, Limits, read_body
 from realtime.streams import LiveStream, StreamHub
 
 
@@ -97,9 +99,10 @@ async def update_stream(request: web.Request) -> web.Response:
         if rt is not None:
             rt.control_dropped += 1
         return _error(429, f"too many control messages: at most {b.rate:g} per second (burst {b.burst:g})")
-    raw = await read_limited(request, MAX_MESSAGE_BYTES)  # a chunked body without a length stops here too
-    if raw is None:
-        return _error(413, f"control message too large (limit {MAX_MESSAGE_BYTES} bytes)")
+    timeout_s = (rt.limits if rt is not None else Limits()).body_timeout_s
+    raw = await read_body(request, MAX_MESSAGE_BYTES, timeout_s)  # a chunked body without a length stops too
+    if isinstance(raw, web.Response):
+        return raw
     try:
         update = parse_control(raw, stream.pipeline.backend.style_names)
     except ControlError as exc:

@@ -62,7 +62,9 @@ def refusal(request: web.Request, token: str | None) -> web.Response | None:
         return web.json_response(
             {"error": "this server has no token, so only clients on this machine may use it; "
                       "start it with --token (or STYLIZER_TOKEN) to allow others"}, status=403)
-    if given is not None and hmac.compare_digest(given.encode(), token.encode()):
+    # aiohttp decodes header bytes that are not UTF-8 as surrogate escapes; encoding them back the same way
+    # compares the bytes the client sent (a strict encode raised, and a stray byte made a 500).
+    if given is not None and hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode()):
         return None
     why = "missing bearer token" if given is None else "wrong bearer token"
     return web.json_response({"error": f"{why}: send 'Authorization: Bearer TOKEN'"}, status=401,

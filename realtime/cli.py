@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     lim.add_argument("--max-peers", type=int, default=None, metavar="N",
                      help="WebRTC peers at once (web sessions + WHIP publishers + WHEP viewers); past it, "
                           "503 'server busy' (default: 8)")
+    lim.add_argument("--max-peers-per-client", dest="max_peers_per_client", type=int, default=None, metavar="N",
+                     help="of those, how many one client address may hold; past it, 429 (default: 6)")
     lim.add_argument("--budget-ms", type=float, default=None, metavar="MS",
                      help="per-frame budget in the server, decoded to stylized; misses are counted "
                           "(default: 150)")
@@ -77,7 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     lim.add_argument("--idle-timeout", dest="idle_timeout_s", type=float, default=None, metavar="S",
                      help="close a session or publisher that sent no video for S seconds (default: 15)")
     lim.add_argument("--connect-timeout", dest="connect_timeout_s", type=float, default=None, metavar="S",
-                     help="close an answered peer that has not connected after S seconds (default: 20)")
+                     help="close an answered peer that has not connected S seconds after the answer, and free its "
+                          "slot (default: 10)")
+    lim.add_argument("--body-timeout", dest="body_timeout_s", type=float, default=None, metavar="S",
+                     help="a request body (offer, SDP, API message) not received in full within S seconds is "
+                          "answered 408; no peer slot is taken before the body is in (default: 10)")
+    lim.add_argument("--header-timeout", dest="header_timeout_s", type=float, default=None, metavar="S",
+                     help="close a connection that has not sent complete request headers S seconds after it "
+                          "opened or after its last response (slow or idle clients; default: 10)")
     lim.add_argument("--worker-timeout", dest="worker_timeout_s", type=float, default=None, metavar="S",
                      help="an inference call running longer counts as hung: the worker is replaced (default: 30)")
     serve.add_argument("--log-format", choices=("text", "json"), default="text",

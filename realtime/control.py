@@ -16,7 +16,10 @@ A message is one JSON object; every field is optional:
 A mood is applied first, so explicit fields in the same message win over it.
 The full protocol is in docs/protocol.md.
 
-Anything else is refused with a message that says why; the session goes on.
+Anything else is refused with a message that says why, as one error type (ControlError), and the session
+goes on: unknown fields and values, numbers out of range (more than MAX_NUMBER_DIGITS digits, or not finite),
+text that is not valid UTF-8 or holds a lone surrogate, nesting deeper than MAX_DEPTH, more than
+MAX_MESSAGE_BYTES. Binary data channel messages are refused by the server before they get here.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from realtime.overlay import KINDS, MAX_CAPTION_CHARS, parse_color
 
 FIELDS = ("style", "weights", "strength", "caption", "caption_kind", "caption_color", "emoji", "mood", "id")
 MAX_MESSAGE_BYTES = 4096
+MAX_DEPTH = 4            # the protocol nests 2 deep ({"caption": {"text": ...}}); json recurses per level
+MAX_NUMBER_DIGITS = 20   # an integer literal longer than this is out of range (float() of 10**310 overflows)
 
 
 class ControlError(ValueError):
@@ -52,23 +57,98 @@ class ControlUpdate:
 def _number(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ControlError(f"{name} must be a number, got {type(value).__name__}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:
+        raise ControlError(f"{name} is out of range") from None
     if not math.isfinite(v):
         raise ControlError(f"{name} must be finite")
     return v
 
 
 def parse_control(raw: str | bytes, style_names: tuple[str, ...]) -> ControlUpdate:
-    """Parse and validate one message; raises ControlError with a readable reason."""
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise ControlError(f"message too large ({len(raw)} bytes, limit {MAX_MESSAGE_BYTES})")
+    """Parse and validate one message (text, or UTF-8 bytes such as an HTTP body); raises only ControlError,
+    with a readable reason."""
     try:
-        # NaN/Infinity literals are not JSON; refuse them instead of letting Python accept them.
-        msg = json.loads(raw, parse_constant=lambda c: (_ for _ in ()).throw(ControlError(f"{c} is not allowed")))
+        return _parse(raw, style_names)
     except ControlError:
         raise
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError) as exc:
+        # A case the checks below missed: still a refusal the client can read, never an exception that
+        # travels into aiortc or becomes a 500.
+        raise ControlError(f"invalid control message ({type(exc).__name__})") from None
+
+
+def _text(raw: str | bytes) -> str:
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise ControlError(f"message too large ({len(raw)} bytes, limit {MAX_MESSAGE_BYTES})")
+    if isinstance(raw, (bytes, bytearray)):
+        try:
+            return bytes(raw).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ControlError(f"not valid UTF-8 (byte {exc.start})") from None
+    if _has_surrogate(raw):  # a text message that was not UTF-8 arrives with surrogate escapes (realtime/guard.py)
+        raise ControlError("not valid UTF-8 text")
+    return raw
+
+
+def _has_surrogate(text: str) -> bool:
+    return not text.isascii() and any("\ud800" <= c <= "\udfff" for c in text)
+
+
+def _check_depth(text: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH before json.loads recurses into it (brackets in strings don't count)."""
+    depth, in_string, escaped = 0, False, False
+    for c in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ControlError(f"nested too deep (limit {MAX_DEPTH} levels)")
+        elif c in "]}":
+            depth -= 1
+
+
+def _int(literal: str) -> int:
+    if len(literal.lstrip("-")) > MAX_NUMBER_DIGITS:
+        raise ControlError(f"number out of range (more than {MAX_NUMBER_DIGITS} digits)")
+    return int(literal)
+
+
+def _refuse_constant(name: str) -> float:
+    raise ControlError(f"{name} is not allowed")  # NaN/Infinity literals are not JSON; Python would take them
+
+
+def _check_strings(value: object) -> None:
+    """Every string, keys included, is valid Unicode: a lone surrogate ("\\ud800") could not be sent back."""
+    if isinstance(value, str):
+        if _has_surrogate(value):
+            raise ControlError("strings must be valid Unicode: a lone surrogate (\\ud800-\\udfff) is not")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_strings(k)
+            _check_strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            _check_strings(v)
+
+
+def _parse(raw: str | bytes, style_names: tuple[str, ...]) -> ControlUpdate:
+    text = _text(raw)
+    _check_depth(text)
+    try:
+        msg = json.loads(text, parse_int=_int, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
         raise ControlError(f"not valid JSON: {exc}") from None
+    _check_strings(msg)  # depth is bounded above, so this recursion is too
     if not isinstance(msg, dict):
         raise ControlError("a control message must be a JSON object")
     unknown = sorted(set(msg) - set(FIELDS))

@@ -30,7 +30,8 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from engines.backends import Backend
 from realtime import api, ice, playout
 from realtime.auth import refusal
-from realtime.limits import MAX_OFFER_BYTES, RUNTIME_KEY, Limits, Runtime, Slot, watch_connect
+from realtime.guard import guarded
+from realtime.limits import MAX_OFFER_BYTES, RUNTIME_KEY, Limits, Runtime, Slot, read_body, refuse_peer, watch_connect
 from realtime.moods import MoodBook
 from realtime.session import close_pc
 from realtime.streams import LiveStream, Publisher, StreamHub, Viewer
@@ -73,7 +74,10 @@ async def _read_offer(request: web.Request) -> str | web.Response:
         return _error(415, f"send the SDP offer as Content-Type: {SDP}")
     if request.content_length is not None and request.content_length > MAX_SDP_BYTES:
         return _error(413, f"offer too large (limit {MAX_SDP_BYTES} bytes)")
-    raw = await request.read()
+    rt = _runtime(request)
+    raw = await read_body(request, MAX_SDP_BYTES, (rt.limits if rt is not None else Limits()).body_timeout_s)
+    if isinstance(raw, web.Response):
+        return raw
     try:
         sdp = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -100,26 +104,27 @@ def _checked(request: web.Request) -> tuple[Feeds, str] | web.Response:
     return feeds, name
 
 
-def _admit(request: web.Request, kind: str) -> tuple[Feeds, str, Slot | None] | web.Response:
-    """_checked, then the per-client offer rate and a peer slot (503 when the server is full)."""
+async def _admit(request: web.Request, kind: str) -> tuple[Feeds, str, str, Slot | None] | web.Response:
+    """_checked, the per-client offer rate, the offer read in full and checked, and only then a peer slot
+    (503 when the server is full, 429 when this address holds its share): a slow body holds nothing."""
     checked = _checked(request)
     if isinstance(checked, web.Response):
         return checked
     feeds, name = checked
     rt = request.app.get(RUNTIME_KEY)
-    if rt is None:  # the feeds without the server around them (unit tests): no limits
-        return feeds, name, None
-    if not rt.offers.allow(request.remote):
+    if rt is not None and not rt.offers.allow(request.remote):
         return web.json_response({"error": f"too many offers from this address: at most {rt.offers.rate:g} per "
                                            f"second (burst {rt.offers.burst:g}); try again shortly"},
                                  status=429, headers={"Retry-After": str(rt.offers.retry_after_s())})
-    slot = rt.peers.admit(kind)
-    if slot is None:
-        log.info("busy: WHIP/WHEP %s refused (%d peers, limit %d)", kind, rt.peers.count, rt.peers.limit)
-        return web.json_response({"error": f"server busy: {rt.peers.count} peers connected (limit "
-                                           f"{rt.peers.limit}); try again later"},
-                                 status=503, headers={"Retry-After": "5"})
-    return feeds, name, slot
+    offer = await _read_offer(request)
+    if isinstance(offer, web.Response):
+        return offer
+    if rt is None:  # the feeds without the server around them (unit tests): no limits
+        return feeds, name, offer, None
+    slot = rt.peers.admit(kind, request.remote)
+    if isinstance(slot, str):
+        return refuse_peer(rt, slot, f"WHIP/WHEP {kind}")
+    return feeds, name, offer, slot
 
 
 def _runtime(request: web.Request) -> Runtime | None:
@@ -157,27 +162,22 @@ async def _watch_publisher(feeds: Feeds, name: str, publisher: Publisher, limits
 
 
 async def whip_publish(request: web.Request) -> web.Response:
-    admitted = _admit(request, "publisher")
+    admitted = await _admit(request, "publisher")
     if isinstance(admitted, web.Response):
         return admitted
-    feeds, name, slot = admitted
-    try:
-        offer = await _read_offer(request)
-    except BaseException:
-        if slot is not None:
-            slot.release()
-        raise
-    if isinstance(offer, web.Response):
-        if slot is not None:
-            slot.release()
-        return offer
+    feeds, name, offer, slot = admitted
     pc = _new_pc(request)
     received: dict[str, list[MediaStreamTrack]] = {"video": [], "audio": []}
-    pc.on("track", lambda track: received.setdefault(track.kind, []).append(track))
+    pc.on("track", guarded(lambda track: received.setdefault(track.kind, []).append(track), "WHIP track",
+                           {"stream": name}))
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         if not received["video"]:
             raise ValueError("the offer sends no video")
+        used = (received["video"][0], received["audio"][0] if received["audio"] else None)
+        for transceiver in pc.getTransceivers():
+            if transceiver.receiver.track not in used:
+                transceiver.direction = "inactive"  # one video and one audio track are used; the rest not received
         await pc.setLocalDescription(await pc.createAnswer())
     except Exception as exc:  # noqa: BLE001  (aiortc raises ValueError/KeyError/... for bad SDP)
         await close_pc(pc)
@@ -188,17 +188,17 @@ async def whip_publish(request: web.Request) -> web.Response:
         return _error(400, f"invalid offer: {msg}")
 
     audio = received["audio"][0] if received["audio"] else None
-    extra = [t for ts in received.values() for t in ts if t is not received["video"][0] and t is not audio]
-    publisher = Publisher(pc, received["video"][0], audio, slot, extra)
+    publisher = Publisher(pc, received["video"][0], audio, slot)
     stream = feeds.hub.stream_for_publish(name)
     await stream.attach(publisher)
 
-    @pc.on("connectionstatechange")
     async def on_state() -> None:
         # hub.end is a no-op if a newer publisher took over (attach closed this one, which freed its slot).
         if pc.connectionState in ("failed", "closed") and not await feeds.hub.end(name, publisher.id) \
                 and slot is not None:
             slot.release()
+
+    pc.on("connectionstatechange", guarded(on_state, "WHIP connection state", {"stream": name}))
 
     rt = _runtime(request)
     if rt is not None:
@@ -235,31 +235,20 @@ def _viewer_channel(stream: LiveStream, viewer: Viewer, channel: Any) -> None:
 
 
 async def whep_view(request: web.Request) -> web.Response:
-    admitted = _admit(request, "viewer")
+    admitted = await _admit(request, "viewer")
     if isinstance(admitted, web.Response):
         return admitted
-    feeds, name, slot = admitted
-
-    def release() -> None:
-        if slot is not None:
-            slot.release()
-
-    try:
-        offer = await _read_offer(request)
-    except BaseException:
-        release()
-        raise
-    if isinstance(offer, web.Response):
-        release()
-        return offer
+    feeds, name, offer, slot = admitted
     stream = feeds.hub.streams.get(name)
     if stream is None:
-        release()
+        if slot is not None:
+            slot.release()
         return _error(404, f"stream {name!r} is not live")
     pc = _new_pc(request)
     viewer = Viewer(pc, slot)
 
-    pc.on("datachannel", lambda channel: _viewer_channel(stream, viewer, channel))
+    pc.on("datachannel", guarded(lambda channel: _viewer_channel(stream, viewer, channel), "WHEP data channel",
+                                 {"stream": name, "peer": viewer.id}))
 
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
@@ -283,10 +272,11 @@ async def whep_view(request: web.Request) -> web.Response:
         return _error(404, f"stream {name!r} is not live")
     stream.add_viewer(viewer)
 
-    @pc.on("connectionstatechange")
     async def on_state() -> None:
         if pc.connectionState in ("failed", "closed"):
             await stream.remove_viewer(viewer.id)
+
+    pc.on("connectionstatechange", guarded(on_state, "WHEP connection state", {"stream": name, "peer": viewer.id}))
 
     rt = _runtime(request)
     if rt is not None:

@@ -7,9 +7,11 @@
 - Origin / CORS: browsers may call the server only from its own origin, unless --cors-origin names
   another one; then that origin gets CORS headers (and preflights) for the API and signaling routes.
   A cross-origin POST/DELETE from any other origin gets 403 before it reaches a handler.
-- Errors are JSON ({"error": ...}) everywhere, including aiohttp's own 404/405/413, and an unexpected
-  exception is a 500 with no details (those go to the log).
+- Errors are JSON ({"error": ...}) everywhere, including aiohttp's own 404/405/413. An unexpected exception
+  is a 500 with only an id; the log gets one line with the same id (realtime/guard.py).
 - Logs never contain the token: every formatted line passes through a redaction step.
+- Logs grow by at most a line per bad request: tracebacks are rate-limited (`TracebackLimiter`), and
+  aiohttp's own report of a malformed request is one line, never a traceback.
 - TLS: --cert/--key make it an https server (browsers need a secure context for the camera off localhost).
 """
 
@@ -24,6 +26,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from realtime.guard import describe, record
+from realtime.ratelimit import TokenBucket
 
 log = logging.getLogger("realtime.security")
 
@@ -123,9 +129,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return json_error(exc.status, reason.lower() if exc.status in (404, 405) else reason, headers)
     except (ConnectionResetError, TimeoutError):
         raise
-    except Exception:
-        log.exception("unexpected error in %s %s", request.method, request.path)
-        return json_error(500, "internal error (see the server log)")
+    except Exception as exc:  # noqa: BLE001  (the route guard: one line in the log, an id for the client)
+        fault = record(f"{request.method} {request.path[:200]}", exc)
+        return json_error(500, f"internal error {fault} (see the server log)")
 
 
 def security_middleware(policy: Policy) -> Callable:
@@ -209,11 +215,46 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+class TracebackLimiter(logging.Filter):
+    """Bounds what a log record may add: a traceback at most `rate` a second (bursts of `burst`); past that,
+    the record keeps its one line and names the exception instead. aiohttp's reports of malformed requests
+    (a client's fault, logged by aiohttp with a traceback each) are always one line."""
+
+    TRACEBACK = "Traceback (most recent call last)"
+
+    def __init__(self, rate: float = 1 / 60, burst: float = 3) -> None:
+        super().__init__()
+        self.bucket = TokenBucket(rate=rate, burst=burst, tokens=burst)
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        in_text = isinstance(record.msg, str) and self.TRACEBACK in record.msg
+        if exc is None and not in_text:
+            return True
+        client_fault = record.name.startswith("aiohttp.") and isinstance(exc, HttpProcessingError)
+        if not client_fault and self.bucket.allow():
+            return True
+        self.suppressed += 1
+        if in_text:  # aiortc logs some tracebacks as text: keep its last line, the exception
+            lines = [ln for ln in record.getMessage().splitlines() if ln.strip()]
+            record.msg, record.args = "%s", ((lines[-1] if lines else "")[:300] + " (traceback not logged)",)
+        if exc is not None:
+            record.msg = f"{record.getMessage()} ({describe(exc)})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        if client_fault:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def setup_logging(fmt: str, secrets: list[str], level: int = logging.INFO) -> None:
-    """Root logging to stderr in `fmt` ("text" or "json"), with the secrets redacted."""
+    """Root logging to stderr in `fmt` ("text" or "json"), with the secrets redacted and tracebacks bounded."""
     handler = logging.StreamHandler(sys.stderr)
     inner: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
     handler.setFormatter(Redactor(inner, secrets))
+    handler.addFilter(TracebackLimiter())
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)

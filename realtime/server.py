@@ -2,7 +2,7 @@
 
 Routes:
     GET  /               the web app (web/index.html)
-    GET  /static/{file}  web/ assets (nothing outside web/: no `..`, no symlinks)
+    GET  /static/{file}  web/ assets (realtime/static.py: nothing outside web/, no symlinks; odd paths are 404)
     GET  /thumbs/{name}  style thumbnails of the loaded model
     GET  /api/styles     the style bank and limits
     GET  /api/moods      the mood presets in force
@@ -11,7 +11,8 @@ Routes:
     GET  /healthz        liveness and a few counters (no token needed; nothing secret)
     GET  /metrics        Prometheus metrics (token / loopback, like the API)
     GET  /debug/resources  tasks, threads, fds, peers, memory: for leak checks (token / loopback)
-    POST /offer          {"sdp", "type": "offer"} -> {"sdp", "type": "answer"} (ICE fully gathered)
+    POST /offer          {"sdp", "type": "offer"} -> {"sdp", "type": "answer"} (ICE fully gathered); only the
+                         offer's first video track is received, every other media section is answered inactive
     WHIP, WHEP, /view/{stream} and /api/streams: realtime/feeds.py and realtime/api.py
 
 Limits (realtime/limits.py), access (realtime/auth.py, realtime/security.py), the inference worker
@@ -24,7 +25,6 @@ import argparse
 import asyncio
 import concurrent.futures
 import gc
-import importlib.resources
 import json
 import logging
 import sys
@@ -40,7 +40,8 @@ from realtime import feeds, ice, metrics, playout
 from realtime.auth import refusal, token_from_env
 from realtime.control import ControlError, parse_control
 from realtime.emoji import ALIASES, MAX_STICKERS
-from realtime.limits import MAX_OFFER_BYTES, RUNTIME_KEY, Limits, Runtime
+from realtime.guard import guarded, install_sctp_guard
+from realtime.limits import MAX_OFFER_BYTES, RUNTIME_KEY, Limits, Runtime, read_body, refuse_peer
 from realtime.moods import MAX_MOOD_CHARS, MoodBook, MoodError
 from realtime.overlay import KINDS, MAX_CAPTION_CHARS
 from realtime.pipeline import FramePipeline
@@ -54,7 +55,8 @@ from realtime.security import (
     setup_logging,
     ssl_context,
 )
-from realtime.session import LatestFrameReader, Session, StylizedTrack, drain
+from realtime.session import LatestFrameReader, Session, StylizedTrack
+from realtime.static import static_file, web_dir
 from realtime.worker import InferenceWorker
 
 log = logging.getLogger("realtime.server")
@@ -66,10 +68,6 @@ MOODS_KEY = web.AppKey("moods", MoodBook)
 METRICS_KEY = web.AppKey("metrics", object)
 STATS_INTERVAL_S = 1.0
 CHANNEL_BUFFER_LIMIT = 256 * 1024   # bytes queued on a data channel before stats messages are skipped
-
-
-def web_dir() -> Path:
-    return Path(str(importlib.resources.files("web")))
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -208,6 +206,7 @@ async def debug_resources(request: web.Request) -> web.Response:
         "peer_connections_open": rt.peers.open(),
         "peers_admitted": rt.peers.admitted,
         "busy_refusals": rt.peers.refused,
+        "per_client_refusals": rt.peers.refused_client,
         "gc_objects": len(gc.get_objects()),
     })
     if isinstance(worker, InferenceWorker):
@@ -216,10 +215,21 @@ async def debug_resources(request: web.Request) -> web.Response:
     return web.json_response(out)
 
 
+def encode_reply(payload: dict) -> str:
+    """JSON text for the data channel. Anything a reply echoes that UTF-8 cannot carry (a lone surrogate)
+    is written as a JSON escape instead of making the send raise."""
+    text = json.dumps(payload, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(payload)  # ASCII with \u escapes: always sendable, and the same JSON value
+    return text
+
+
 def _send(session: Session, payload: dict) -> None:
     ch = session.channel
     if ch is not None and ch.readyState == "open":
-        ch.send(json.dumps(payload, ensure_ascii=False))
+        ch.send(encode_reply(payload))
 
 
 def _request_id(message: str | bytes) -> int | str | None:
@@ -241,6 +251,10 @@ def _refuse(session: Session, message: str | bytes, why: str) -> None:
 
 
 def _on_control(session: Session, message: str | bytes) -> None:
+    if isinstance(message, (bytes, bytearray)):
+        if session.error_bucket.allow():
+            _send(session, {"type": "error", "message": "binary messages are not control messages: send JSON text"})
+        return
     if not session.control_bucket.allow():
         session.control_dropped += 1
         # Error replies are limited too (session.error_bucket), so a flood does not turn into a flood back.
@@ -264,7 +278,7 @@ def _on_control(session: Session, message: str | bytes) -> None:
 
 
 async def _stats_loop(session: Session) -> None:
-    while True:
+    while not session.closed:
         await asyncio.sleep(STATS_INTERVAL_S)
         track = session.track
         if track is not None:
@@ -281,14 +295,15 @@ async def _stats_loop(session: Session) -> None:
 
 async def _watch_session(session: Session, limits: Limits, close) -> None:
     """Close a session that never connects, or whose client stopped sending video (gone without a goodbye)."""
-    start = time.monotonic()
+    deadline = time.monotonic() + limits.connect_timeout_s  # started when the answer is sent
     while True:
-        await asyncio.sleep(0.5)
+        # Wake at the connect deadline itself, so a peer that never connects is reaped within the timeout.
+        await asyncio.sleep(max(0.0, min(0.5, deadline - time.monotonic())))
         state = session.pc.connectionState
         if state in ("failed", "closed"):
             await close(f"connection {state}")
             return
-        if state != "connected" and time.monotonic() - start > limits.connect_timeout_s:
+        if state != "connected" and time.monotonic() >= deadline:
             await close(f"did not connect within {limits.connect_timeout_s:g} s")
             return
         reader = session.reader
@@ -298,12 +313,6 @@ async def _watch_session(session: Session, limits: Limits, close) -> None:
             return
 
 
-def _busy(rt: Runtime) -> web.Response:
-    return web.json_response(
-        {"error": f"server busy: {rt.peers.count} peers connected (limit {rt.peers.limit}); try again later"},
-        status=503, headers={"Retry-After": "5"})
-
-
 def _too_fast(rt: Runtime) -> web.Response:
     return web.json_response(
         {"error": f"too many offers from this address: at most {rt.offers.rate:g} per second "
@@ -311,8 +320,9 @@ def _too_fast(rt: Runtime) -> web.Response:
         status=429, headers={"Retry-After": str(rt.offers.retry_after_s())})
 
 
-def admission(request: web.Request, kind: str) -> web.Response | Any:
-    """Auth, per-client offer rate, then a peer slot: the refusal response, or the slot (release() it)."""
+async def offer(request: web.Request) -> web.Response:
+    """Auth, the per-client offer rate, the body read in full (with a timeout) and parsed, and only then a
+    peer slot: a client that is slow to send its offer, or sends a bad one, never holds a slot."""
     app = request.app
     refused = refusal(request, app[POLICY_KEY].token)
     if refused is not None:
@@ -320,31 +330,18 @@ def admission(request: web.Request, kind: str) -> web.Response | Any:
     rt = app[RUNTIME_KEY]
     if not rt.offers.allow(request.remote):
         return _too_fast(rt)
-    slot = rt.peers.admit(kind)
-    if slot is None:
-        log.info("busy: %s refused (%d peers, limit %d)", kind, rt.peers.count, rt.peers.limit)
-        return _busy(rt)
-    return slot
-
-
-async def offer(request: web.Request) -> web.Response:
-    app = request.app
-    if request.content_length is not None and request.content_length > MAX_OFFER_BYTES:
-        return _error(413, f"offer too large (limit {MAX_OFFER_BYTES} bytes)")
-    slot = admission(request, "session")
-    if isinstance(slot, web.Response):
-        return slot
+    raw = await read_body(request, MAX_OFFER_BYTES, rt.limits.body_timeout_s)
+    if isinstance(raw, web.Response):
+        return raw
     try:
-        try:
-            body = json.loads(await request.read())
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            body = None
-        if not isinstance(body, dict) or not isinstance(body.get("sdp"), str) or body.get("type") != "offer":
-            slot.release()
-            return _error(400, "body must be JSON: {\"sdp\": ..., \"type\": \"offer\"}")
-    except BaseException:
-        slot.release()
-        raise
+        body = json.loads(raw)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("sdp"), str) or body.get("type") != "offer":
+        return _error(400, "body must be JSON: {\"sdp\": ..., \"type\": \"offer\"}")
+    slot = rt.peers.admit("session", request.remote)
+    if isinstance(slot, str):
+        return refuse_peer(rt, slot, "session")
     rt = app[RUNTIME_KEY]
     limits = rt.limits
     sdp = body["sdp"]
@@ -383,35 +380,43 @@ async def offer(request: web.Request) -> web.Response:
         _send(session, {"type": "notice", "message": message, "fatal": True})
         asyncio.get_running_loop().call_later(0.2, lambda: asyncio.ensure_future(close("ended: " + message)))
 
-    @pc.on("datachannel")
+    def tell_fault(fault: str) -> None:
+        _send(session, {"type": "error", "message": f"internal error {fault} (see the server log); "
+                                                    "the session goes on"})
+
     def on_datachannel(channel) -> None:
-        if session.channel is not None:  # one control channel per session: more would each cost a stats loop
+        if session.channel is not None or session.closed:  # one control channel per session: each costs a loop
             channel.close()
             return
         session.channel = channel
-        channel.on("message", lambda m: _on_control(session, m))
-        session.tasks.append(asyncio.ensure_future(_stats_loop(session)))
+        channel.on("message", guarded(lambda m: _on_control(session, m), "control message", extra, tell_fault))
+        session.start(_stats_loop(session))
 
-    @pc.on("track")
     def on_track(track) -> None:
         if track.kind != "video" or session.track is not None:
+            # Refused in the answer (inactive, below): never decoded. Kept only to be stopped on close.
             session.ignored_tracks.append(track)
-            session.tasks.append(asyncio.ensure_future(drain(track)))  # unread tracks would queue without bound
             return
         session.reader = LatestFrameReader(track)
         session.track = StylizedTrack(session.reader, session.pipeline, app[EXECUTOR_KEY], limits, fatal)
         playout.low_latency(pc.addTrack(session.track))
 
-    @pc.on("connectionstatechange")
     async def on_state() -> None:
         if pc.connectionState in ("failed", "closed"):
             await close(f"connection {pc.connectionState}")
+
+    pc.on("datachannel", guarded(on_datachannel, "data channel", extra))
+    pc.on("track", guarded(on_track, "track", extra))
+    pc.on("connectionstatechange", guarded(on_state, "connection state", extra))
 
     app[SESSIONS_KEY][session.id] = session
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         if session.track is None:
             raise ValueError("the offer has no video track")
+        for transceiver in pc.getTransceivers():
+            if transceiver.receiver.track is not session.reader.track:  # type: ignore[union-attr]
+                transceiver.direction = "inactive"  # one video track is stylized; the rest are not received
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
     except Exception as exc:  # noqa: BLE001  (aiortc raises ValueError/KeyError/... for bad SDP)
@@ -419,7 +424,7 @@ async def offer(request: web.Request) -> web.Response:
         msg = (str(exc) or type(exc).__name__).splitlines()[0][:200]
         log.info("offer refused: %s", msg, extra=extra)
         return _error(400, f"invalid offer: {msg}")
-    session.tasks.append(asyncio.ensure_future(_watch_session(session, limits, close)))
+    session.start(_watch_session(session, limits, close))
     log.info("session started (%d peers)", rt.peers.count, extra=extra)
     answer_sdp = ice.add_bitrate_hints(pc.localDescription.sdp)
     return web.json_response({"sdp": answer_sdp, "type": pc.localDescription.type, "session": session.id})
@@ -452,8 +457,12 @@ def create_app(backend: Backend, moods: MoodBook | None = None, token: str | Non
     policy = policy or Policy(token=token)
     if token is not None and policy.token is None:
         policy.token = token
+    install_sctp_guard()
+    # keepalive_timeout is aiohttp's only clock on a connection between requests, armed when it opens and
+    # after each response: a client that has not sent complete headers by then is disconnected.
     app = web.Application(client_max_size=MAX_OFFER_BYTES,
-                          middlewares=[errors_middleware, security_middleware(policy)])
+                          middlewares=[errors_middleware, security_middleware(policy)],
+                          handler_args={"keepalive_timeout": limits.header_timeout_s})
     app[BACKEND_KEY] = backend
     app[MOODS_KEY] = moods or MoodBook.builtin()
     app[SESSIONS_KEY] = {}
@@ -472,7 +481,7 @@ def create_app(backend: Backend, moods: MoodBook | None = None, token: str | Non
     app.router.add_get("/fonts/openmoji.woff2", emoji_font)
     app.router.add_get("/thumbs/{name}.jpg", thumb)
     app.router.add_post("/offer", offer)
-    app.router.add_static("/static", web_dir(), follow_symlinks=False)
+    app.router.add_get("/static/{path:.*}", static_file)
     feeds.setup(app, backend, app[MOODS_KEY], app[EXECUTOR_KEY], policy.token, web_dir())
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)
@@ -488,8 +497,8 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def limits_from_args(args: argparse.Namespace) -> Limits:
     lim = Limits()
-    for name in ("max_peers", "offer_rate", "offer_burst", "budget_ms", "connect_timeout_s", "idle_timeout_s",
-                 "worker_timeout_s"):
+    for name in ("max_peers", "max_peers_per_client", "offer_rate", "offer_burst", "budget_ms", "connect_timeout_s",
+                 "idle_timeout_s", "worker_timeout_s", "body_timeout_s", "header_timeout_s"):
         value = getattr(args, name, None)
         if value is not None:
             setattr(lim, name, value)

@@ -21,7 +21,8 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import av
 import numpy as np
@@ -283,6 +284,17 @@ class Session:
         self.control_dropped = 0
         self.tasks: list[asyncio.Task] = []     # stats loop, connect/idle watch, drains: cancelled on close
         self.ignored_tracks: list[MediaStreamTrack] = []
+        self.closed = False
+
+    def start(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run `coro` as one of this session's tasks (cancelled on close); after close, not at all.
+
+        aiortc can deliver an event (a data channel opening) after the session was closed; a stats loop
+        started then would never be cancelled, and would hold the session and its peer connection."""
+        if self.closed:
+            coro.close()
+            return
+        self.tasks.append(asyncio.ensure_future(coro))
 
     def stats(self) -> dict:
         r, t = self.reader, self.track
@@ -309,6 +321,7 @@ class Session:
         }
 
     async def close(self) -> None:
+        self.closed = True
         me = asyncio.current_task()
         for task in self.tasks:
             if task is not me:  # a watch task may be the one closing this

@@ -101,6 +101,10 @@ class InferenceWorker(concurrent.futures.Executor):
 
     def _loop(self, gen: int) -> None:
         while True:
+            # Drop the last call before waiting for the next: these locals (the call's bound method, its
+            # arguments and result) kept the last session's track, and through it its peer connection,
+            # alive for as long as the worker idled (the churn's one leaked RTCPeerConnection).
+            future = fn = args = kwargs = result = None  # type: ignore[assignment]
             with self._cv:
                 while not self._jobs and not self._shutdown and gen == self._gen:
                     self._cv.wait()

@@ -91,7 +91,8 @@ def server(*extra: str, timeout_s: float = 120.0):
     """A `realtime serve --loopback-ice` subprocess on a free port; stopped with SIGTERM at the end."""
     port = free_port()
     log_path = Path(tempfile.mkdtemp(prefix="stylizer-load-")) / "server.log"
-    cmd = [sys.executable, "-m", "realtime.cli", "serve", "--port", str(port), "--loopback-ice", *extra]
+    cmd = [sys.executable, "-m", "realtime.cli", "serve", "--port", str(port), "--loopback-ice",
+           "--max-peers-per-client", "64", *extra]  # every client here shares 127.0.0.1
     with open(log_path, "wb") as f:
         proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -140,7 +140,7 @@ class LiveServer:
     def __init__(self, lt, backend) -> None:
         self.lt = lt
         self.app = create_app(backend, limits=Limits(offer_rate=1e6, offer_burst=1e6, api_rate=1e6, api_burst=1e6,
-                                                     connect_timeout_s=3.0, max_peers=64))
+                                                     connect_timeout_s=3.0, max_peers=64, max_peers_per_client=64))
         self._cm = serve_app(self.app)
         self.base = lt.run(self._cm.__aenter__())
         lt.run(self._start())

@@ -3,8 +3,9 @@
 - Load: more peers than this machine can serve at full rate, each in its own process: every peer's frame
   rate drops about equally (fairness as a ratio), latency does not grow over the run (frames are dropped,
   never queued), and the server's memory stays flat.
-- Churn: 40 connect/disconnect cycles (web sessions, WHIP + WHEP, and clients killed with SIGKILL): no
-  tasks, threads, file descriptors or peer connections left behind, RSS grows < 50 MB.
+- Churn: 50 connect/disconnect cycles (web sessions, WHIP + WHEP, and clients killed with SIGKILL): no
+  tasks, threads, file descriptors or peer connections left behind, RSS grows < 50 MB. (At 50 cycles the
+  inference worker's idle thread still held the last session's peer connection: issue 27.)
 """
 
 from __future__ import annotations
@@ -44,12 +45,12 @@ def test_overload_degrades_fairly_and_stays_bounded() -> None:
 
 def test_churn_leaves_nothing_behind() -> None:
     with load_test.server("--idle-timeout", "3", "--connect-timeout", "10", "--offer-rate", "100") as srv:
-        result = asyncio.run(load_test.churn(srv.url, 40, "160x96", warmup_cycles=4))
+        result = asyncio.run(load_test.churn(srv.url, 50, "160x96", warmup_cycles=4))
         log = srv.log(500000)
     print(f"\nchurn: {result['cycles']} cycles in {result['seconds']:.0f} s: {result['kinds']}\n"
           + load_test.churn_table(result))
     assert not result["failures"], result["failures"]
-    assert all(n == 10 for n in result["kinds"].values()), result["kinds"]
+    assert sum(result["kinds"].values()) == 50 and min(result["kinds"].values()) == 12, result["kinds"]
     base, end = result["base"], result["end"]
     assert end["sessions"] == end["streams"] == end["peers"] == 0, end
     assert end["peer_connections_alive"] == 0, end
