@@ -12,8 +12,8 @@ so one bad message from a peer closed its whole connection (video included) befo
 
 from __future__ import annotations
 
-import asyncio
 import functools
+import inspect
 import logging
 import uuid
 from collections.abc import Callable
@@ -53,7 +53,7 @@ def guarded(fn: Callable[..., Any], where: str, extra: dict[str, Any] | None = N
             except Exception as again:  # noqa: BLE001  (telling the client is best effort)
                 log.info("could not report fault %s: %s", fid, describe(again), extra=extra or {})
 
-    if asyncio.iscoroutinefunction(fn):
+    if inspect.iscoroutinefunction(fn):
         @functools.wraps(fn)
         async def run_async(*args: Any, **kwargs: Any) -> Any:
             try:

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import time
 import urllib.parse
 from collections.abc import Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -29,7 +31,10 @@ from hypothesis import strategies as st
 
 from realtime import ice
 from realtime.control import MAX_DEPTH, ControlError, parse_control
+from realtime.guard import guarded
+from realtime.security import TracebackLimiter
 from realtime.server import encode_reply
+from realtime.static import resolve
 from tests.apphelpers import LoopThread, loop_thread
 from tests.conftest import ServerProcess, run_server
 from tests.whipclient import NumberedTrack, OfferClient, WhipPublisher, base_scene
@@ -140,6 +145,63 @@ def test_a_reply_that_echoes_a_lone_surrogate_is_still_sendable() -> None:
     text = encode_reply({"type": "error", "message": "x", "id": "\ud800"})
     text.encode("utf-8")  # what aiortc's send does; it raised UnicodeEncodeError and closed the connection
     assert json.loads(text)["id"] == "\ud800"
+
+
+@pytest.mark.unit
+def test_guarded_callbacks_record_instead_of_raising(caplog: pytest.LogCaptureFixture) -> None:
+    faults: list[str] = []
+
+    def boom(x: int) -> int:
+        raise OverflowError("int too large to convert to float")
+
+    async def aboom() -> None:
+        raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+
+    with caplog.at_level(logging.ERROR, logger="realtime.guard"):
+        assert guarded(boom, "control message", on_fault=faults.append)(1) is None
+        assert asyncio.run(guarded(aboom, "connection state", on_fault=faults.append)()) is None
+    assert len(faults) == 2 and all(len(f) == 8 for f in faults)
+    lines = [r.getMessage() for r in caplog.records]
+    assert f"unexpected error {faults[0]} in control message: OverflowError" in lines[0]
+    assert faults[1] in lines[1] and "UnicodeEncodeError" in lines[1] and "\n" not in lines[1]
+    assert guarded(lambda: 7, "fine")() == 7
+
+
+@pytest.mark.unit
+def test_tracebacks_are_rate_limited_and_malformed_requests_are_one_line() -> None:
+    from aiohttp.http_exceptions import BadStatusLine
+
+    limiter = TracebackLimiter(rate=1e-9, burst=2)
+    fmt = logging.Formatter("%(levelname)s %(name)s: %(message)s")
+
+    def line(name: str, exc: BaseException) -> str:
+        try:
+            raise exc
+        except BaseException as raised:  # noqa: BLE001  (a record with a real traceback)
+            record = logging.LogRecord(name, logging.ERROR, __file__, 1, "failed in %s", ("x",),
+                                       (type(raised), raised, raised.__traceback__))
+        assert limiter.filter(record)
+        return fmt.format(record)
+
+    first = [line("realtime.guard", ValueError(f"bad {i}")) for i in range(4)]
+    assert all("Traceback" in text for text in first[:2])  # the burst
+    assert first[2:] == ["ERROR realtime.guard: failed in x (ValueError: bad 2)",
+                         "ERROR realtime.guard: failed in x (ValueError: bad 3)"]
+    request = line("aiohttp.server", BadStatusLine("\x16\x03\x01"))
+    assert "Traceback" not in request and request.startswith("INFO aiohttp.server") and "\n" not in request
+
+
+@pytest.mark.unit
+def test_static_names_are_checked_before_the_file_system(tmp_path: Path) -> None:
+    (tmp_path / "app.js").write_text("ok")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.css").write_text("ok")
+    (tmp_path / "link.js").symlink_to(tmp_path / "app.js")
+    assert resolve(tmp_path, "app.js") == tmp_path / "app.js"
+    assert resolve(tmp_path, "sub/a.css") == tmp_path / "sub" / "a.css"
+    for rel in ("a" * 256, "a" * 5000 + ".js", "../app.js", "sub/../app.js", ".hidden", "app.js\x00", "sub",
+                "link.js", "", "sub//a.css", "\u00e9.js", "app.js/x", "/".join(["d"] * 9)):
+        assert resolve(tmp_path, rel) is None, rel
 
 
 # ---------------------------------------------------------------- the live server
@@ -462,13 +524,15 @@ def test_peers_are_capped_per_address_and_unconnected_offers_are_reaped(live: Li
         first = [await _fake_offer(live.http, live.base) for _ in range(4)]
         answered = time.monotonic()
         third = await _fake_offer(live.http, live.base)
-        while True:
-            async with live.http.get(f"{live.base}/debug/resources", headers=AUTH) as r:
-                res = await r.json()
-            if res["peers"] <= 2 or time.monotonic() - answered > CONNECT_TIMEOUT_S + 20:
+        while True:  # /healthz: cheap (/debug/resources runs a garbage collection first)
+            async with live.http.get(f"{live.base}/healthz") as r:
+                peers = (await r.json())["peers"]
+            if peers <= 2 or time.monotonic() - answered > CONNECT_TIMEOUT_S + 20:
                 break
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
         reaped_s = time.monotonic() - answered
+        async with live.http.get(f"{live.base}/debug/resources", headers=AUTH) as r:
+            res = await r.json()
         again = await _fake_offer(live.http, live.base)
         for _, _, pc in [*first, third, again]:
             await pc.close()
