@@ -341,14 +341,14 @@ class Publisher:
     """The WHIP peer feeding a stream."""
 
     def __init__(self, pc: RTCPeerConnection, video: MediaStreamTrack, audio: MediaStreamTrack | None,
-                 slot: Slot | None = None, extra: list[MediaStreamTrack] | None = None) -> None:
+                 slot: Slot | None = None) -> None:
         self.id = _new_id()
         self.pc = pc
         self.reader = LatestFrameReader(video)
         self.audio = audio
         self.since = time.time()
         self.slot = slot
-        self.tasks: list[asyncio.Task] = [asyncio.ensure_future(drain(t)) for t in extra or []]  # unused tracks
+        self.tasks: list[asyncio.Task] = []  # the watch task (any other track is answered inactive: none to drain)
 
     async def close(self) -> None:
         me = asyncio.current_task()
