@@ -86,9 +86,9 @@ def _text(raw: str | bytes) -> str:
         try:
             return bytes(raw).decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ControlError(f"not valid UTF-8 (byte {exc.start})") from None
+            raise ControlError(f"not valid JSON: the text is not UTF-8 (byte {exc.start})") from None
     if _has_surrogate(raw):  # a text message that was not UTF-8 arrives with surrogate escapes (realtime/guard.py)
-        raise ControlError("not valid UTF-8 text")
+        raise ControlError("not valid JSON: the text is not UTF-8")
     return raw
 
 
