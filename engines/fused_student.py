@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engines.student import StudentNet
+from engines.student import StudentNet, decode, film_weights
 
 
 def _unshuffle_conv(conv: nn.Conv2d, factor: int) -> nn.Conv2d:
@@ -51,23 +51,14 @@ class FusedStudent(nn.Module):
         self.merge_dw, self.merge_film = net.merge_dw, net.merge_film
         self.to_half, self.half_dw, self.half_pw, self.head = net.to_half, net.half_dw, net.half_pw, net.head
         self.half_blocks = net.half_blocks
+        if net.config.paint:
+            self.to_detail, self.head_full = net.to_detail, net.head_full
 
     def forward(self, image: torch.Tensor, style_weights: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
-        w = style_weights / style_weights.sum(dim=1, keepdim=True).clamp_min(1e-6)
+        w = film_weights(self.config, style_weights, strength)
         e = F.relu(self.encode(image))  # (N, c1, H/4, W/4)
         h = F.relu(self.down_film(self.down(e), w))  # (N, c2, H/8, W/8)
-        for block in self.body:
-            h = block(h, w)
-        u = F.interpolate(self.up(h), scale_factor=2.0, mode="bilinear", align_corners=False)
-        m = torch.cat([F.relu(u), e], dim=1)  # (N, 2*c1, H/4, W/4)
-        m = F.relu(self.merge_film(self.merge_dw(m), w))
-        q = F.interpolate(self.to_half(m), scale_factor=2.0, mode="bilinear", align_corners=False)
-        q = F.relu(self.half_pw(F.relu(self.half_dw(F.relu(q)))))  # (N, c3, H/2, W/2)
-        for block in self.half_blocks:
-            q = block(q, w)
-        s = strength.clamp(0.0, 1.0)[:, :, None, None]
-        residual = F.interpolate(self.head(q) * s, scale_factor=2.0, mode="bilinear", align_corners=False)
-        return (image + residual).clamp(0.0, 1.0)
+        return decode(self, image, e, h, w, strength).clamp(0.0, 1.0)
 
 
 def fuse(net: StudentNet) -> FusedStudent:

@@ -33,6 +33,27 @@ class StudentConfig:
     # 0 is the foundation's layout; with none, a student distilled from a textured teacher learned its
     # palettes only (docs/training.md).
     half_blocks: int = 0
+    # "residual": the input plus a 1/2-resolution residual (the foundation's layout). It can tint and texture
+    # but never flatten a region, draw a line or change a local colour, so every style looked like the photo.
+    # "paint": the network draws the whole frame. Strength is a trained identity style (one more FiLM row),
+    # so 0.5 is a halfway look, not a cross-fade; a full-resolution head sees the input's pixels, so lines
+    # and edges stay sharp although the body runs at 1/8 resolution.
+    output: str = "residual"
+    detail_channels: int = 8  # paint: features carried from 1/2 to full resolution
+    head_channels: int = 8  # paint: hidden width of the full-resolution head
+
+    def __post_init__(self) -> None:
+        if self.output not in ("residual", "paint"):
+            raise ValueError(f"output must be 'residual' or 'paint', not {self.output!r}")
+
+    @property
+    def paint(self) -> bool:
+        return self.output == "paint"
+
+    @property
+    def film_rows(self) -> int:
+        """FiLM rows: one per style, plus the identity row that strength blends towards when painting."""
+        return self.num_styles + (1 if self.paint else 0)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,7 +117,7 @@ class StudentNet(nn.Module):
     def __init__(self, config: StudentConfig) -> None:
         super().__init__()
         self.config = config
-        c1, c2, s = config.enc_channels, config.body_channels, config.num_styles
+        c1, c2, s = config.enc_channels, config.body_channels, config.film_rows
         self.encode = nn.Conv2d(3 * 16, c1, 1)  # after unshuffle by 4
         self.down = nn.Conv2d(c1 * 4, c2, 1)  # after unshuffle by 2 -> 1/8
         self.down_film = FiLM(s, c2)
@@ -110,34 +131,57 @@ class StudentNet(nn.Module):
         self.half_dw = nn.Conv2d(c3, c3, 3, padding=1, groups=c3)
         self.half_pw = nn.Conv2d(c3, c3, 1)
         self.half_blocks = nn.ModuleList(HalfBlock(c3, s) for _ in range(config.half_blocks))
-        self.head = nn.Conv2d(c3, 3, 1)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        if config.paint:
+            self.to_detail = nn.Conv2d(c3, config.detail_channels, 1)
+            self.head_full = nn.Conv2d(config.detail_channels + 3, config.head_channels, 3, padding=1)
+            self.head = nn.Conv2d(config.head_channels, 3, 1)
+        else:
+            self.head = nn.Conv2d(c3, 3, 1)
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     def forward(self, image: torch.Tensor, style_weights: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
-        w = style_weights / style_weights.sum(dim=1, keepdim=True).clamp_min(1e-6)
-        x = image * 2.0 - 1.0
-        e = F.relu(self.encode(F.pixel_unshuffle(x, 4)))  # (N, c1, H/4, W/4)
+        w = film_weights(self.config, style_weights, strength)
+        e = F.relu(self.encode(F.pixel_unshuffle(image * 2.0 - 1.0, 4)))  # (N, c1, H/4, W/4)
         h = F.relu(self.down_film(self.down(F.pixel_unshuffle(e, 2)), w))  # (N, c2, H/8, W/8)
-        for block in self.body:
-            h = block(h, w)
-        u = F.interpolate(self.up(h), scale_factor=2.0, mode="bilinear", align_corners=False)
-        m = torch.cat([F.relu(u), e], dim=1)  # (N, 2*c1, H/4, W/4)
-        m = F.relu(self.merge_film(self.merge_dw(m), w))
-        q = F.interpolate(self.to_half(m), scale_factor=2.0, mode="bilinear", align_corners=False)
-        q = F.relu(self.half_pw(F.relu(self.half_dw(F.relu(q)))))  # (N, c3, H/2, W/2)
-        for block in self.half_blocks:
-            q = block(q, w)
-        # Strength scales the residual inside the network, so every back-end agrees; it is
-        # applied at 1/2 resolution, and 1x1-then-resize == resize-then-1x1 at a quarter of the cost.
-        s = strength.clamp(0.0, 1.0)[:, :, None, None]
-        residual = F.interpolate(self.head(q) * s, scale_factor=2.0, mode="bilinear", align_corners=False)
-        out = image + residual
-        if self.training:
+        out = decode(self, image, e, h, w, strength)
+        if self.training and not self.config.paint:
             # Straight-through clamp: a hard clamp has zero gradient once a pixel saturates, and
             # saturated blobs then never recover. Forward clamps; backward passes the gradient on.
             return out + (out.clamp(0.0, 1.0) - out).detach()
         return out.clamp(0.0, 1.0)
+
+
+def film_weights(config: StudentConfig, style_weights: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+    """The FiLM mixing weights: the normalised style blend, and for a painting net the identity row at 1 - strength."""
+    w = style_weights / style_weights.sum(dim=1, keepdim=True).clamp_min(1e-6)
+    if not config.paint:
+        return w
+    s = strength.clamp(0.0, 1.0)
+    return torch.cat([w * s, 1.0 - s], dim=1)
+
+
+def decode(net: nn.Module, image: torch.Tensor, e: torch.Tensor, h: torch.Tensor, w: torch.Tensor,
+           strength: torch.Tensor) -> torch.Tensor:
+    """Body and decoder from the encoder's features: shared by StudentNet and its fused inference copy."""
+    for block in net.body:
+        h = block(h, w)
+    u = F.interpolate(net.up(h), scale_factor=2.0, mode="bilinear", align_corners=False)
+    m = torch.cat([F.relu(u), e], dim=1)  # (N, 2*c1, H/4, W/4)
+    m = F.relu(net.merge_film(net.merge_dw(m), w))
+    q = F.interpolate(net.to_half(m), scale_factor=2.0, mode="bilinear", align_corners=False)
+    q = F.relu(net.half_pw(F.relu(net.half_dw(F.relu(q)))))  # (N, c3, H/2, W/2)
+    for block in net.half_blocks:
+        q = block(q, w)
+    if net.config.paint:
+        # 1x1-then-resize == resize-then-1x1, at a quarter of the cost.
+        d = F.interpolate(net.to_detail(q), scale_factor=2.0, mode="bilinear", align_corners=False)
+        return torch.sigmoid(net.head(F.relu(net.head_full(torch.cat([d, image * 2.0 - 1.0], dim=1)))))
+    # Strength scales the residual inside the network, so every back-end agrees; it is
+    # applied at 1/2 resolution, and 1x1-then-resize == resize-then-1x1 at a quarter of the cost.
+    s = strength.clamp(0.0, 1.0)[:, :, None, None]
+    residual = F.interpolate(net.head(q) * s, scale_factor=2.0, mode="bilinear", align_corners=False)
+    return image + residual
 
 
 def count_macs(config: StudentConfig, height: int = 360, width: int = 640) -> int:
@@ -151,6 +195,11 @@ def count_macs(config: StudentConfig, height: int = 360, width: int = 640) -> in
     macs += config.blocks * p8 * (c2 * hid + 9 * hid + hid * c2)
     p2, c3 = (h // 2) * (w // 2), config.half_channels
     macs += p8 * c2 * c1 + p4 * (9 * 2 * c1 + 2 * c1 * c3)
-    macs += p2 * (9 * c3 + c3 * c3 + c3 * 3)
+    macs += p2 * (9 * c3 + c3 * c3)
     macs += config.half_blocks * p2 * (9 * c3 + c3 * c3)
+    if config.paint:
+        d, k = config.detail_channels, config.head_channels
+        macs += p2 * c3 * d + h * w * (9 * (d + 3) * k + k * 3)
+    else:
+        macs += p2 * c3 * 3
     return macs

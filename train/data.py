@@ -43,6 +43,21 @@ HELD_OUT = (
     "video/headpose_female_webcam_frames/0010.jpg",
 )
 HELD_OUT_CLIP = "video/tos_lab_faces_5s.mp4"
+# The look measure's photos (train/look.py): the held-out set plus four BSDS500 photos. BSDS500 is never
+# trained on (non-commercial), so judging on it is fine and it widens the subjects: animals, buildings, people.
+LOOK_PHOTOS = HELD_OUT + (
+    "content/bsds500/train_100075.jpg",
+    "content/bsds500/train_135069.jpg",
+    "content/bsds500/train_176035.jpg",
+    "content/bsds500/train_24063.jpg",
+)
+# Those of them that are portraits: faces must survive the style (Haar-cascade rate against the input).
+LOOK_PORTRAITS = (
+    "content/kodak/kodim04.jpg",
+    "content/kodak/kodim15.jpg",
+    "content/cc_by_video_frames/intel_asl_eat_f023.jpg",
+    "video/headpose_female_webcam_frames/0010.jpg",
+)
 IMAGE_EXT = {".jpg", ".jpeg", ".png"}
 
 

@@ -34,8 +34,9 @@ from tqdm import tqdm
 
 from engines.artifact import META_FILE
 from engines.contract import padded_size
-from train.data import HELD_OUT_CLIP, SHARED_DATA, held_out_images, load_rgb, resolve_style, to_tensor
+from train.data import HELD_OUT_CLIP, LOOK_PORTRAITS, SHARED_DATA, held_out_images, load_rgb, resolve_style, to_tensor
 from train.features import ExpansionFeatures
+from train.look_eval import LookRow, look_md, look_photos, look_rows
 from train.losses import pooled_style_stats
 from train.metrics import Flows, clip_flows, edge_ssim, psnr, ssim, style_distances, warping_error
 from train.sheet import fit_height
@@ -626,10 +627,11 @@ def _write_csv(results: list[ModelResult], floor: float, fids: list[Fidelity], p
 
 def write_tables(results: list[ModelResult], floor: float, out: Path, fids: Sequence[Fidelity] = (),
                  pairs: Sequence[SpeedPair] = (), reference: str | None = None, photos: int = 0,
-                 size: int = 0) -> str:
-    """metrics.md (summary, per-style distances, and with a teacher the fidelity and speed tables) and
-    metrics.csv (one row per model and the floor); returns the markdown."""
-    md = _main_md(results, floor)
+                 size: int = 0, look: Sequence[LookRow] = (), look_count: int = 0) -> str:
+    """metrics.md (the look table first, then the summary, per-style distances, and with a teacher the
+    fidelity and speed tables) and metrics.csv (one row per model and the floor); returns the markdown."""
+    md = (look_md(list(look), look_count) + [""]) if look else []
+    md += _main_md(results, floor)
     if fids and reference is not None:
         md += _fidelity_md(reference, list(fids), photos, size)
     if pairs:
@@ -715,4 +717,6 @@ def evaluate(checkpoints: Sequence[str], out: str | Path, size: int = 384, clip:
     if speed and ref is not None:
         students = [label for label in models if label != ref.label and (Path(label) / META_FILE).is_file()]
         pairs = [speed_pair(ref, label, speed_frames(video), speed_frames_count, speed_threads) for label in students]
-    return write_tables(results, floor, out, fids, pairs, ref_label, len(photos), size)
+    looks = look_photos()
+    look = look_rows(models, looks, look_photos(names=LOOK_PORTRAITS)) if looks else []
+    return write_tables(results, floor, out, fids, pairs, ref_label, len(photos), size, look, len(looks))

@@ -1,8 +1,12 @@
-"""Feed-forward perceptual training of the student: the foundation's default model.
+"""Feed-forward perceptual training of the student straight from the bank's references.
 
-Style statistics (mixture of the bank's references) + content + colour + TV,
-on EfficientNet-Lite0 expansion features. Later the GAN teacher and the
-distillation replace this recipe; the network and artifact stay the same.
+Style statistics (mixture of the bank's references) + content + colour + TV, on
+EfficientNet-Lite0 expansion features. With the painting layout (`output = "paint"`)
+two more terms come in:
+- strength is trained: at strength s the style target is the s-mix of the input's own
+  statistics and the style's, and a pixel term pulls the output to the input by (1 - s)^2;
+- stability: the same content shifted by a few pixels, with sensor noise added, must give
+  the same picture shifted. A per-frame net that passes this neither crawls nor boils.
 """
 
 from __future__ import annotations
@@ -28,12 +32,13 @@ from train.data import (
     sample_style_weights,
     to_tensor,
 )
-from train.features import ExpansionFeatures
-from train.losses import colour_loss, content_loss, style_loss, style_stats, tv_loss
+from train.features import ExpansionFeatures, mean_std
+from train.losses import StyleStats, colour_loss, content_loss, pooled_style_stats, style_loss, tv_loss
 from train.numerics import flushed_denormals
 from train.thumbs import write_thumbnails
 
-DEFAULT_STYLES = ("vangogh", "hokusai", "kandinsky", "monet", "klimt", "lineart")
+DEFAULT_STYLES = ("vangogh", "hokusai", "kandinsky", "monet", "klimt", "lineart", "munch",
+                  "cartoon=cartoon_bach,cartoon_beach")
 
 
 @dataclass
@@ -44,12 +49,25 @@ class PerceptualConfig:
     batch: int = 4
     crop: int = 224
     lr: float = 1.5e-3
-    style_weight: float = 100.0
-    style_taps: list[int] = field(default_factory=lambda: [2, 4, 7, 10])
-    content_weight: float = 15.0
-    content_taps: list[int] = field(default_factory=lambda: [4, 7])
+    # The network: "paint" draws the frame, "residual" is the foundation's input + residual layout.
+    output: str = "paint"
+    body_channels: int = 96
+    half_channels: int = 32
+    half_blocks: int = 2
+    style_weight: float = 150.0
+    style_taps: list[int] = field(default_factory=lambda: [0, 2, 4, 7, 10])
+    content_weight: float = 6.0
+    content_taps: list[int] = field(default_factory=lambda: [4])
     colour_weight: float = 10.0
-    tv_weight: float = 50.0
+    tv_weight: float = 30.0
+    p_onehot: float = 0.7
+    # paint only: trained strength, and stability under small shifts plus noise.
+    strength_full: float = 0.5
+    strength_zero: float = 0.1
+    identity_weight: float = 20.0
+    stable_weight: float = 30.0
+    stable_shift: int = 8
+    stable_noise: float = 0.02
     style_margin: float = 0.08
     style_grid: int = 2
     film_lr_scale: float = 2.0
@@ -74,18 +92,22 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    named = [resolve_style(s, Path(cfg.data)) for s in cfg.styles]
+    named = [resolve_style_refs(s, Path(cfg.data)) for s in cfg.styles]
     names = tuple(n for n, _ in named)
     if len(set(names)) != len(names):
         raise ValueError(f"style names must be unique: {names}")
     features = ExpansionFeatures()
-    style_imgs = [to_tensor(load_rgb(p, cfg.style_short_side, max_long=2 * cfg.style_short_side)) for _, p in named]
-    stats = style_stats(features, style_imgs)
+    refs = [[to_tensor(load_rgb(p, cfg.style_short_side, max_long=2 * cfg.style_short_side)) for p in paths]
+            for _, paths in named]
+    stats = pooled_style_stats(features, refs)
 
     content = content_images(Path(cfg.data), allow_noncommercial=cfg.allow_noncommercial)
-    sampler = CropSampler([im for _, im in content], crop=cfg.crop, seed=cfg.seed)
+    paint = cfg.output == "paint"
+    margin = cfg.stable_shift if paint else 0
+    sampler = CropSampler([im for _, im in content], crop=cfg.crop + margin, seed=cfg.seed)
 
-    net = StudentNet(StudentConfig(num_styles=len(names)))
+    net = StudentNet(StudentConfig(num_styles=len(names), output=cfg.output, body_channels=cfg.body_channels,
+                                   half_channels=cfg.half_channels, half_blocks=cfg.half_blocks))
     contract = IOContract(style_names=names)
     # FiLM parameters carry everything that differs between styles; a higher rate lets styles part early
     # instead of all sharing one look.
@@ -97,27 +119,36 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
     provenance = {
         "recipe": "perceptual (style statistics + content + colour + TV on EfficientNet-Lite0)",
         "config": asdict(cfg),
-        "styles": {n: str(p.name) for n, p in named},
+        "styles": {n: [p.name for p in paths] for n, paths in named},
         "content_images": len(content),
         "macs_640x360": count_macs(net.config),
     }
     log = (out / "log.csv").open("w", newline="")
     writer = csv.writer(log)
-    writer.writerow(["step", "loss", "style", "content", "colour", "tv", "seconds"])
+    writer.writerow(["step", "loss", "style", "content", "colour", "tv", "identity", "stable", "seconds"])
     t0 = time.time()
     bar = tqdm(range(1, cfg.steps + 1), desc="perceptual", dynamic_ncols=True)
     for step in bar:
-        x = sampler.sample(cfg.batch)
-        w = sample_style_weights(cfg.batch, len(names), rng)
-        target = stats.mix(w)
-        strength = torch.ones(cfg.batch, 1)
+        crops = sampler.sample(cfg.batch)
+        x = crops[:, :, : cfg.crop, : cfg.crop]
+        w = sample_style_weights(cfg.batch, len(names), rng, p_onehot=cfg.p_onehot)
+        strength = sample_strengths(cfg.batch, rng, cfg.strength_full, cfg.strength_zero) if paint \
+            else torch.ones(cfg.batch, 1)
         y = net(x, w, strength)
         with torch.no_grad():
             fc = features(x)
         fy = features(y)
+        target = stats.mix(w)
+        if paint:
+            target = towards_input(target, fc, x, strength)
         ls, lc = style_loss(fy, target, tuple(cfg.style_taps), margin=cfg.style_margin, grid=cfg.style_grid), content_loss(fy, fc, tuple(cfg.content_taps))
         lcol, ltv = colour_loss(y, target, margin=cfg.style_margin), tv_loss(y)
         loss = cfg.style_weight * ls + cfg.content_weight * lc + cfg.colour_weight * lcol + cfg.tv_weight * ltv
+        lid = lst = torch.zeros(())
+        if paint:
+            lid = ((1.0 - strength)[:, :, None, None] ** 2 * (y - x).abs()).mean()
+            lst = shift_consistency(net, crops, y, w, strength, cfg.crop, rng, cfg.stable_noise)
+            loss = loss + cfg.identity_weight * lid + cfg.stable_weight * lst
         opt.zero_grad(set_to_none=True)
         loss.backward()
         # A 5x FiLM rate once drove a scale to -1 mid-run: every feature died and the net fell back
@@ -126,7 +157,8 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
         opt.step()
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}", style=f"{ls.item():.4f}", content=f"{lc.item():.3f}")
-        writer.writerow([step, loss.item(), ls.item(), lc.item(), lcol.item(), ltv.item(), round(time.time() - t0, 1)])
+        writer.writerow([step, loss.item(), ls.item(), lc.item(), lcol.item(), ltv.item(), lid.item(), lst.item(),
+                         round(time.time() - t0, 1)])
         if step % cfg.save_every == 0 or step == cfg.steps:
             log.flush()
             provenance["steps_done"] = step
@@ -135,5 +167,50 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
             save_artifact(net, contract, out / "snapshots" / f"step{step:06d}", provenance=provenance,
                           export_onnx=False)
     log.close()
-    write_thumbnails([p for _, p in named], names, out / "model" / "thumbs")
+    write_thumbnails([paths[0] for _, paths in named], names, out / "model" / "thumbs")
     return out / "model"
+
+
+def resolve_style_refs(spec: str, root: Path) -> tuple[str, list[Path]]:
+    """A style spec, or NAME=REF,REF,... for one style fused from several references."""
+    name, sep, rest = spec.partition("=")
+    if sep and "," in rest:
+        return name, [resolve_style(r, root)[1] for r in rest.split(",")]
+    n, p = resolve_style(spec, root)
+    return n, [p]
+
+
+def sample_strengths(n: int, rng: random.Random, p_full: float, p_zero: float) -> torch.Tensor:
+    """(n, 1): 1 with probability p_full, 0 with p_zero, else uniform: every strength is trained."""
+    out = []
+    for _ in range(n):
+        r = rng.random()
+        out.append([1.0 if r < p_full else 0.0 if r < p_full + p_zero else rng.random()])
+    return torch.tensor(out)
+
+
+def towards_input(target: StyleStats, content_feats: dict[int, torch.Tensor], x: torch.Tensor,
+                  strength: torch.Tensor) -> StyleStats:
+    """Style targets at strength s: s * the style's statistics + (1 - s) * the input's own."""
+    s = strength
+    mu, sigma = {}, {}
+    for k in target.mu:
+        m, sd = mean_std(content_feats[k])
+        mu[k] = s * target.mu[k] + (1 - s) * m
+        sigma[k] = s * target.sigma[k] + (1 - s) * sd
+    m, sd = mean_std(x)
+    return StyleStats(mu=mu, sigma=sigma, rgb_mu=s * target.rgb_mu + (1 - s) * m,
+                      rgb_sigma=s * target.rgb_sigma + (1 - s) * sd)
+
+
+def shift_consistency(net: StudentNet, crops: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
+                      strength: torch.Tensor, crop: int, rng: random.Random, noise: float) -> torch.Tensor:
+    """Mean squared difference between the output of a shifted, noisier view and the output shifted the
+    same way, on the overlap. Camera motion is mostly such shifts; a net at 1/8 resolution is not
+    shift-equivariant by itself, and its strokes would crawl."""
+    margin = crops.shape[-1] - crop
+    dy, dx = rng.randint(1, margin), rng.randint(1, margin)
+    x2 = crops[:, :, dy : dy + crop, dx : dx + crop]
+    x2 = (x2 + noise * torch.randn_like(x2)).clamp(0.0, 1.0)
+    y2 = net(x2, w, strength)
+    return (y2[:, :, : crop - dy, : crop - dx] - y[:, :, dy:, dx:]).pow(2).mean()
