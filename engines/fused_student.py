@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engines.student import StudentNet, decode, film_weights
+from engines.student import StudentNet, crop_frame, decode, film_weights, pad_frame
 
 
 def _unshuffle_conv(conv: nn.Conv2d, factor: int) -> nn.Conv2d:
@@ -56,9 +56,10 @@ class FusedStudent(nn.Module):
 
     def forward(self, image: torch.Tensor, style_weights: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
         w = film_weights(self.config, style_weights, strength)
+        image = pad_frame(image, self.config.pad)
         e = F.relu(self.encode(image))  # (N, c1, H/4, W/4)
         h = F.relu(self.down_film(self.down(e), w))  # (N, c2, H/8, W/8)
-        return decode(self, image, e, h, w, strength).clamp(0.0, 1.0)
+        return crop_frame(decode(self, image, e, h, w, strength), self.config.pad).clamp(0.0, 1.0)
 
 
 def fuse(net: StudentNet) -> FusedStudent:

@@ -41,10 +41,16 @@ class StudentConfig:
     output: str = "residual"
     detail_channels: int = 8  # paint: features carried from 1/2 to full resolution
     head_channels: int = 8  # paint: hidden width of the full-resolution head
+    # paint: frames are edge-padded by this many pixels inside the network and cropped back. A painting net
+    # drew dark bands along the frame's border, where zero padding tells it the edge is; the band now falls
+    # in the margin that is cut off. A multiple of 8 keeps the size contract.
+    pad: int = 0
 
     def __post_init__(self) -> None:
         if self.output not in ("residual", "paint"):
             raise ValueError(f"output must be 'residual' or 'paint', not {self.output!r}")
+        if self.pad % 8 or (self.pad and not self.paint):
+            raise ValueError(f"pad must be a multiple of 8, and only a painting net pads (got {self.pad})")
 
     @property
     def paint(self) -> bool:
@@ -142,14 +148,23 @@ class StudentNet(nn.Module):
 
     def forward(self, image: torch.Tensor, style_weights: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
         w = film_weights(self.config, style_weights, strength)
+        image = pad_frame(image, self.config.pad)
         e = F.relu(self.encode(F.pixel_unshuffle(image * 2.0 - 1.0, 4)))  # (N, c1, H/4, W/4)
         h = F.relu(self.down_film(self.down(F.pixel_unshuffle(e, 2)), w))  # (N, c2, H/8, W/8)
-        out = decode(self, image, e, h, w, strength)
+        out = crop_frame(decode(self, image, e, h, w, strength), self.config.pad)
         if self.training and not self.config.paint:
             # Straight-through clamp: a hard clamp has zero gradient once a pixel saturates, and
             # saturated blobs then never recover. Forward clamps; backward passes the gradient on.
             return out + (out.clamp(0.0, 1.0) - out).detach()
         return out.clamp(0.0, 1.0)
+
+
+def pad_frame(image: torch.Tensor, pad: int) -> torch.Tensor:
+    return F.pad(image, (pad, pad, pad, pad), mode="replicate") if pad else image
+
+
+def crop_frame(image: torch.Tensor, pad: int) -> torch.Tensor:
+    return image[:, :, pad : image.shape[2] - pad, pad : image.shape[3] - pad] if pad else image
 
 
 def film_weights(config: StudentConfig, style_weights: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
@@ -176,7 +191,11 @@ def decode(net: nn.Module, image: torch.Tensor, e: torch.Tensor, h: torch.Tensor
     if net.config.paint:
         # 1x1-then-resize == resize-then-1x1, at a quarter of the cost.
         d = F.interpolate(net.to_detail(q), scale_factor=2.0, mode="bilinear", align_corners=False)
-        return torch.sigmoid(net.head(F.relu(net.head_full(torch.cat([d, image * 2.0 - 1.0], dim=1)))))
+        painted = torch.sigmoid(net.head(F.relu(net.head_full(torch.cat([d, image * 2.0 - 1.0], dim=1)))))
+        # Below strength 0.05 the trained look fades to the exact input, so 0 is the input to the last bit;
+        # everywhere above, the look is the network's own (the identity row does the in-between).
+        fade = (strength.clamp(0.0, 1.0) * 20.0).clamp(max=1.0)[:, :, None, None]
+        return image + fade * (painted - image)
     # Strength scales the residual inside the network, so every back-end agrees; it is
     # applied at 1/2 resolution, and 1x1-then-resize == resize-then-1x1 at a quarter of the cost.
     s = strength.clamp(0.0, 1.0)[:, :, None, None]
@@ -189,6 +208,7 @@ def count_macs(config: StudentConfig, height: int = 360, width: int = 640) -> in
     from engines.contract import padded_size
 
     h, w = padded_size(height, width)
+    h, w = h + 2 * config.pad, w + 2 * config.pad
     p4, p8 = (h // 4) * (w // 4), (h // 8) * (w // 8)
     c1, c2, hid = config.enc_channels, config.body_channels, config.body_channels * config.expansion
     macs = p4 * 48 * c1 + p8 * 4 * c1 * c2

@@ -47,10 +47,12 @@ def hooked_macs(net: StudentNet, num_styles: int) -> int:
     return counted
 
 
-def test_budget_under_one_gmac() -> None:
+def test_budget_under_two_and_a_half_gmac() -> None:
+    # The painting default is 2.0 GMAC a 640x360 frame (its 48 px frame margin included); the residual
+    # layouts were under 1. Speed itself is measured by `realtime bench` (BENCHMARKS.md), not here.
     art = load_artifact()
     macs = count_macs(art.config, 360, 640)
-    assert macs <= 1.0e9
+    assert macs <= 2.5e9
     # The analytic count agrees with a hook-based count of the real convolutions.
     assert abs(hooked_macs(art.load_student(), art.contract.num_styles) - macs) / macs < 0.01
 

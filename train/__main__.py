@@ -31,9 +31,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from train.perceptual import PerceptualConfig
 
-    p = sub.add_parser("perceptual", help="train the student directly with perceptual losses (foundation recipe)",
-                       description="Feed-forward perceptual training of the live student over a bank of styles. "
-                                   "Styles are NAME=PATH, a path, or a file-name prefix in shared/data/styles.")
+    p = sub.add_parser("perceptual", help="train the live student straight from style references (the bundled model's recipe)",
+                       description="Feed-forward training of the live student over a bank of styles: perceptual "
+                                   "statistics, image-space colour and gradient distributions, content, trained "
+                                   "strength and shift stability. Styles are NAME=PATH, a path, a file-name prefix "
+                                   "in shared/data/styles, or NAME=REF,REF,... for one style fused from several "
+                                   "references. scripts/train_default.sh has the bundled model's exact commands.")
     _add_dataclass_args(p, PerceptualConfig)
 
     s = sub.add_parser("sheet", help="contact sheet: held-out photos x styles (plus a blend)")
@@ -100,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     ff = sub.add_parser("fidelity-fixture", help="store the teacher's outputs for the bundled student's fidelity test",
                         description="Store the teacher's outputs on two held-out photos in tests/fidelity, score the "
                                     "student against them, and set the PSNR floors for the bundled student's regression test.")
-    ff.add_argument("--teacher", required=True, help="teacher checkpoint (.pt)")
+    ff.add_argument("--teacher", required=True,
+                    help="teacher checkpoint (.pt), or a model folder whose PyTorch FP32 outputs are the reference "
+                         "(a student trained without a teacher)")
     ff.add_argument("--student", default="engines/models/default",
                     help="student model folder to score and set the floors from (default: the bundled one)")
     ff.add_argument("--out", default="tests/fidelity", help="fixture folder (default: tests/fidelity)")

@@ -12,6 +12,7 @@ Images are RGB uint8 (H, W, 3) arrays throughout.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,7 +156,7 @@ def face_rate(portraits: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) ->
 
 def static_change(frames: Sequence[np.ndarray]) -> float:
     """Mean absolute change per frame, levels of 255: on a static camera, what the viewer sees crawl."""
-    diffs = [np.abs(b.astype(np.float32) - a.astype(np.float32)).mean() for a, b in zip(frames, frames[1:])]
+    diffs = [np.abs(b.astype(np.float32) - a.astype(np.float32)).mean() for a, b in itertools.pairwise(frames)]
     return float(np.mean(diffs))
 
 

@@ -11,9 +11,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from train.data import LOOK_PHOTOS, LOOK_PORTRAITS, SHARED_DATA
-from train.look import (LookScores, descriptor, face_rate, mean_descriptor, noisy_still, reinhard, score,
-                        static_change)
+from train.data import LOOK_PHOTOS, SHARED_DATA
+from train.look import LookScores, descriptor, face_rate, mean_descriptor, noisy_still, reinhard, score, static_change
 
 FRAME_SHORT_SIDE = 360  # photos are stylized at a 640x360 frame's scale, where strokes must read
 STATIC_FRAMES = 8
@@ -66,7 +65,7 @@ def look_rows(models: dict[str, object], photos: list[np.ndarray], portraits: li
     still = noisy_still(photos[0], STATIC_FRAMES)
     for label, model in models.items():
         order = [list(model.style_names).index(s) for s in styles]
-        scores = score(photos, refs, styles, lambda i, j: render(model, photos[i], order[j]))
+        scores = score(photos, refs, styles, lambda i, j, m=model, o=order: render(m, photos[i], o[j]))
         full = float(np.mean([face_rate(portraits, [render(model, p, k) for p in portraits]) for k in order]))
         mid = float(np.mean([face_rate(portraits, [render(model, p, k, 0.6) for p in portraits]) for k in order]))
         ratio = static_change([render(model, f, order[0]) for f in still]) / static_change(still)
@@ -80,8 +79,8 @@ def _f(v: float | None, digits: int = 2) -> str:
 
 def look_md(rows: list[LookRow], photos: int) -> list[str]:
     styles = rows[0].scores.styles
-    lines = [f"### The look ({photos} photos no model trained on, strength 1; bar: top-1 >= 0.75, mean gain >= 0.50, "
-             "every style's gain >= 0.25)", "",
+    lines = [(f"### The look ({photos} photos no model trained on, strength 1; bar: top-1 >= 0.75, "
+              "mean gain >= 0.50, every style's gain >= 0.25)"), "",
              "| model | top-1 ↑ | mean gain ↑ | min gain ↑ | " + " | ".join(f"gain {s}" for s in styles)
              + " | faces kept @1 | @0.6 | static change ×input |",
              "|---|---:|---:|---:|" + "---:|" * len(styles) + "---:|---:|---:|"]

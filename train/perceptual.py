@@ -14,13 +14,13 @@ from __future__ import annotations
 import csv
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from engines.artifact import save_artifact
+from engines.artifact import load_artifact, save_artifact
 from engines.contract import IOContract
 from engines.student import StudentConfig, StudentNet, count_macs
 from train.data import (
@@ -33,7 +33,17 @@ from train.data import (
     to_tensor,
 )
 from train.features import ExpansionFeatures, mean_std
-from train.losses import StyleStats, colour_loss, content_loss, pooled_style_stats, style_loss, tv_loss
+from train.losses import (
+    StyleStats,
+    colour_loss,
+    content_loss,
+    luma_gradients,
+    pooled_style_stats,
+    random_directions,
+    sliced_wasserstein,
+    style_loss,
+    tv_loss,
+)
 from train.numerics import flushed_denormals
 from train.thumbs import write_thumbnails
 
@@ -54,6 +64,7 @@ class PerceptualConfig:
     body_channels: int = 96
     half_channels: int = 32
     half_blocks: int = 2
+    pad: int = 0
     style_weight: float = 150.0
     style_taps: list[int] = field(default_factory=lambda: [0, 2, 4, 7, 10])
     content_weight: float = 6.0
@@ -65,6 +76,13 @@ class PerceptualConfig:
     strength_full: float = 0.5
     strength_zero: float = 0.1
     identity_weight: float = 20.0
+    # Image-space distributions (sliced Wasserstein): the references' colours, and their luma gradients at
+    # 1, 1/2 and 1/4 scale (the gradient-domain style term). Mean/std feature matching alone was met by a tint.
+    colour_dist_weight: float = 0.0
+    grad_dist_weight: float = 0.0
+    grad_dist_scales: list[int] = field(default_factory=lambda: [1, 2, 4])
+    dist_points: int = 8192
+    grad_short_side: int = 360  # references at a 640x360 frame's scale, so strokes come out at the size they have there
     stable_weight: float = 30.0
     stable_shift: int = 8
     stable_noise: float = 0.02
@@ -73,6 +91,7 @@ class PerceptualConfig:
     film_lr_scale: float = 2.0
     grad_clip: float = 1.0
     style_short_side: int = 400
+    init: str = ""  # a model folder of the same layout and styles to start from (a fine-tune)
     seed: int = 0
     threads: int = 2
     save_every: int = 250
@@ -101,14 +120,24 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
             for _, paths in named]
     stats = pooled_style_stats(features, refs)
 
+    pools = PixelPools([[to_tensor(load_rgb(p, cfg.grad_short_side)) for p in paths] for _, paths in named],
+                       tuple(cfg.grad_dist_scales))
+    gen = torch.Generator().manual_seed(cfg.seed)
+
     content = content_images(Path(cfg.data), allow_noncommercial=cfg.allow_noncommercial)
     paint = cfg.output == "paint"
     margin = cfg.stable_shift if paint else 0
     sampler = CropSampler([im for _, im in content], crop=cfg.crop + margin, seed=cfg.seed)
 
     net = StudentNet(StudentConfig(num_styles=len(names), output=cfg.output, body_channels=cfg.body_channels,
-                                   half_channels=cfg.half_channels, half_blocks=cfg.half_blocks))
+                                   half_channels=cfg.half_channels, half_blocks=cfg.half_blocks,
+                                   pad=cfg.pad))
     contract = IOContract(style_names=names)
+    if cfg.init:
+        start = load_artifact(cfg.init)
+        if start.contract.style_names != names or replace(start.config, pad=cfg.pad) != net.config:
+            raise ValueError(f"--init {cfg.init}: its styles or layout differ from this run's")
+        net.load_state_dict(start.load_student().state_dict())
     # FiLM parameters carry everything that differs between styles; a higher rate lets styles part early
     # instead of all sharing one look.
     film = [p for n, p in net.named_parameters() if "film" in n]
@@ -125,7 +154,8 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
     }
     log = (out / "log.csv").open("w", newline="")
     writer = csv.writer(log)
-    writer.writerow(["step", "loss", "style", "content", "colour", "tv", "identity", "stable", "seconds"])
+    writer.writerow(["step", "loss", "style", "content", "colour", "tv", "identity", "stable", "distributions",
+                     "seconds"])
     t0 = time.time()
     bar = tqdm(range(1, cfg.steps + 1), desc="perceptual", dynamic_ncols=True)
     for step in bar:
@@ -144,6 +174,11 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
         ls, lc = style_loss(fy, target, tuple(cfg.style_taps), margin=cfg.style_margin, grid=cfg.style_grid), content_loss(fy, fc, tuple(cfg.content_taps))
         lcol, ltv = colour_loss(y, target, margin=cfg.style_margin), tv_loss(y)
         loss = cfg.style_weight * ls + cfg.content_weight * lc + cfg.colour_weight * lcol + cfg.tv_weight * ltv
+        ldist = torch.zeros(())
+        if cfg.colour_dist_weight or cfg.grad_dist_weight:
+            lcd, lgd = pools.loss(y, x, w, strength, cfg.dist_points, gen)
+            ldist = cfg.colour_dist_weight * lcd + cfg.grad_dist_weight * lgd
+            loss = loss + ldist
         lid = lst = torch.zeros(())
         if paint:
             lid = ((1.0 - strength)[:, :, None, None] ** 2 * (y - x).abs()).mean()
@@ -158,7 +193,7 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}", style=f"{ls.item():.4f}", content=f"{lc.item():.3f}")
         writer.writerow([step, loss.item(), ls.item(), lc.item(), lcol.item(), ltv.item(), lid.item(), lst.item(),
-                         round(time.time() - t0, 1)])
+                         ldist.item(), round(time.time() - t0, 1)])
         if step % cfg.save_every == 0 or step == cfg.steps:
             log.flush()
             provenance["steps_done"] = step
@@ -169,6 +204,49 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
     log.close()
     write_thumbnails([paths[0] for _, paths in named], names, out / "model" / "thumbs")
     return out / "model"
+
+
+class PixelPools:
+    """Each style's reference pixels and luma gradients, to draw target point clouds for any blend and strength."""
+
+    def __init__(self, refs: list[list[torch.Tensor]], scales: tuple[int, ...] = (1, 2, 4)) -> None:
+        self.scales = scales
+        self.colour = [torch.cat([r.flatten(1).T for r in imgs]) for imgs in refs]
+        grads = [[luma_gradients(r[None], scales) for r in imgs] for imgs in refs]
+        self.grads = [[torch.cat([g[k][0] for g in per_ref]) for k in range(len(scales))] for per_ref in grads]
+
+    @staticmethod
+    def _draw(pools: list[torch.Tensor], own: torch.Tensor, w: torch.Tensor, strength: float, count: int,
+              gen: torch.Generator) -> torch.Tensor:
+        """`count` points: from each style in proportion to its weight times strength, the rest from `own`."""
+        parts, left = [], count
+        for pool, wj in zip(pools, w.tolist()):
+            n = round(count * strength * wj)
+            if n > 0:
+                parts.append(pool[torch.randint(len(pool), (n,), generator=gen)])
+                left -= n
+        if left > 0:
+            parts.append(own[torch.randint(len(own), (left,), generator=gen)])
+        return torch.cat(parts)[:count]
+
+    def loss(self, y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, strength: torch.Tensor, count: int,
+             gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        colour, grads = y.new_zeros(()), y.new_zeros(())
+        dirs3, dirs2 = random_directions(3, 32, gen), random_directions(2, 16, gen)
+        gy, gx = luma_gradients(y, self.scales), luma_gradients(x, self.scales)
+        for i in range(y.shape[0]):
+            s = float(strength[i])
+            out = y[i].flatten(1).T
+            pick = torch.randint(len(out), (count,), generator=gen)
+            target = self._draw(self.colour, x[i].flatten(1).T, w[i], s, count, gen)
+            colour = colour + sliced_wasserstein(out[pick][None], target[None], dirs3)
+            for k in range(len(self.scales)):
+                own = gx[k][i]
+                n = min(count, len(own))
+                pick = torch.randint(len(own), (n,), generator=gen)
+                target = self._draw([g[k] for g in self.grads], own, w[i], s, n, gen)
+                grads = grads + sliced_wasserstein(gy[k][i][pick][None], target[None], dirs2) / len(self.scales)
+        return colour / y.shape[0], grads / y.shape[0]
 
 
 def resolve_style_refs(spec: str, root: Path) -> tuple[str, list[Path]]:
