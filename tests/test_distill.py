@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import csv
 from pathlib import Path
 
@@ -65,13 +67,15 @@ def test_a_chain_of_runs_starts_the_twin_from_the_previous_twin(tmp_path: Path) 
 def test_init_copies_film_rows_by_style_name() -> None:
     src = load_artifact()  # the bundled default: vangogh, hokusai, ...
     names = ("hokusai", "brand_new", "vangogh")
-    net = StudentNet(StudentConfig(num_styles=3))
+    net = StudentNet(dataclasses.replace(src.config, num_styles=3))
     init_from_artifact(net, src.path, names)
     ref = src.load_student()
     old = src.contract.style_names
     assert torch.equal(net.down_film.scale[0], ref.down_film.scale[old.index("hokusai")])
     assert torch.equal(net.down_film.scale[2], ref.down_film.scale[old.index("vangogh")])
     assert torch.count_nonzero(net.down_film.scale[1]) == 0  # a new style starts at the identity
+    if src.config.paint:  # and the painter's identity row (strength 0) comes along
+        assert torch.equal(net.down_film.scale[-1], ref.down_film.scale[-1])
     assert torch.equal(net.encode.weight, ref.encode.weight)
 
 

@@ -260,7 +260,9 @@ def _check_stylized(frames: list[np.ndarray], backend, style: str) -> tuple[floa
 def test_whep_frames_are_the_models_stylization(feeds: dict, backend) -> None:
     model, inp = _check_stylized(feeds["plain"], backend, backend.style_names[0])
     print(f"\n[feeds] PSNR of WHEP frames to the model's output {model:.1f} dB, to the input {inp:.1f} dB")
-    assert model > inp + 3 and model > 22
+    # The painted default is far from its input (13 dB), and its strokes cost VP8 more than the residual
+    # students' tints did: about 21 dB to the model's own output, where those reached 22+.
+    assert model > inp + 3 and model > 18
 
 
 def test_control_api_changes_the_running_stream(feeds: dict, backend) -> None:

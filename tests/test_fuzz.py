@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import shutil
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from realtime.pipeline import FramePipeline, StyleState
 from realtime.ratelimit import TokenBucket
 from realtime.server import SESSIONS_KEY, create_app
 from realtime.stylize_file import StylizeError, atomic_output, stylize_video
-from tests.apphelpers import loop_thread, serve_app
+from tests.apphelpers import loop_thread, private_rtc_randoms, serve_app
 from tests.test_stylize import leftovers, make_clip
 from tests.whipclient import OfferClient, WhipPublisher, base_scene
 
@@ -213,13 +212,7 @@ def live():
     # The live peers' RTCP and ICE-consent timers jitter with the global `random` from the loop thread while
     # Hypothesis draws on this one; it reads that as a strategy using `random` and warns. A private
     # generator per module keeps the timers' behaviour and the global state Hypothesis watches apart.
-    import aioice.ice
-    import aiortc.rtcrtpreceiver
-    import aiortc.rtcrtpsender
-
-    with pytest.MonkeyPatch.context() as mp, loop_thread() as lt:
-        for module in (aioice.ice, aiortc.rtcrtpreceiver, aiortc.rtcrtpsender):
-            mp.setattr(module, "random", random.Random())
+    with private_rtc_randoms(), loop_thread() as lt:
         server = LiveServer(lt, backend)
         try:
             yield server

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -35,7 +34,7 @@ from realtime.guard import guarded
 from realtime.security import TracebackLimiter
 from realtime.server import encode_reply
 from realtime.static import resolve
-from tests.apphelpers import LoopThread, loop_thread
+from tests.apphelpers import LoopThread, loop_thread, private_rtc_randoms
 from tests.conftest import ServerProcess, run_server
 from tests.whipclient import NumberedTrack, OfferClient, WhipPublisher, base_scene
 
@@ -333,15 +332,9 @@ class Live:
 def live() -> Iterator[Live]:
     # The live peers' RTCP and ICE timers use the global `random` on the loop thread while Hypothesis draws on
     # this one; private generators keep them apart (as in tests/test_fuzz.py).
-    import aioice.ice
-    import aiortc.rtcrtpreceiver
-    import aiortc.rtcrtpsender
-
     args = ("--token", TOKEN, "--offer-rate", "1000", "--connect-timeout", str(CONNECT_TIMEOUT_S),
             "--body-timeout", str(BODY_TIMEOUT_S), "--header-timeout", str(HEADER_TIMEOUT_S))
-    with pytest.MonkeyPatch.context() as mp, run_server(*args) as server, loop_thread() as lt:
-        for module in (aioice.ice, aiortc.rtcrtpreceiver, aiortc.rtcrtpsender):
-            mp.setattr(module, "random", random.Random())
+    with private_rtc_randoms(), run_server(*args) as server, loop_thread() as lt:
         srv = Live(server, lt)
         try:
             yield srv

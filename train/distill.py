@@ -107,6 +107,8 @@ class DistillConfig:
 def init_from_artifact(net: StudentNet, path: str | Path, names: tuple[str, ...]) -> list[str]:
     """Copy a trained student's weights; FiLM rows go by style name (new styles start at the identity)."""
     art = load_artifact(path)
+    if art.config.output != net.config.output:
+        raise ValueError(f"{path}: a {art.config.output!r} student cannot start a {net.config.output!r} one")
     src = art.load_student()
     old_names = art.contract.style_names
     state = net.state_dict()
@@ -114,10 +116,14 @@ def init_from_artifact(net: StudentNet, path: str | Path, names: tuple[str, ...]
     for key, value in src.state_dict().items():
         if key not in state:
             continue
-        if "film" in key:  # (S, C) per-style rows
+        if "film" in key:  # (S, C) per-style rows (a painter's last row is its identity, for strength 0)
+            if state[key].shape[1] != value.shape[1]:
+                continue
             for i, name in enumerate(names):
                 if name in old_names:
                     state[key][i] = value[old_names.index(name)]
+            if net.config.paint:
+                state[key][-1] = value[-1]
             copied.append(key)
         elif state[key].shape == value.shape:
             state[key] = value
