@@ -11,7 +11,6 @@ import pytest
 from PIL import Image
 
 from engines.backends import load_backend
-from engines.contract import padded_size
 from train.look import LookScores, descriptor, distance, face_rate, mean_descriptor, reinhard, score
 
 pytestmark = pytest.mark.unit
@@ -47,13 +46,8 @@ def _descs(refs: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
 
 
 def _stylize(backend, rgb: np.ndarray, style: int, strength: float = 1.0) -> np.ndarray:
-    h, w = rgb.shape[:2]
-    hp, wp = padded_size(h, w, backend.contract.size_multiple)
-    x = np.pad(rgb, ((0, hp - h), (0, wp - w), (0, 0)), mode="edge").astype(np.float32).transpose(2, 0, 1)[None] / 255
-    weights = np.zeros((1, len(backend.style_names)), np.float32)
-    weights[0, style] = 1.0
-    y = backend.run(np.ascontiguousarray(x), weights, np.full((1, 1), strength, np.float32))
-    return (np.clip(y[0].transpose(1, 2, 0)[:h, :w], 0, 1) * 255 + 0.5).astype(np.uint8)
+    return backend.stylize(np.ascontiguousarray(rgb), backend.contract.weights_vector({backend.style_names[style]: 1.0}),
+                           strength)
 
 
 def test_descriptor_separates_strokes_from_palette() -> None:

@@ -64,13 +64,15 @@ class PerceptualConfig:
     body_channels: int = 96
     half_channels: int = 32
     half_blocks: int = 2
-    pad: int = 0
-    style_weight: float = 150.0
+    pad: int = 16
+    # Defaults: the last link of the bundled model's chain (P3 in scripts/train_default.sh). Content at stride 4
+    # and 8 holds faces; at stride 8 alone (weight 6) a free painter dropped the photo for a field of blobs.
+    style_weight: float = 100.0
     style_taps: list[int] = field(default_factory=lambda: [0, 2, 4, 7, 10])
-    content_weight: float = 6.0
-    content_taps: list[int] = field(default_factory=lambda: [4])
+    content_weight: float = 30.0
+    content_taps: list[int] = field(default_factory=lambda: [2, 4])
     colour_weight: float = 10.0
-    tv_weight: float = 30.0
+    tv_weight: float = 60.0
     p_onehot: float = 0.7
     # paint only: trained strength, and stability under small shifts plus noise.
     strength_full: float = 0.5
@@ -78,15 +80,15 @@ class PerceptualConfig:
     identity_weight: float = 20.0
     # Image-space distributions (sliced Wasserstein): the references' colours, and their luma gradients at
     # 1, 1/2 and 1/4 scale (the gradient-domain style term). Mean/std feature matching alone was met by a tint.
-    colour_dist_weight: float = 0.0
-    grad_dist_weight: float = 0.0
-    grad_dist_scales: list[int] = field(default_factory=lambda: [1, 2, 4])
+    colour_dist_weight: float = 200.0
+    grad_dist_weight: float = 1000.0
+    grad_dist_scales: list[int] = field(default_factory=lambda: [2, 4])  # at full scale it drew a 4 px weave
     dist_points: int = 8192
     grad_short_side: int = 360  # references at a 640x360 frame's scale, so strokes come out at the size they have there
     stable_weight: float = 30.0
     stable_shift: int = 8
     stable_noise: float = 0.02
-    style_margin: float = 0.08
+    style_margin: float = 0.03
     style_grid: int = 2
     film_lr_scale: float = 2.0
     grad_clip: float = 1.0
