@@ -669,6 +669,11 @@ def test_mood_phrase_changes_the_style(live: LivePage) -> None:
     from engines.backends import load_backend
 
     page = live.page
+    # Start from a style of its own, unlike the mood's (black-on-white lines against a colour blend), so the
+    # check does not hang on whichever blend an earlier test left on.
+    live.send({"style": "lineart", "strength": 1.0})
+    page.wait_for_function(
+        "() => { const w = (window.stylizer.state || {}).weights || {}; return w.lineart === 1; }", timeout=5_000)
     old = page.evaluate("window.stylizer.state")
     page.fill("#mood", "party time")
     page.click("#mood-apply")
@@ -702,8 +707,7 @@ def test_mood_phrase_changes_the_style(live: LivePage) -> None:
         old_err.append(residual(prev, f))
     print(f"\n[browser] after the mood: residual to the party blend {statistics.median(new_err):.1f}, "
           f"to the old blend {statistics.median(old_err):.1f}")
-    # The bundled model's blends are close cousins, and VP8 adds noise to both; but every returned frame
-    # must sit nearer to the mood's blend than to the old one.
+    # VP8 adds noise to both; but nearly every returned frame must sit nearer to the mood's blend.
     closer = sum(n < o for n, o in zip(new_err, old_err)) / len(new_err)
     assert closer >= 0.8 and statistics.median(new_err) < statistics.median(old_err), (
         f"the mood did not change the style: {closer:.0%} of frames closer to the new blend")
