@@ -44,6 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--out", default="contact_sheet.png")
     s.add_argument("--height", type=int, default=240)
 
+    fr = sub.add_parser("frontier", help="look/speed frontier: students at full and reduced internal resolution",
+                        description="Score each student folder on the look photos (top-1, style gain, faces kept) at "
+                                    "full and reduced internal resolution (bilinear and edge-guided upsampling), "
+                                    "and time it per 640x360 frame on the default CPU back-end, in one run.")
+    fr.add_argument("models", nargs="+", help="student model folders")
+    fr.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.75, 0.5],
+                    help="internal scales to run the network at (default: 1 0.75 0.5)")
+
     t = sub.add_parser("teacher", help="train the multi-reference GAN teacher from a preset",
                        description="Train the style-conditioned GAN teacher over a bank of reference styles. "
                                    "Settings come from a preset TOML (a path, or a name in train/presets: "
@@ -117,6 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         fields = {f.name for f in dataclasses.fields(PerceptualConfig)}
         path = train_perceptual(PerceptualConfig(**{k: v for k, v in vars(args).items() if k in fields}))
         print(f"model written to {path}")
+    elif args.command == "frontier":
+        from engines.backends import load_backend
+        from train.frontier import frontier, frontier_md
+
+        rows = frontier(args.models, args.scales)
+        print("\n".join(frontier_md(rows, load_backend(args.models[0]).name)))
     elif args.command == "sheet":
         from train.sheet import contact_sheet
 

@@ -138,14 +138,19 @@ def score(photos: Sequence[np.ndarray], refs: Sequence[list[np.ndarray]], styles
 _CASCADE: cv2.CascadeClassifier | None = None
 
 
-def faces(rgb: np.ndarray) -> int:
-    """How many frontal faces OpenCV's stock Haar cascade finds."""
+def face_boxes(rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """The (x, y, w, h) boxes of the frontal faces OpenCV's stock Haar cascade finds."""
     global _CASCADE
     if _CASCADE is None:
         _CASCADE = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"))
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     found = _CASCADE.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
-    return len(found)
+    return [tuple(int(v) for v in b) for b in found]
+
+
+def faces(rgb: np.ndarray) -> int:
+    """How many frontal faces OpenCV's stock Haar cascade finds."""
+    return len(face_boxes(rgb))
 
 
 def face_rate(portraits: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> float:

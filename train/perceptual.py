@@ -32,6 +32,7 @@ from train.data import (
     sample_style_weights,
     to_tensor,
 )
+from train.face_crops import FaceCrops, face_structure_loss
 from train.features import ExpansionFeatures, mean_std
 from train.losses import (
     StyleStats,
@@ -45,6 +46,8 @@ from train.losses import (
     tv_loss,
 )
 from train.numerics import flushed_denormals
+from train.teacher_data import clip_pair, clip_sequences
+from train.teacher_losses import temporal_loss
 from train.thumbs import write_thumbnails
 
 DEFAULT_STYLES = ("vangogh", "hokusai", "kandinsky", "monet", "klimt", "lineart", "munch",
@@ -88,6 +91,11 @@ class PerceptualConfig:
     stable_weight: float = 30.0
     stable_shift: int = 8
     stable_noise: float = 0.02
+    # Temporal term on real clip pairs (DIS flow on the input frames, occlusion-masked L1, as the warping error
+    # measures it): the synthetic shifts above do not move light, parallax or a turning head.
+    clip_weight: float = 0.0
+    # One crop around a face joins every batch, and the face's coarse light/dark pattern is held (face_crops.py).
+    face_weight: float = 0.0
     style_margin: float = 0.03
     style_grid: int = 2
     film_lr_scale: float = 2.0
@@ -130,6 +138,12 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
     paint = cfg.output == "paint"
     margin = cfg.stable_shift if paint else 0
     sampler = CropSampler([im for _, im in content], crop=cfg.crop + margin, seed=cfg.seed)
+    face_crops = FaceCrops([im for _, im in content], cfg.crop + margin, seed=cfg.seed) if cfg.face_weight else None
+    if face_crops is not None and not len(face_crops):
+        raise ValueError("--face-weight: no faces found in the training content")
+    seqs = clip_sequences(Path(cfg.data)) if cfg.clip_weight else []
+    if cfg.clip_weight and not seqs:
+        raise ValueError("--clip-weight: no clips or frame sequences under the data folder")
 
     net = StudentNet(StudentConfig(num_styles=len(names), output=cfg.output, body_channels=cfg.body_channels,
                                    half_channels=cfg.half_channels, half_blocks=cfg.half_blocks,
@@ -157,15 +171,19 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
     log = (out / "log.csv").open("w", newline="")
     writer = csv.writer(log)
     writer.writerow(["step", "loss", "style", "content", "colour", "tv", "identity", "stable", "distributions",
-                     "seconds"])
+                     "face", "clip", "clip_input", "seconds"])
     t0 = time.time()
     bar = tqdm(range(1, cfg.steps + 1), desc="perceptual", dynamic_ncols=True)
     for step in bar:
         crops = sampler.sample(cfg.batch)
+        if face_crops is not None:
+            fcrop, fmask = face_crops.sample(1)
+            crops = torch.cat([crops, fcrop])
+        n = crops.shape[0]
         x = crops[:, :, : cfg.crop, : cfg.crop]
-        w = sample_style_weights(cfg.batch, len(names), rng, p_onehot=cfg.p_onehot)
-        strength = sample_strengths(cfg.batch, rng, cfg.strength_full, cfg.strength_zero) if paint \
-            else torch.ones(cfg.batch, 1)
+        w = sample_style_weights(n, len(names), rng, p_onehot=cfg.p_onehot)
+        strength = sample_strengths(n, rng, cfg.strength_full, cfg.strength_zero) if paint \
+            else torch.ones(n, 1)
         y = net(x, w, strength)
         with torch.no_grad():
             fc = features(x)
@@ -181,6 +199,19 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
             lcd, lgd = pools.loss(y, x, w, strength, cfg.dist_points, gen)
             ldist = cfg.colour_dist_weight * lcd + cfg.grad_dist_weight * lgd
             loss = loss + ldist
+        lface = lclip = lclip_in = torch.zeros(())
+        if face_crops is not None:
+            lface = face_structure_loss(y[-1:], x[-1:], fmask[:, :, : cfg.crop, : cfg.crop])
+            loss = loss + cfg.face_weight * lface
+        if seqs:
+            pair = clip_pair(rng, seqs, cfg.crop)
+            # Both frames in one style at full strength, where a flicker shows most.
+            wp = sample_style_weights(1, len(names), rng, p_onehot=cfg.p_onehot).expand(2, -1)
+            yp = net(pair["pair"], wp, torch.ones(2, 1))
+            lclip = temporal_loss(yp[1:], yp[:1], pair["pair_flow"], pair["pair_mask"])
+            with torch.no_grad():  # the input's own error under the same flow: the floor, for the log
+                lclip_in = temporal_loss(pair["pair"][1:], pair["pair"][:1], pair["pair_flow"], pair["pair_mask"])
+            loss = loss + cfg.clip_weight * lclip
         lid = lst = torch.zeros(())
         if paint:
             lid = ((1.0 - strength)[:, :, None, None] ** 2 * (y - x).abs()).mean()
@@ -195,7 +226,7 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}", style=f"{ls.item():.4f}", content=f"{lc.item():.3f}")
         writer.writerow([step, loss.item(), ls.item(), lc.item(), lcol.item(), ltv.item(), lid.item(), lst.item(),
-                         ldist.item(), round(time.time() - t0, 1)])
+                         ldist.item(), lface.item(), lclip.item(), lclip_in.item(), round(time.time() - t0, 1)])
         if step % cfg.save_every == 0 or step == cfg.steps:
             log.flush()
             provenance["steps_done"] = step

@@ -116,25 +116,30 @@ class TeacherBatches(torch.utils.data.IterableDataset):
         return to_tensor(im)
 
     def _pair(self, rng: random.Random, seqs: list[list[Image.Image]]) -> dict[str, torch.Tensor]:
-        """Two consecutive frames cropped alike, with DIS flow and the occlusion mask computed on the crops."""
-        c = self.spec.crop
-        seq = rng.choice(seqs)
-        t = rng.randrange(1, len(seq))
-        a, b = seq[t - 1], seq[t]
-        short = rng.randint(max(c, 240), max(c, 360))
-        scale = short / min(a.size)
-        size = (max(c, round(a.width * scale)), max(c, round(a.height * scale)))
-        x, y = rng.randint(0, size[0] - c), rng.randint(0, size[1] - c)
-        flip = rng.random() < 0.5
-        crops = []
-        for im in (a, b):
-            im = im.resize(size, Image.BILINEAR).crop((x, y, x + c, y + c))
-            crops.append(np.asarray(im.transpose(Image.FLIP_LEFT_RIGHT) if flip else im))
-        prev, nxt = crops
-        fwd, bwd = flow(nxt, prev), flow(prev, nxt)
-        mask = occlusion_mask(fwd, bwd)
-        return {
-            "pair": torch.stack([torch.from_numpy(f.astype(np.float32) / 255.0).permute(2, 0, 1) for f in crops]),
-            "pair_flow": torch.from_numpy(fwd).permute(2, 0, 1)[None].contiguous(),
-            "pair_mask": torch.from_numpy(mask)[None, None],
-        }
+        return clip_pair(rng, seqs, self.spec.crop)
+
+
+def clip_pair(rng: random.Random, seqs: list[list[Image.Image]], crop: int) -> dict[str, torch.Tensor]:
+    """Two consecutive frames cropped alike, with DIS flow and the occlusion mask computed on the crops:
+    pair (2,3,C,C) frames t-1, t; pair_flow (1,2,C,C) = flow(I_t, I_t-1); pair_mask (1,1,C,C)."""
+    c = crop
+    seq = rng.choice(seqs)
+    t = rng.randrange(1, len(seq))
+    a, b = seq[t - 1], seq[t]
+    short = rng.randint(max(c, 240), max(c, 360))
+    scale = short / min(a.size)
+    size = (max(c, round(a.width * scale)), max(c, round(a.height * scale)))
+    x, y = rng.randint(0, size[0] - c), rng.randint(0, size[1] - c)
+    flip = rng.random() < 0.5
+    crops = []
+    for im in (a, b):
+        im = im.resize(size, Image.BILINEAR).crop((x, y, x + c, y + c))
+        crops.append(np.asarray(im.transpose(Image.FLIP_LEFT_RIGHT) if flip else im))
+    prev, nxt = crops
+    fwd, bwd = flow(nxt, prev), flow(prev, nxt)
+    mask = occlusion_mask(fwd, bwd)
+    return {
+        "pair": torch.stack([torch.from_numpy(f.astype(np.float32) / 255.0).permute(2, 0, 1) for f in crops]),
+        "pair_flow": torch.from_numpy(fwd).permute(2, 0, 1)[None].contiguous(),
+        "pair_mask": torch.from_numpy(mask)[None, None],
+    }

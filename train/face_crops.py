@@ -1,0 +1,78 @@
+"""Training crops centred on faces, with the face's box as a mask.
+
+Random crops of the content rarely hold a face at the size a webcam shows one, and a painter trained on them
+paints over eyes and mouths (the look table's faces-kept column). These crops put a face in every step.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from PIL import Image
+
+from train.data import to_tensor
+from train.look import face_boxes
+
+
+class FaceCrops:
+    """Square crops of `size` px around the faces found in `images`; the face fills 30-60% of the crop side."""
+
+    def __init__(self, images: list[Image.Image], size: int, seed: int = 0) -> None:
+        self.size = size
+        self.rng = random.Random(seed)
+        self.faces: list[tuple[Image.Image, tuple[int, int, int, int]]] = []
+        for im in images:
+            rgb = np.asarray(im)
+            # The cascade works on a moderate size; boxes scale back to the image.
+            k = min(1.0, 480 / min(im.size))
+            small = np.asarray(im.resize((round(im.width * k), round(im.height * k)), Image.BILINEAR)) if k < 1 else rgb
+            self.faces.extend((im, tuple(round(v / k) for v in box)) for box in face_boxes(small))
+
+    def __len__(self) -> int:
+        return len(self.faces)
+
+    def sample(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch, 3, size, size) crops and (batch, 1, size, size) face masks."""
+        crops, masks = [], []
+        for _ in range(batch):
+            im, (x, y, w, h) = self.rng.choice(self.faces)
+            scale = self.size * self.rng.uniform(0.3, 0.6) / max(w, h)
+            W, H = max(self.size, round(im.width * scale)), max(self.size, round(im.height * scale))
+            sx, sy = W / im.width, H / im.height
+            fx, fy, fw, fh = x * sx, y * sy, w * sx, h * sy
+            # Centre on the face, jittered, inside the image.
+            cx = fx + fw / 2 + self.rng.uniform(-0.2, 0.2) * self.size
+            cy = fy + fh / 2 + self.rng.uniform(-0.2, 0.2) * self.size
+            x0 = int(min(max(cx - self.size / 2, 0), W - self.size))
+            y0 = int(min(max(cy - self.size / 2, 0), H - self.size))
+            crop = im.resize((W, H), Image.BILINEAR).crop((x0, y0, x0 + self.size, y0 + self.size))
+            mask = torch.zeros(1, self.size, self.size)
+            bx0, by0 = max(0, round(fx - x0)), max(0, round(fy - y0))
+            mask[:, by0 : max(by0, round(fy + fh - y0)), bx0 : max(bx0, round(fx + fw - x0))] = 1.0
+            if self.rng.random() < 0.5:
+                crop, mask = crop.transpose(Image.FLIP_LEFT_RIGHT), mask.flip(-1)
+            crops.append(to_tensor(crop))
+            masks.append(mask)
+        return torch.stack(crops), torch.stack(masks)
+
+
+def face_structure_loss(y: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, pool: int = 4) -> torch.Tensor:
+    """How far the output's coarse light and dark pattern inside the face box is from the input's, each
+    normalised to zero mean and unit spread there: eyes, brows, nose and mouth are what a viewer (and a face
+    detector) reads a face by, and this keeps them while leaving the palette and the fine strokes free."""
+    luma = torch.tensor([0.299, 0.587, 0.114], dtype=y.dtype).view(1, 3, 1, 1)
+    ly = torch.nn.functional.avg_pool2d((y * luma).sum(1, keepdim=True), pool)
+    lx = torch.nn.functional.avg_pool2d((x * luma).sum(1, keepdim=True), pool)
+    m = torch.nn.functional.avg_pool2d(mask, pool) > 0.5
+    total = y.new_zeros(())
+    for i in range(y.shape[0]):
+        sel = m[i]
+        if int(sel.sum()) < 16:
+            continue
+        a, b = ly[i][sel], lx[i][sel]
+        a = (a - a.mean()) / (a.std() + 1e-3)
+        b = (b - b.mean()) / (b.std() + 1e-3)
+        total = total + (a - b).pow(2).mean()
+    return total / y.shape[0]
