@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _quantize(model: Path | None, int8: bool, calibration: Path | None = None, margin: float | None = None,
               speed_check: bool = True) -> int:
-    from engines.artifact import load_artifact
+    from engines.artifact import load_artifact, write_film_table
     from engines.backends import cpu_runtime, load_backend
     from engines.onnx_export import export_onnx, stamp
     from engines.parity import THRESHOLD_DB, measure, parity_frames, parity_mixes
@@ -92,13 +92,15 @@ def _quantize(model: Path | None, int8: bool, calibration: Path | None = None, m
     )
 
     art = load_artifact(model)
-    export_onnx(art.load_student(), art.contract, art.onnx_path, weights_sha256=art.weights_sha256)
-    print(f"engines: wrote {art.onnx_path}", file=sys.stderr)
+    net = art.load_student()
+    export_onnx(net, art.contract, art.onnx_path, weights_sha256=art.weights_sha256)
+    write_film_table(net, art.path, art.weights_sha256)
+    print(f"engines: wrote {art.onnx_path} and {art.film_path.name}", file=sys.stderr)
     if int8:
         tmp = art.path / "student.int8.onnx.new"
         frames = calibration_frames(calibration, limit=24) if calibration else calibration_frames()
         try:
-            plan = quantize_int8(art.onnx_path, tmp, art.contract, frames, weights_sha256=art.weights_sha256,
+            plan = quantize_int8(art.onnx_path, tmp, art.style_bank(), frames, weights_sha256=art.weights_sha256,
                                  margin_db=SELECTION_MARGIN_DB if margin is None else margin)
         except ValueError as exc:
             art.int8_onnx_path.unlink(missing_ok=True)

@@ -4,6 +4,8 @@
     student.pt      PyTorch state dict of the StudentNet
     student.onnx    the same network, exported with the contract's names
     student.int8.onnx  optional: static int8 (QDQ) of student.onnx (`python -m engines quantize`)
+    student.film.npz   the FiLM table (one row per style, then the identity row) that the host mixes into
+                    the graph's `film` input, stamped with the weights hash; numpy only, so serving needs no torch
     thumbs/NAME.jpg one thumbnail per style, for the web gallery
 """
 
@@ -15,10 +17,16 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from engines.contract import IOContract
-from engines.student import StudentConfig, StudentNet
+from engines.student import StudentConfig
+
+if TYPE_CHECKING:
+    from engines.student import StudentNet
+    from engines.style_bank import StyleBank
 
 FORMAT = "stylizer-student"
 FORMAT_VERSION = 1
@@ -26,6 +34,7 @@ META_FILE = "model.json"
 WEIGHTS_FILE = "student.pt"
 ONNX_FILE = "student.onnx"
 INT8_ONNX_FILE = "student.int8.onnx"
+FILM_FILE = "student.film.npz"
 THUMBS_DIR = "thumbs"
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"
@@ -59,8 +68,42 @@ class Artifact:
         p = self.path / THUMBS_DIR / f"{style}.jpg"
         return p if p.is_file() else None
 
+    @property
+    def film_path(self) -> Path:
+        return self.path / FILM_FILE
+
+    def style_bank(self) -> StyleBank:
+        """The trained styles' FiLM rows, as the host mixes them (from student.film.npz; from the weights,
+        with torch, where that file is missing or stale)."""
+        from engines.style_bank import StyleBank
+
+        table = None
+        if self.film_path.is_file():
+            try:
+                with np.load(self.film_path, allow_pickle=False) as z:
+                    if str(z["weights_sha256"]) == self.weights_sha256:
+                        table = np.asarray(z["table"], np.float32)
+            except (OSError, ValueError, KeyError) as exc:
+                raise ArtifactError(f"{self.film_path}: unreadable ({exc}); rewrite it: python -m engines "
+                                    f"quantize --no-int8 {self.path}") from exc
+        if table is None:
+            try:
+                from engines.student import film_table
+            except ImportError as exc:
+                raise ArtifactError(f"{self.film_path}: missing or made from other weights; rewrite it with "
+                                    f"python -m engines quantize --no-int8 {self.path}") from exc
+            table = film_table(self.load_student()).detach().numpy()
+        s = self.contract.num_styles
+        if table.shape[0] != self.config.film_rows:
+            raise ArtifactError(f"{self.film_path}: {table.shape[0]} FiLM rows, the network has {self.config.film_rows}")
+        return StyleBank(self.contract.style_names, table[:s], table[s] if self.config.paint else None)
+
     def load_student(self) -> StudentNet:
         """Rebuild the network from the stored config and load (hash-checked) weights."""
+        import torch
+
+        from engines.student import StudentNet
+
         raw = self.weights_path.read_bytes()
         if hashlib.sha256(raw).hexdigest() != self.weights_sha256:
             raise ArtifactError(f"{self.weights_path}: weights hash does not match {META_FILE} (corrupt or edited)")
@@ -76,9 +119,23 @@ class Artifact:
         return net.eval()
 
 
+def write_film_table(net: StudentNet, out_dir: str | Path, weights_sha256: str) -> Path:
+    """Write `net`'s FiLM table as student.film.npz (atomically), stamped with its weights hash."""
+    from engines.student import film_table
+
+    path = Path(out_dir) / FILM_FILE
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, table=film_table(net).detach().cpu().numpy().astype(np.float32),
+             weights_sha256=np.array(weights_sha256))
+    tmp.replace(path)
+    return path
+
+
 def save_artifact(net: StudentNet, contract: IOContract, out_dir: str | Path, *, provenance: dict | None = None,
                   export_onnx: bool = True) -> Artifact:
-    """Write weights, metadata and (optionally) ONNX for `net` into `out_dir`."""
+    """Write weights, metadata, the FiLM table and (optionally) ONNX for `net` into `out_dir`."""
+    import torch
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if contract.num_styles != net.config.num_styles:
@@ -98,6 +155,7 @@ def save_artifact(net: StudentNet, contract: IOContract, out_dir: str | Path, *,
     }
     (out / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     art = load_artifact(out)
+    write_film_table(net, out, art.weights_sha256)
     if export_onnx:
         from engines.onnx_export import export_onnx
 

@@ -1,6 +1,6 @@
 """ONNX Runtime: fp32 or static int8 (QDQ) on the CPU, fp32/fp16 on the CUDA provider where installed.
 
-I/O is preallocated per frame shape: the input, weight, strength and output arrays
+I/O is preallocated per frame shape: the input, FiLM vector, strength and output arrays
 and their IOBinding are made once, then every frame writes into the same memory
 and calls run_with_iobinding. Worker threads do not spin while idle, so the
 encoder beside us gets the cores back between frames.
@@ -16,7 +16,7 @@ import numpy as np
 
 from engines.artifact import Artifact
 from engines.backends import Backend, BackendError, inference_threads
-from engines.contract import INPUT_IMAGE, INPUT_STRENGTH, INPUT_WEIGHTS, OUTPUT_IMAGE
+from engines.contract import INPUT_FILM, INPUT_IMAGE, INPUT_STRENGTH, OUTPUT_IMAGE
 
 if TYPE_CHECKING:
     from engines.engine_spec import EngineSpec
@@ -42,12 +42,23 @@ def stale_reason(art: Artifact, path: Path) -> str | None:
     return None
 
 
+def check_graph_inputs(path: Path, names: set[str]) -> None:
+    """Refuse a graph whose inputs are not the contract's, naming the fix for one exported before `film`."""
+    from engines.contract import INPUT_WEIGHTS
+
+    if names == {INPUT_IMAGE, INPUT_WEIGHTS, INPUT_STRENGTH}:
+        raise BackendError(f"{path}: an older graph that takes style weights, not the FiLM vector; re-export it: "
+                           f"python -m engines quantize --no-int8 {path.parent}")
+    if names != {INPUT_IMAGE, INPUT_FILM, INPUT_STRENGTH}:
+        raise BackendError(f"{path}: inputs {sorted(names)} do not match the contract")
+
+
 @dataclass
 class _Slot:
     """Host buffers bound to the session for one input shape; owned by the back-end, reused every frame."""
 
     image: np.ndarray  # (N, 3, Hp, Wp) in the model's float type
-    weights: np.ndarray  # (N, S)
+    film: np.ndarray  # (N, F)
     strength: np.ndarray  # (N, 1)
     out: np.ndarray  # (N, 3, Hp, Wp) float32 (or the model's type)
     binding: Any
@@ -89,11 +100,10 @@ class OnnxBackend(Backend):
             raise BackendError(f"{path}: cannot load ONNX model ({str(exc).splitlines()[0]})") from exc
         self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
         inputs = {i.name: i for i in self.session.get_inputs()}
-        if set(inputs) != {INPUT_IMAGE, INPUT_WEIGHTS, INPUT_STRENGTH}:
-            raise BackendError(f"{path}: inputs {sorted(inputs)} do not match the contract")
-        styles = inputs[INPUT_WEIGHTS].shape[1]
-        if isinstance(styles, int) and styles != self.contract.num_styles:
-            raise BackendError(f"{path}: takes {styles} style weights, the contract has {self.contract.num_styles}")
+        check_graph_inputs(path, set(inputs))
+        width = inputs[INPUT_FILM].shape[1]
+        if isinstance(width, int) and width != self.film_width:
+            raise BackendError(f"{path}: takes a FiLM vector of {width}, the model's table has {self.film_width}")
         self._dtype = np.float16 if "float16" in inputs[INPUT_IMAGE].type else np.float32
         self._slots: dict[tuple[int, ...], _Slot] = {}
 
@@ -103,13 +113,13 @@ class OnnxBackend(Backend):
             n = shape[0]
             slot = _Slot(
                 image=np.empty(shape, self._dtype),
-                weights=np.empty((n, self.contract.num_styles), self._dtype),
+                film=np.empty((n, self.film_width), self._dtype),
                 strength=np.empty((n, 1), self._dtype),
                 out=np.empty(shape, self._dtype),
                 binding=self.session.io_binding(),
             )
             b = slot.binding
-            for name, arr in ((INPUT_IMAGE, slot.image), (INPUT_WEIGHTS, slot.weights), (INPUT_STRENGTH, slot.strength)):
+            for name, arr in ((INPUT_IMAGE, slot.image), (INPUT_FILM, slot.film), (INPUT_STRENGTH, slot.strength)):
                 b.bind_cpu_input(name, arr)
             b.bind_output(OUTPUT_IMAGE, "cpu", 0, self._dtype, list(shape), slot.out.ctypes.data)
             self._slots = {shape: slot}  # one live size at a time: a new size retires the old buffers
@@ -120,11 +130,11 @@ class OnnxBackend(Backend):
             return self._slot((n, 3, hp, wp)).image
         return super()._input_buffer(n, hp, wp)
 
-    def run(self, image: np.ndarray, weights: np.ndarray, strength: np.ndarray) -> np.ndarray:
+    def run(self, image: np.ndarray, film: np.ndarray, strength: np.ndarray) -> np.ndarray:
         slot = self._slot(tuple(image.shape))
         if image is not slot.image:
             np.copyto(slot.image, image, casting="same_kind")
-        np.copyto(slot.weights, weights, casting="same_kind")
+        np.copyto(slot.film, film, casting="same_kind")
         np.copyto(slot.strength, strength, casting="same_kind")
         if self.device == "cuda":
             slot.binding.synchronize_inputs()

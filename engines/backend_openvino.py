@@ -23,7 +23,7 @@ import numpy as np
 
 from engines.artifact import Artifact
 from engines.backends import Backend, BackendError, inference_threads
-from engines.contract import INPUT_IMAGE, INPUT_STRENGTH, INPUT_WEIGHTS
+from engines.contract import INPUT_FILM, INPUT_IMAGE, INPUT_STRENGTH
 
 if TYPE_CHECKING:
     from engines.engine_spec import EngineSpec
@@ -111,7 +111,7 @@ def cheaper_upsampling(model: Any) -> int:
 @dataclass
 class _Slot:
     image: np.ndarray  # (N, 3, Hp, Wp) float32, shared with the infer request
-    weights: np.ndarray
+    film: np.ndarray  # (N, F)
     strength: np.ndarray
     out: np.ndarray
     request: Any
@@ -126,7 +126,7 @@ class OpenVinoBackend(Backend):
                  spec: EngineSpec | None = None, rewrite: bool = True) -> None:
         super().__init__(artifact, precision)
         ov = import_openvino()
-        from engines.backend_onnx import onnx_file, stale_reason
+        from engines.backend_onnx import check_graph_inputs, onnx_file, stale_reason
 
         self._ov = ov
         self.core = ov.Core()
@@ -142,6 +142,7 @@ class OpenVinoBackend(Backend):
             self.model = self.core.read_model(str(path))
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses for unreadable files
             raise BackendError(f"{path}: OpenVINO cannot read it ({str(exc).splitlines()[0]})") from exc
+        check_graph_inputs(path, {name for port in self.model.inputs for name in port.get_names()})
         # bf16 is left as read: its transposed convs ran slower than the resizes (28.6 vs 23.7 ms).
         self.rewritten = 0
         if rewrite and precision != "bf16":
@@ -161,13 +162,13 @@ class OpenVinoBackend(Backend):
         slot = self._slots.get(shape)
         if slot is None:
             ov, n = self._ov, shape[0]
-            s = self.contract.num_styles
-            self.model.reshape({INPUT_IMAGE: list(shape), INPUT_WEIGHTS: [n, s], INPUT_STRENGTH: [n, 1]})
+            s = self.film_width
+            self.model.reshape({INPUT_IMAGE: list(shape), INPUT_FILM: [n, s], INPUT_STRENGTH: [n, 1]})
             compiled = self.core.compile_model(self.model, "CPU", self.config)
             slot = _Slot(np.zeros(shape, np.float32), np.zeros((n, s), np.float32), np.zeros((n, 1), np.float32),
                          np.zeros(shape, np.float32), compiled.create_infer_request())
             req = slot.request
-            for name, arr in ((INPUT_IMAGE, slot.image), (INPUT_WEIGHTS, slot.weights), (INPUT_STRENGTH, slot.strength)):
+            for name, arr in ((INPUT_IMAGE, slot.image), (INPUT_FILM, slot.film), (INPUT_STRENGTH, slot.strength)):
                 req.set_tensor(name, ov.Tensor(arr, shared_memory=True))
             req.set_output_tensor(0, ov.Tensor(slot.out, shared_memory=True))
             self._slots = {shape: slot}  # one live size at a time
@@ -176,11 +177,11 @@ class OpenVinoBackend(Backend):
     def _input_buffer(self, n: int, hp: int, wp: int) -> np.ndarray:
         return self._slot((n, 3, hp, wp)).image
 
-    def run(self, image: np.ndarray, weights: np.ndarray, strength: np.ndarray) -> np.ndarray:
+    def run(self, image: np.ndarray, film: np.ndarray, strength: np.ndarray) -> np.ndarray:
         slot = self._slot(tuple(image.shape))
         if image is not slot.image:
             np.copyto(slot.image, image)
-        np.copyto(slot.weights, weights)
+        np.copyto(slot.film, film)
         np.copyto(slot.strength, strength)
         slot.request.infer()
         return slot.out

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from engines.artifact import Artifact, ArtifactError
 from engines.backends import BackendError
-from engines.contract import INPUT_IMAGE, INPUT_STRENGTH, INPUT_WEIGHTS, OUTPUT_IMAGE
+from engines.contract import INPUT_FILM, INPUT_IMAGE, INPUT_STRENGTH, OUTPUT_IMAGE
 from engines.device_backend import DeviceBackend, _Slot
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class Profile:
         return all(lo <= v <= hi for lo, v, hi in zip(self.min, (n, h, w), self.max))
 
 
-def build_plan(onnx_path: Path, plan_path: Path, profile: Profile, num_styles: int,
+def build_plan(onnx_path: Path, plan_path: Path, profile: Profile, film_width: int,
                timing_cache: Path | None = None, workspace: int = WORKSPACE_BYTES) -> None:
     """ONNX -> serialized TensorRT engine at `plan_path` (precision comes from the ONNX types)."""
     trt = import_tensorrt()
@@ -85,7 +85,7 @@ def build_plan(onnx_path: Path, plan_path: Path, profile: Profile, num_styles: i
     opt = builder.create_optimization_profile()
     (n0, h0, w0), (n1, h1, w1), (n2, h2, w2) = profile.min, profile.opt, profile.max
     opt.set_shape(INPUT_IMAGE, (n0, 3, h0, w0), (n1, 3, h1, w1), (n2, 3, h2, w2))
-    opt.set_shape(INPUT_WEIGHTS, (n0, num_styles), (n1, num_styles), (n2, num_styles))
+    opt.set_shape(INPUT_FILM, (n0, film_width), (n1, film_width), (n2, film_width))
     opt.set_shape(INPUT_STRENGTH, (n0, 1), (n1, 1), (n2, 1))
     config.add_optimization_profile(opt)
     serialized = builder.build_serialized_network(network, config)
@@ -126,9 +126,10 @@ class TensorRTBackend(DeviceBackend):
             raise BackendError(f"{spec.file_path}: TensorRT {trt.__version__} cannot load it (built with TensorRT "
                                f"{built_with}; rebuild with python -m engines build)")
         names = {self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)}
-        expected = {INPUT_IMAGE, INPUT_WEIGHTS, INPUT_STRENGTH, OUTPUT_IMAGE}
+        expected = {INPUT_IMAGE, INPUT_FILM, INPUT_STRENGTH, OUTPUT_IMAGE}
         if names != expected:
-            raise BackendError(f"{spec.file_path}: I/O tensors {sorted(names)} do not match the contract")
+            raise BackendError(f"{spec.file_path}: I/O tensors {sorted(names)} do not match the contract "
+                               f"(an engine built before the FiLM-vector graph? rebuild with python -m engines build)")
         want = trt.DataType.HALF if precision == "fp16" else trt.DataType.FLOAT
         for name in expected:
             if self.engine.get_tensor_dtype(name) != want:
@@ -151,7 +152,7 @@ class TensorRTBackend(DeviceBackend):
             out = slot.extra["out"] = self.torch.empty(slot.image.shape, dtype=self.dtype, device=self.dev)
         if self._bound != id(slot):  # bind once per slot; a CUDA graph replays with these addresses baked in
             ctx = self.context
-            for name, t in ((INPUT_IMAGE, slot.image), (INPUT_WEIGHTS, slot.weights), (INPUT_STRENGTH, slot.strength)):
+            for name, t in ((INPUT_IMAGE, slot.image), (INPUT_FILM, slot.film), (INPUT_STRENGTH, slot.strength)):
                 ctx.set_input_shape(name, tuple(t.shape))
                 ctx.set_tensor_address(name, t.data_ptr())
             ctx.set_tensor_address(OUTPUT_IMAGE, out.data_ptr())

@@ -28,8 +28,8 @@ class TorchBackend(Backend):
             torch.set_num_threads(threads)
         self.net = artifact.load_student()
 
-    def run(self, image: np.ndarray, weights: np.ndarray, strength: np.ndarray) -> np.ndarray:
+    def run(self, image: np.ndarray, film: np.ndarray, strength: np.ndarray) -> np.ndarray:
         t = self._torch
         with t.inference_mode():
-            y = self.net(t.from_numpy(image), t.from_numpy(weights), t.from_numpy(strength))
+            y = self.net.paint(t.from_numpy(image), t.from_numpy(film), t.from_numpy(strength))
         return y.numpy()

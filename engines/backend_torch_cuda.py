@@ -1,8 +1,8 @@
 """PyTorch on a CUDA GPU: the fused student in FP16 (or FP32), channels_last, replayed as a CUDA graph.
 
 Optionally `torch.compile`d (Triton kernels; compiling costs tens of seconds per shape,
-so it is off unless asked for: compile=True or STYLIZER_TORCH_COMPILE=1). Style weights and strength are graph inputs, so a
-new blend is a new value in a static buffer, never a re-capture.
+so it is off unless asked for: compile=True or STYLIZER_TORCH_COMPILE=1). The FiLM vector and strength are graph inputs, so a
+new blend (or a newly fitted style) is a new value in a static buffer, never a re-capture.
 """
 
 from __future__ import annotations
@@ -44,4 +44,4 @@ class TorchCudaBackend(DeviceBackend):
         return super().name + ("-compiled" if self.compiled else "")
 
     def _network(self, slot: _Slot) -> Any:
-        return self.net(slot.image, slot.weights, slot.strength)
+        return self.net(slot.image, slot.film, slot.strength)

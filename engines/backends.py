@@ -30,6 +30,7 @@ import numpy as np
 
 from engines.artifact import Artifact, ArtifactError, load_artifact
 from engines.contract import IOContract, padded_size
+from engines.style_bank import StyleBank
 
 if TYPE_CHECKING:
     from engines.engine_spec import EngineSpec
@@ -123,6 +124,11 @@ class Backend(ABC):
         self.contract: IOContract = artifact.contract
         self.precision = precision
         self._in: np.ndarray | None = None  # (N, 3, Hp, Wp) float32, reused while the shape holds
+        try:
+            # The FiLM rows the host mixes into the graph's `film` input: the trained styles, then fitted ones.
+            self.styles: StyleBank = artifact.style_bank()
+        except ArtifactError as exc:
+            raise BackendError(str(exc)) from exc
 
     @property
     def name(self) -> str:
@@ -130,7 +136,21 @@ class Backend(ABC):
 
     @property
     def style_names(self) -> tuple[str, ...]:
-        return self.contract.style_names
+        """The trained styles, then any fitted ones added with `set_styles`."""
+        return self.styles.names
+
+    @property
+    def film_width(self) -> int:
+        return self.styles.width
+
+    def set_styles(self, extra: dict[str, np.ndarray]) -> None:
+        """Replace the fitted styles (name -> FiLM vector for this model); one assignment, so a frame in
+        flight sees the old bank or the new one, never half of each."""
+        self.styles = self.styles.with_styles(extra)
+
+    def weights_vector(self, weights: dict[str, float] | None, *, strict: bool = True) -> np.ndarray:
+        """{style name: weight} over this back-end's styles (trained and fitted) -> the (R,) vector stylize takes."""
+        return self.styles.weights_vector(weights, strict=strict)
 
     # ------------------------------------------------------------ host-side helpers
 
@@ -167,13 +187,12 @@ class Backend(ABC):
         return rgb
 
     def _vectors(self, n: int, weights: np.ndarray, strength: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Style weights (S,) or (N, S) and strength (scalar or (N,)) as the (N, S), (N, 1) float32 inputs."""
+        """Style weights (S,) or (N, S) and strength (scalar or (N,)) as the graph's (N, F) film and (N, 1)
+        strength inputs. S may be the trained styles only: fitted styles then weigh 0."""
         wv = np.asarray(weights, np.float32)
         wv = np.broadcast_to(wv.reshape(1, -1) if wv.ndim == 1 else wv, (n, wv.shape[-1]))
-        if wv.shape[1] != self.contract.num_styles:
-            raise ValueError(f"expected {self.contract.num_styles} style weights, got {wv.shape[1]}")
-        sv = np.broadcast_to(np.asarray(strength, np.float32).reshape(-1, 1), (n, 1))
-        return np.array(wv, np.float32, order="C"), np.array(sv, np.float32, order="C")  # writable copies
+        sv = np.array(np.broadcast_to(np.asarray(strength, np.float32).reshape(-1, 1), (n, 1)), np.float32)
+        return self.styles.mix(wv, sv), sv
 
     @staticmethod
     def _check_frames(frames: np.ndarray) -> None:
@@ -183,12 +202,14 @@ class Backend(ABC):
     # ------------------------------------------------------------ the interface
 
     @abstractmethod
-    def run(self, image: np.ndarray, weights: np.ndarray, strength: np.ndarray) -> np.ndarray:
-        """Raw contract call on host arrays: (N,3,H,W) float32, (N,S), (N,1) -> (N,3,H,W) float32."""
+    def run(self, image: np.ndarray, film: np.ndarray, strength: np.ndarray) -> np.ndarray:
+        """Raw contract call on host arrays: (N,3,H,W) float32, film (N,F), (N,1) -> (N,3,H,W) float32."""
 
     def stylize_batch(self, frames: np.ndarray, weights: np.ndarray, strength: float | np.ndarray = 1.0,
                       out: np.ndarray | None = None) -> np.ndarray:
-        """RGB uint8 (N, H, W, 3) + weights (S,) or (N, S) -> stylized RGB uint8 (N, H, W, 3) (into `out` if given)."""
+        """RGB uint8 (N, H, W, 3) + weights (S,) or (N, S) -> stylized RGB uint8 (N, H, W, 3) (into `out` if given).
+
+        S counts this back-end's styles (`style_names`), or only the trained ones."""
         self._check_frames(frames)
         n, h, w = frames.shape[:3]
         wv, sv = self._vectors(n, weights, strength)

@@ -19,7 +19,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from engines.artifact import META_FILE, ONNX_FILE, THUMBS_DIR, WEIGHTS_FILE, Artifact, ArtifactError, load_artifact
+from engines.artifact import (
+    META_FILE,
+    ONNX_FILE,
+    THUMBS_DIR,
+    WEIGHTS_FILE,
+    Artifact,
+    ArtifactError,
+    load_artifact,
+    write_film_table,
+)
 from engines.backends import REGISTRY, BackendError
 from engines.contract import padded_size
 from engines.engine_spec import (
@@ -103,6 +112,7 @@ def _copy_model(art: Artifact, out: Path) -> None:
     """The engine folder carries the model's own files, so it can be served (thumbnails) and re-built alone."""
     for name in (META_FILE, WEIGHTS_FILE):
         shutil.copy2(art.path / name, out / name)
+    write_film_table(art.load_student(), out, art.weights_sha256)
     thumbs = art.path / THUMBS_DIR
     if thumbs.is_dir():
         shutil.copytree(thumbs, out / THUMBS_DIR, dirs_exist_ok=True)
@@ -128,7 +138,7 @@ def _produce(cfg: BuildConfig, art: Artifact, out: Path, profile: dict[str, list
         _log("int8: calibrating on the bundled real frames and choosing the convs by sensitivity "
              "(up to a few minutes on 2 cores)")
         try:
-            plan = quantize_int8(out / ONNX_FILE, out / "student.int8.onnx", art.contract, calibration_frames(),
+            plan = quantize_int8(out / ONNX_FILE, out / "student.int8.onnx", art.style_bank(), calibration_frames(),
                                  weights_sha256=art.weights_sha256)
         except ValueError as exc:
             raise BackendError(f"int8: {exc}") from None
@@ -151,7 +161,7 @@ def _produce(cfg: BuildConfig, art: Artifact, out: Path, profile: dict[str, list
     cache.parent.mkdir(parents=True, exist_ok=True)
     p = Profile(*(tuple(profile[k]) for k in ("min", "opt", "max")))  # type: ignore[arg-type]
     _log(f"tensorrt: building {precision} for {gpu['name']} (timing cache {cache})")
-    build_plan(onnx_in, out / PLAN_FILE, p, art.contract.num_styles, timing_cache=cache)
+    build_plan(onnx_in, out / PLAN_FILE, p, art.style_bank().width, timing_cache=cache)
     return PLAN_FILE
 
 

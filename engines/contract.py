@@ -4,9 +4,14 @@ Every place that feeds or reads the student (training, ONNX export, the
 back-ends, the live service) uses these names and this layout.
 
     image          float32 (N, 3, H, W)  RGB in [0, 1]; H and W multiples of SIZE_MULTIPLE
-    style_weights  float32 (N, S)        one non-negative weight per style in the bank;
-                                         the network normalises them to sum to 1
-    strength       float32 (N, 1)        0 = the input unchanged, 1 = fully stylized
+    film           float32 (N, F)        the mixed FiLM vector: the style blend's per-channel scale and
+                                         shift for every FiLM layer, mixed on the host from the model's
+                                         table (engines/style_bank.py) so fitted styles need no rebuild
+    strength       float32 (N, 1)        0 = the input unchanged, 1 = fully stylized (also mixed into
+                                         `film`: a painting net blends towards its identity row)
+
+Callers of a Backend still speak in style weights (N, S), one non-negative weight per style,
+normalised to sum to 1; the back-end turns them into `film`.
     stylized       float32 (N, 3, H, W)  RGB in [0, 1]
 """
 
@@ -17,7 +22,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 INPUT_IMAGE = "image"
-INPUT_WEIGHTS = "style_weights"
+INPUT_FILM = "film"
+INPUT_WEIGHTS = "style_weights"  # the graph input before FiLM mixing moved to the host (graph "fused-1")
 INPUT_STRENGTH = "strength"
 OUTPUT_IMAGE = "stylized"
 LAYOUT = "NCHW"
@@ -37,7 +43,7 @@ class IOContract:
     dtype: str = "float32"
     value_range: tuple[float, float] = VALUE_RANGE
     size_multiple: int = SIZE_MULTIPLE
-    inputs: tuple[str, ...] = (INPUT_IMAGE, INPUT_WEIGHTS, INPUT_STRENGTH)
+    inputs: tuple[str, ...] = (INPUT_IMAGE, INPUT_FILM, INPUT_STRENGTH)
     outputs: tuple[str, ...] = (OUTPUT_IMAGE,)
     extra: dict = field(default_factory=dict)
 
@@ -54,6 +60,7 @@ class IOContract:
         for key in ("style_names", "value_range", "inputs", "outputs"):
             if key in known:
                 known[key] = tuple(known[key])
+        known.pop("inputs", None)  # the graph's inputs are the code's (engines/onnx_export.py), not the artifact's
         return cls(**known)
 
     def weights_vector(self, weights: dict[str, float] | None) -> np.ndarray:

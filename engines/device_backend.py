@@ -45,12 +45,12 @@ class _Slot:
     wp: int
     host_in: Any  # pinned: (N,H,W,3) u8 | (N,H*3/2,W) u8 | (N,3,Hp,Wp) f32
     dev_in: Any
-    host_weights: Any  # pinned (N, S) f32
+    host_film: Any  # pinned (N, F) f32
     host_strength: Any  # pinned (N, 1) f32
-    dev_weights: Any
+    dev_film: Any
     dev_strength: Any
     image: Any  # (N, 3, Hp, Wp) network dtype: the network's static input
-    weights: Any  # (N, S) network dtype
+    film: Any  # (N, F) network dtype: the mixed FiLM vector
     strength: Any  # (N, 1) network dtype
     dev_out: Any  # like dev_in
     host_out: Any  # pinned, like host_in
@@ -86,7 +86,7 @@ class DeviceBackend(Backend):
 
     @abstractmethod
     def _network(self, slot: _Slot) -> Any:
-        """Run the network on slot.image / slot.weights / slot.strength; return (N, 3, Hp, Wp) in its dtype."""
+        """Run the network on slot.image / slot.film / slot.strength; return (N, 3, Hp, Wp) in its dtype."""
 
     def _check_shape(self, n: int, hp: int, wp: int) -> None:
         """Refuse shapes the network cannot take (TensorRT profiles)."""
@@ -115,20 +115,20 @@ class DeviceBackend(Backend):
             "raw": ((n, 3, hp, wp), t.float32),
             "net": ((1,), t.uint8),
         }[mode]
-        s = self.contract.num_styles
+        s = self.film_width
         image = self._alloc((n, 3, hp, wp), self.dtype)
         if self.channels_last:
             image = image.contiguous(memory_format=t.channels_last)
         slot = _Slot(
             mode=mode, n=n, h=h, w=w, hp=hp, wp=wp,
             host_in=self._alloc(io_shape, io_dtype, pinned=True), dev_in=self._alloc(io_shape, io_dtype),
-            host_weights=self._alloc((n, s), t.float32, pinned=True),
+            host_film=self._alloc((n, s), t.float32, pinned=True),
             host_strength=self._alloc((n, 1), t.float32, pinned=True),
-            dev_weights=self._alloc((n, s), t.float32), dev_strength=self._alloc((n, 1), t.float32),
-            image=image, weights=self._alloc((n, s), self.dtype), strength=self._alloc((n, 1), self.dtype),
+            dev_film=self._alloc((n, s), t.float32), dev_strength=self._alloc((n, 1), t.float32),
+            image=image, film=self._alloc((n, s), self.dtype), strength=self._alloc((n, 1), self.dtype),
             dev_out=self._alloc(io_shape, io_dtype), host_out=self._alloc(io_shape, io_dtype, pinned=True),
         )
-        slot.dev_weights.fill_(1.0 / s)
+        slot.dev_film.copy_(self.torch.from_numpy(self._vectors(n, np.ones(len(self.style_names)), 1.0)[0]))
         slot.dev_strength.fill_(1.0)
         if mode == "yuv":
             slot.premult = self._alloc((1, 3, h, w), t.float32)
@@ -142,7 +142,7 @@ class DeviceBackend(Backend):
         t = self.torch
         h, w = slot.h, slot.w
         with t.no_grad():
-            slot.weights.copy_(slot.dev_weights)
+            slot.film.copy_(slot.dev_film)
             slot.strength.copy_(slot.dev_strength)
             if slot.mode == "net":
                 slot.net_out = self._network(slot)
@@ -206,14 +206,14 @@ class DeviceBackend(Backend):
             slot.alpha.copy_(self.torch.from_numpy(alpha)[None], non_blocking=False)
         slot.overlay_src = overlay
 
-    def _roundtrip(self, slot: _Slot, data: np.ndarray, weights: np.ndarray, strength: np.ndarray,
+    def _roundtrip(self, slot: _Slot, data: np.ndarray, film: np.ndarray, strength: np.ndarray,
                    out: np.ndarray | None) -> np.ndarray:
         """Host arrays in -> one upload, one launch, one download -> host array (into `out` if given)."""
         slot.host_in.numpy()[...] = data
-        slot.host_weights.numpy()[...] = weights
+        slot.host_film.numpy()[...] = film
         slot.host_strength.numpy()[...] = strength
         slot.dev_in.copy_(slot.host_in, non_blocking=True)
-        slot.dev_weights.copy_(slot.host_weights, non_blocking=True)
+        slot.dev_film.copy_(slot.host_film, non_blocking=True)
         slot.dev_strength.copy_(slot.host_strength, non_blocking=True)
         self._launch(slot)
         slot.host_out.copy_(slot.dev_out, non_blocking=True)
@@ -225,10 +225,10 @@ class DeviceBackend(Backend):
 
     # ------------------------------------------------------------ the Backend interface
 
-    def run(self, image: np.ndarray, weights: np.ndarray, strength: np.ndarray) -> np.ndarray:
+    def run(self, image: np.ndarray, film: np.ndarray, strength: np.ndarray) -> np.ndarray:
         n, _, hp, wp = image.shape
         slot = self._slot("raw", n, hp, wp)
-        return self._roundtrip(slot, image, weights, strength, None)
+        return self._roundtrip(slot, image, film, strength, None)
 
     def stylize_batch(self, frames: np.ndarray, weights: np.ndarray, strength: float | np.ndarray = 1.0,
                       out: np.ndarray | None = None) -> np.ndarray:

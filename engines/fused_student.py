@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engines.student import StudentNet, crop_frame, decode, film_weights, pad_frame
+from engines.student import StudentNet, crop_frame, decode, pad_frame, split_film
 
 
 def _unshuffle_conv(conv: nn.Conv2d, factor: int) -> nn.Conv2d:
@@ -31,7 +31,9 @@ def _unshuffle_conv(conv: nn.Conv2d, factor: int) -> nn.Conv2d:
 
 
 class FusedStudent(nn.Module):
-    """(image (N,3,H,W) in [0,1], style_weights (N,S), strength (N,1)) -> (N,3,H,W) in [0,1]; StudentNet's maths."""
+    """(image (N,3,H,W) in [0,1], film (N,F), strength (N,1)) -> (N,3,H,W) in [0,1]; StudentNet.paint's maths.
+
+    The FiLM tables stay on the host (engines/style_bank.py mixes them), so the graph holds no style rows."""
 
     def __init__(self, net: StudentNet) -> None:
         super().__init__()
@@ -54,12 +56,12 @@ class FusedStudent(nn.Module):
         if net.config.paint:
             self.to_detail, self.head_full = net.to_detail, net.head_full
 
-    def forward(self, image: torch.Tensor, style_weights: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
-        w = film_weights(self.config, style_weights, strength)
+    def forward(self, image: torch.Tensor, film: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+        f = split_film(self, film)
         image = pad_frame(image, self.config.pad)
         e = F.relu(self.encode(image))  # (N, c1, H/4, W/4)
-        h = F.relu(self.down_film(self.down(e), w))  # (N, c2, H/8, W/8)
-        return crop_frame(decode(self, image, e, h, w, strength), self.config.pad).clamp(0.0, 1.0)
+        h = F.relu(self.down_film(self.down(e), f[0]))  # (N, c2, H/8, W/8)
+        return crop_frame(decode(self, image, e, h, f[1:], strength), self.config.pad).clamp(0.0, 1.0)
 
 
 def fuse(net: StudentNet) -> FusedStudent:

@@ -13,16 +13,17 @@ from pathlib import Path
 
 import torch
 
-from engines.contract import INPUT_IMAGE, INPUT_STRENGTH, INPUT_WEIGHTS, OUTPUT_IMAGE, IOContract
+from engines.contract import INPUT_FILM, INPUT_IMAGE, INPUT_STRENGTH, OUTPUT_IMAGE, IOContract
 from engines.fused_student import fuse
-from engines.student import StudentNet
+from engines.student import StudentNet, film_table, film_weights, mix_film
 
 OPSET = 18
 # ONNX metadata_props keys.
 STAMP_WEIGHTS = "stylizer.weights_sha256"
 STAMP_PRECISION = "stylizer.precision"
 STAMP_GRAPH = "stylizer.graph"
-GRAPH_VERSION = "fused-1"
+# fused-2: the graph takes the mixed FiLM vector (`film`) instead of style weights (fused-1).
+GRAPH_VERSION = "fused-2"
 
 
 def stamp(path: str | Path, **props: str) -> None:
@@ -52,7 +53,7 @@ def read_stamp(path: str | Path) -> dict[str, str]:
 
 def export_onnx(net: StudentNet, contract: IOContract, path: str | Path, *, height: int = 360, width: int = 640,
                 half: bool = False, weights_sha256: str | None = None) -> Path:
-    """Write `net` to `path`. Batch, height and width stay dynamic; weights and strength are inputs.
+    """Write `net` to `path`. Batch, height and width stay dynamic; the FiLM vector and strength are inputs.
 
     half=True exports a `.half()` model: every tensor, inputs included, is float16, which is what a
     strongly typed TensorRT network needs to build in FP16.
@@ -61,14 +62,14 @@ def export_onnx(net: StudentNet, contract: IOContract, path: str | Path, *, heig
     model = fuse(net.eval().cpu())
     dtype = torch.float16 if half else torch.float32
     model = model.to(dtype)
-    args = (
-        torch.rand(1, 3, height, width, dtype=dtype),
-        torch.full((1, contract.num_styles), 1.0 / contract.num_styles, dtype=dtype),
-        torch.ones(1, 1, dtype=dtype),
-    )
+    strength = torch.ones(1, 1)
+    blend = torch.full((1, contract.num_styles), 1.0 / contract.num_styles)
+    with torch.no_grad():
+        film = mix_film(net, film_weights(net.config, blend, strength), film_table(net))
+    args = (torch.rand(1, 3, height, width, dtype=dtype), film.to(dtype), strength.to(dtype))
     dynamic = {
         INPUT_IMAGE: {0: "batch", 2: "height", 3: "width"},
-        INPUT_WEIGHTS: {0: "batch"},
+        INPUT_FILM: {0: "batch"},
         INPUT_STRENGTH: {0: "batch"},
         OUTPUT_IMAGE: {0: "batch", 2: "height", 3: "width"},
     }
@@ -78,7 +79,7 @@ def export_onnx(net: StudentNet, contract: IOContract, path: str | Path, *, heig
         # The TorchScript exporter: small, dependency-free, and what TensorRT's parser expects.
         torch.onnx.export(
             model, args, str(tmp),
-            input_names=[INPUT_IMAGE, INPUT_WEIGHTS, INPUT_STRENGTH],
+            input_names=[INPUT_IMAGE, INPUT_FILM, INPUT_STRENGTH],
             output_names=[OUTPUT_IMAGE],
             dynamic_axes=dynamic,
             opset_version=OPSET,

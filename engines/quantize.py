@@ -42,7 +42,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engines.contract import INPUT_IMAGE, INPUT_STRENGTH, INPUT_WEIGHTS, IOContract, padded_size
+from engines.contract import INPUT_FILM, INPUT_IMAGE, INPUT_STRENGTH, padded_size
+from engines.style_bank import StyleBank
 
 if TYPE_CHECKING:
     from engines.artifact import Artifact
@@ -66,33 +67,35 @@ def calibration_frames(folder: Path | None = None, height: int = 360, width: int
     return [np.asarray(ImageOps.fit(Image.open(p).convert("RGB"), (width, height))) for p in paths]
 
 
-def _style_mixes(contract: IOContract) -> list[np.ndarray]:
-    s = contract.num_styles
-    return [np.eye(s, dtype=np.float32)[i] for i in range(s)] + [np.full(s, 1.0 / s, np.float32)]
+def _style_mixes(bank: StyleBank) -> list[np.ndarray]:
+    """The FiLM vector (1, F) of every trained style and of their even blend, at full strength."""
+    s, one = bank.num_trained, np.ones((1, 1), np.float32)
+    blends = [np.eye(s, dtype=np.float32)[i] for i in range(s)] + [np.full(s, 1.0 / s, np.float32)]
+    return [bank.mix(w[None], one) for w in blends]
 
 
-def _feed(rgb: np.ndarray, mix: np.ndarray, contract: IOContract) -> dict[str, np.ndarray]:
+def _feed(rgb: np.ndarray, film: np.ndarray) -> dict[str, np.ndarray]:
     h, w = rgb.shape[:2]
-    hp, wp = padded_size(h, w, contract.size_multiple)
+    hp, wp = padded_size(h, w)
     x = np.zeros((1, 3, hp, wp), np.float32)
     x[0, :, :h, :w] = rgb.transpose(2, 0, 1) / 255.0
-    return {INPUT_IMAGE: x, INPUT_WEIGHTS: mix[None], INPUT_STRENGTH: np.ones((1, 1), np.float32)}
+    return {INPUT_IMAGE: x, INPUT_FILM: film, INPUT_STRENGTH: np.ones((1, 1), np.float32)}
 
 
 class _Reader:
     """Feeds (frame x style mix x strength) combinations, so every style's FiLM range is seen."""
 
-    def __init__(self, frames: Iterable[np.ndarray], contract: IOContract) -> None:
-        self._items = self._make(list(frames), contract)
+    def __init__(self, frames: Iterable[np.ndarray], bank: StyleBank) -> None:
+        self._items = self._make(list(frames), bank)
 
     @staticmethod
-    def _make(frames: list[np.ndarray], contract: IOContract) -> Iterator[dict[str, np.ndarray]]:
-        mixes = _style_mixes(contract)
+    def _make(frames: list[np.ndarray], bank: StyleBank) -> Iterator[dict[str, np.ndarray]]:
+        mixes = _style_mixes(bank)
         for i, rgb in enumerate(frames):
             for j, mix in enumerate(mixes):
                 if (i + j) % 2:  # half the combinations keep calibration quick
                     continue
-                yield _feed(rgb, mix, contract)
+                yield _feed(rgb, mix)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._items, None)
@@ -137,11 +140,11 @@ class Int8Plan:
 class _Quantizer:
     """Pre-processed model, one calibration (cached), and scoring against the FP32 graph."""
 
-    def __init__(self, onnx_in: Path, contract: IOContract, frames: list[np.ndarray], tmp: Path) -> None:
+    def __init__(self, onnx_in: Path, bank: StyleBank, frames: list[np.ndarray], tmp: Path) -> None:
         import onnx
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        self.contract, self.frames, self.tmp = contract, frames, tmp
+        self.bank, self.frames, self.tmp = bank, frames, tmp
         self.pre = tmp / "pre.onnx"
         quant_pre_process(str(onnx_in), str(self.pre), skip_symbolic_shape=True)
         self.nodes = list(onnx.load(str(self.pre)).graph.node)
@@ -176,7 +179,7 @@ class _Quantizer:
 
         with contextlib.redirect_stdout(io.StringIO()):  # the calibrator prints histogram chatter
             quantize_static(
-                str(self.pre), str(out), _Reader(self.frames, self.contract),
+                str(self.pre), str(out), _Reader(self.frames, self.bank),
                 quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.Percentile,
@@ -207,8 +210,7 @@ class _Quantizer:
             # Selection feeds: every calibration frame x every pure style and the even blend, plus a
             # noise frame (its own seed: the parity gate's noise frame is not reused here).
             noise = np.random.default_rng(1).integers(0, 256, self.frames[0].shape, dtype=np.uint8)
-            self._feeds = [_feed(f, m, self.contract) for f in [*self.frames, noise]
-                           for m in _style_mixes(self.contract)]
+            self._feeds = [_feed(f, m) for f in [*self.frames, noise] for m in _style_mixes(self.bank)]
             ref = self._session(self.onnx_in)
             self._refs = [self._u8(ref.run(None, fd)[0]) for fd in self._feeds]
         assert self._refs is not None
@@ -241,7 +243,7 @@ def _plan(q: _Quantizer, target_db: float) -> Int8Plan:
     return Int8Plan([c for c in q.convs if c in chosen], [c for c in q.convs if c not in chosen], best, full, sens)
 
 
-def quantize_int8(onnx_in: Path, onnx_out: Path, contract: IOContract, frames: Iterable[np.ndarray],
+def quantize_int8(onnx_in: Path, onnx_out: Path, bank: StyleBank, frames: Iterable[np.ndarray],
                   weights_sha256: str | None = None, *, select: bool = True,
                   margin_db: float = SELECTION_MARGIN_DB) -> Int8Plan:
     """Write a QDQ int8 model (per-channel weights, uint8 activations) of `onnx_in` to `onnx_out`.
@@ -255,7 +257,7 @@ def quantize_int8(onnx_in: Path, onnx_out: Path, contract: IOContract, frames: I
     onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
     frames = list(frames)
     with tempfile.TemporaryDirectory() as tmp:
-        q = _Quantizer(onnx_in, contract, frames, Path(tmp))
+        q = _Quantizer(onnx_in, bank, frames, Path(tmp))
         if select:
             plan = _plan(q, THRESHOLD_DB["int8"] + margin_db)
         else:

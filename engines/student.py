@@ -8,6 +8,9 @@ first: it painted a 4x4 grid into every frame. An input skip at 1/2 cost 8%
 more time on the CPU for no visible gain, so it was left out.
 Style conditioning is FiLM: each style owns a per-channel scale and shift, and
 the blend's scale/shift is the weighted sum, so blends come from one network.
+The weighted sum is taken outside the painting graph (`mix_film`): the graph takes the
+mixed FiLM vector, so a style fitted after training (engines/style_fit.py) is one more
+row of the host's table, and every exported back-end runs it unchanged.
 No normalisation layers: instance norm is slow in ONNX Runtime and awkward in
 TensorRT, and FiLM already supplies the per-style statistics.
 """
@@ -70,7 +73,7 @@ class StudentConfig:
 
 
 class FiLM(nn.Module):
-    """Per-style channel scale and shift, mixed by the (normalised) style weights."""
+    """Per-style channel scale and shift; applies a mixed (scale, shift) pair taken from the FiLM vector."""
 
     def __init__(self, num_styles: int, channels: int) -> None:
         super().__init__()
@@ -78,11 +81,19 @@ class FiLM(nn.Module):
         self.scale = nn.Parameter(torch.zeros(num_styles, channels))
         self.shift = nn.Parameter(torch.zeros(num_styles, channels))
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        # x: (N, C, H, W), w: (N, S)
-        scale = (w @ self.scale)[:, :, None, None]
-        shift = (w @ self.shift)[:, :, None, None]
-        return x * (1.0 + scale) + shift
+    @property
+    def width(self) -> int:
+        """This layer's share of the FiLM vector: its scale, then its shift."""
+        return 2 * self.scale.shape[1]
+
+    def table(self) -> torch.Tensor:
+        """(rows, 2C): each style's scale and shift, side by side."""
+        return torch.cat([self.scale, self.shift], dim=1)
+
+    def forward(self, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        # x: (N, C, H, W), f: (N, 2C) mixed scale then shift
+        c = x.shape[1]
+        return x * (1.0 + f[:, :c, None, None]) + f[:, c:, None, None]
 
 
 class InvertedResidual(nn.Module):
@@ -96,8 +107,8 @@ class InvertedResidual(nn.Module):
         self.depthwise = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
         self.project = nn.Conv2d(hidden, channels, 1)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.film(self.expand(x), w))
+    def forward(self, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.film(self.expand(x), f))
         h = F.relu(self.depthwise(h))
         return x + self.project(h)
 
@@ -113,8 +124,8 @@ class HalfBlock(nn.Module):
         nn.init.zeros_(self.project.weight)  # starts as the identity: a warm start keeps its output
         nn.init.zeros_(self.project.bias)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return x + self.project(F.relu(self.film(self.depthwise(x), w)))
+    def forward(self, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        return x + self.project(F.relu(self.film(self.depthwise(x), f)))
 
 
 class StudentNet(nn.Module):
@@ -147,11 +158,15 @@ class StudentNet(nn.Module):
             nn.init.zeros_(self.head.bias)
 
     def forward(self, image: torch.Tensor, style_weights: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
-        w = film_weights(self.config, style_weights, strength)
+        return self.paint(image, mix_film(self, film_weights(self.config, style_weights, strength)), strength)
+
+    def paint(self, image: torch.Tensor, film: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+        """The network on a mixed FiLM vector (N, F) (see `mix_film`): what the exported graphs compute."""
+        f = split_film(self, film)
         image = pad_frame(image, self.config.pad)
         e = F.relu(self.encode(F.pixel_unshuffle(image * 2.0 - 1.0, 4)))  # (N, c1, H/4, W/4)
-        h = F.relu(self.down_film(self.down(F.pixel_unshuffle(e, 2)), w))  # (N, c2, H/8, W/8)
-        out = crop_frame(decode(self, image, e, h, w, strength), self.config.pad)
+        h = F.relu(self.down_film(self.down(F.pixel_unshuffle(e, 2)), f[0]))  # (N, c2, H/8, W/8)
+        out = crop_frame(decode(self, image, e, h, f[1:], strength), self.config.pad)
         if self.training and not self.config.paint:
             # Straight-through clamp: a hard clamp has zero gradient once a pixel saturates, and
             # saturated blobs then never recover. Forward clamps; backward passes the gradient on.
@@ -176,18 +191,46 @@ def film_weights(config: StudentConfig, style_weights: torch.Tensor, strength: t
     return torch.cat([w * s, 1.0 - s], dim=1)
 
 
-def decode(net: nn.Module, image: torch.Tensor, e: torch.Tensor, h: torch.Tensor, w: torch.Tensor,
+def film_layers(net: nn.Module) -> list[FiLM]:
+    """The FiLM layers in the order their (scale, shift) pairs sit in the FiLM vector."""
+    return [net.down_film, *(b.film for b in net.body), net.merge_film, *(b.film for b in net.half_blocks)]
+
+
+def film_width(net: nn.Module) -> int:
+    """F: the length of the FiLM vector the painting graph takes."""
+    return sum(layer.width for layer in film_layers(net))
+
+
+def film_table(net: nn.Module) -> torch.Tensor:
+    """(rows, F): every FiLM row (the styles, then a painting net's identity row) as one vector each."""
+    return torch.cat([layer.table() for layer in film_layers(net)], dim=1)
+
+
+def mix_film(net: nn.Module, w: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, rows) mixing weights from `film_weights` -> the (N, F) FiLM vector; `table` replaces the net's rows."""
+    return w @ (film_table(net) if table is None else table)
+
+
+def split_film(net: nn.Module, film: torch.Tensor) -> list[torch.Tensor]:
+    """(N, F) -> one (N, 2C) slice per FiLM layer."""
+    return list(film.split([layer.width for layer in film_layers(net)], dim=1))
+
+
+def decode(net: nn.Module, image: torch.Tensor, e: torch.Tensor, h: torch.Tensor, f: list[torch.Tensor],
            strength: torch.Tensor) -> torch.Tensor:
-    """Body and decoder from the encoder's features: shared by StudentNet and its fused inference copy."""
-    for block in net.body:
-        h = block(h, w)
+    """Body and decoder from the encoder's features: shared by StudentNet and its fused inference copy.
+
+    `f` holds the FiLM slices after the first (down_film's), in `film_layers` order."""
+    nb = len(net.body)
+    for block, fb in zip(net.body, f[:nb]):
+        h = block(h, fb)
     u = F.interpolate(net.up(h), scale_factor=2.0, mode="bilinear", align_corners=False)
     m = torch.cat([F.relu(u), e], dim=1)  # (N, 2*c1, H/4, W/4)
-    m = F.relu(net.merge_film(net.merge_dw(m), w))
+    m = F.relu(net.merge_film(net.merge_dw(m), f[nb]))
     q = F.interpolate(net.to_half(m), scale_factor=2.0, mode="bilinear", align_corners=False)
     q = F.relu(net.half_pw(F.relu(net.half_dw(F.relu(q)))))  # (N, c3, H/2, W/2)
-    for block in net.half_blocks:
-        q = block(q, w)
+    for block, fb in zip(net.half_blocks, f[nb + 1:]):
+        q = block(q, fb)
     if net.config.paint:
         # 1x1-then-resize == resize-then-1x1, at a quarter of the cost.
         d = F.interpolate(net.to_detail(q), scale_factor=2.0, mode="bilinear", align_corners=False)

@@ -22,8 +22,8 @@ if str(REPO) not in sys.path:
 
 from train.data import held_out_images, load_rgb, to_tensor
 from train.evaluate import _short_side, _stylize, load_stylizer
-from train.features import ExpansionFeatures
-from train.losses import colour_loss, pooled_style_stats, style_loss
+from engines.features import ExpansionFeatures
+from engines.style_losses import colour_loss, pooled_style_stats, style_loss
 from train.metrics import edge_ssim
 
 SIZE = 384

@@ -16,7 +16,7 @@ from engines.artifact import load_artifact
 from engines.student import StudentConfig, StudentNet
 from tests.traindata import make_data_root
 from train.distill import DistillConfig, init_from_artifact, texture_loss, train_distill
-from train.features import ExpansionFeatures
+from engines.features import ExpansionFeatures
 from train.teacher import TeacherConfig, train_teacher
 
 pytestmark = pytest.mark.unit

@@ -23,7 +23,7 @@ from engines.engine_spec import ENGINE_FILE, cache_key, file_sha256, read_engine
 from engines.fused_student import fuse
 from engines.onnx_export import STAMP_PRECISION, STAMP_WEIGHTS, export_onnx, read_stamp, stamp
 from engines.parity import THRESHOLD_DB, measure, parity_frames, parity_mixes, psnr
-from engines.student import StudentConfig, StudentNet
+from engines.student import StudentConfig, StudentNet, film_weights, mix_film
 
 REPO = Path(__file__).resolve().parents[1]
 STYLES = ("ink", "neon", "pastel")
@@ -80,7 +80,8 @@ def test_fused_graph_is_the_same_function() -> None:
     for n, h, w in ((1, 64, 96), (3, 40, 8)):
         x, wts, s = torch.rand(n, 3, h, w), torch.rand(n, len(STYLES)), torch.rand(n, 1)
         with torch.no_grad():
-            assert torch.allclose(net(x, wts, s), fused(x, wts, s), atol=2e-6)
+            film = mix_film(net, film_weights(net.config, wts, s))  # the host's mixing (StyleBank.mix)
+            assert torch.allclose(net(x, wts, s), fused(x, film, s), atol=2e-6)
 
 
 @pytest.mark.unit
@@ -116,7 +117,8 @@ def test_fp16_half_export_is_strongly_typed_and_close(tiny: Artifact, tmp_path: 
     for frame in small_frames()[:2]:
         for _, vec in parity_mixes(tiny.contract):
             x = (frame.transpose(2, 0, 1)[None] / 255.0).astype(np.float32)
-            out = sess.run(None, {"image": x.astype(np.float16), "style_weights": vec[None].astype(np.float16),
+            film = ref.styles.mix(vec[None], np.ones((1, 1), np.float32))
+            out = sess.run(None, {"image": x.astype(np.float16), "film": film.astype(np.float16),
                                   "strength": np.ones((1, 1), np.float16)})[0]
             got = (np.clip(out.astype(np.float32)[0].transpose(1, 2, 0), 0, 1) * 255 + 0.5).astype(np.uint8)
             assert psnr(got, ref.stylize(frame, vec)) >= THRESHOLD_DB["fp16"]
@@ -132,13 +134,13 @@ def test_built_engines_meet_parity_and_describe_themselves(built: dict[str, Path
         meta = json.loads((folder / ENGINE_FILE).read_text())
         assert meta["backend"] == "onnx" and meta["precision"] == precision
         assert meta["style_names"] == list(STYLES) and meta["weights_sha256"] == tiny.weights_sha256
-        assert meta["contract"]["inputs"] == ["image", "style_weights", "strength"]
+        assert meta["contract"]["inputs"] == ["image", "film", "strength"]
         assert {"torch", "onnxruntime", "tensorrt", "onnx"} <= set(meta["versions"])
         assert meta["gpu"] is None  # only TensorRT plans are tied to a GPU
         assert meta["parity"]["min_db"] >= THRESHOLD_DB[precision]
         assert meta["cache_key"] == cache_key(meta)
         # Self-contained: the model's own files travel with the engine (thumbnails for the server).
-        for name in ("model.json", "student.pt", "student.onnx", "thumbs/ink.jpg", meta["file"]):
+        for name in ("model.json", "student.pt", "student.onnx", "student.film.npz", "thumbs/ink.jpg", meta["file"]):
             assert (folder / name).is_file(), name
         backend = load_backend(folder)  # auto: what it was built for
         assert backend.name == ("onnx" if precision == "fp32" else "onnx-int8")

@@ -37,9 +37,9 @@ from train.evaluate import (
     write_tables,
     write_video,
 )
-from train.features import ExpansionFeatures
+from engines.features import ExpansionFeatures
 from train.flow import flow, occlusion_mask, random_affine_flow, smooth_random_flow, warp, warp_np
-from train.losses import pooled_style_stats, style_stats
+from engines.style_losses import pooled_style_stats, style_stats
 from train.metrics import edge_map, edge_ssim, psnr, ssim, style_distance, warping_error
 
 pytestmark = pytest.mark.unit

@@ -21,9 +21,9 @@ import torch
 from tests.traindata import make_data_root
 from train.budget import TimeBudget
 from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss
-from train.features import ExpansionFeatures
+from engines.features import ExpansionFeatures
 from train.flow import random_affine_flow, smooth_random_flow, warp
-from train.losses import StyleStats, pooled_style_stats, style_stats
+from engines.style_losses import StyleStats, pooled_style_stats, style_stats
 from train.metrics import edge_ssim
 from train.teacher import (StyleBank, TeacherConfig, load_stylizer, style_boost_vector, style_intensity_vector,
                            train_teacher)
@@ -408,7 +408,7 @@ def test_losses_take_a_bf16_output_against_a_float32_content() -> None:
 
 
 def test_relative_tiles_ask_each_tile_for_contrast_in_proportion_to_its_own() -> None:
-    from train.features import mean_std
+    from engines.features import mean_std
 
     g = torch.Generator().manual_seed(0)
     f = torch.randn(1, 6, 16, 16, generator=g)

@@ -12,8 +12,8 @@ from PIL import Image
 
 from engines.artifact import load_artifact
 from train.data import sample_style_weights
-from train.features import ExpansionFeatures
-from train.losses import colour_loss, content_loss, style_loss, style_stats, tv_loss
+from engines.features import ExpansionFeatures
+from engines.style_losses import colour_loss, content_loss, style_loss, style_stats, tv_loss
 
 pytestmark = pytest.mark.unit
 

@@ -34,10 +34,10 @@ from engines.student import count_macs as student_macs
 from train.budget import TimeBudget, fit_schedule
 from train.data import SHARED_DATA, sample_style_weights
 from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
-from train.features import ExpansionFeatures, mean_std
+from engines.features import ExpansionFeatures, mean_std
 from train.flow import random_affine_flow, smooth_random_flow, warp
-from train.losses import _regions
-from train.numerics import flushed_denormals
+from engines.style_losses import _regions
+from engines.numerics import flushed_denormals
 from train.settings import load_settings, sample_strength
 from train.teacher import load_stylizer
 from train.teacher_data import DataSpec, TeacherBatches

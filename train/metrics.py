@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from train.features import ExpansionFeatures
+from engines.features import ExpansionFeatures
 from train.flow import flow, occlusion_mask, warp_np
-from train.losses import StyleStats, style_loss
+from engines.style_losses import StyleStats, style_loss
 
 Flows = list[tuple[np.ndarray, np.ndarray]]
 

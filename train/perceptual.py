@@ -22,7 +22,19 @@ from tqdm import tqdm
 
 from engines.artifact import load_artifact, save_artifact
 from engines.contract import IOContract
+from engines.features import ExpansionFeatures
+from engines.numerics import flushed_denormals
 from engines.student import StudentConfig, StudentNet, count_macs
+from engines.style_losses import (
+    PixelPools,
+    colour_loss,
+    content_loss,
+    pooled_style_stats,
+    shift_consistency,
+    style_loss,
+    towards_input,
+    tv_loss,
+)
 from train.data import (
     SHARED_DATA,
     CropSampler,
@@ -33,19 +45,6 @@ from train.data import (
     to_tensor,
 )
 from train.face_crops import FaceCrops, face_structure_loss
-from train.features import ExpansionFeatures, mean_std
-from train.losses import (
-    StyleStats,
-    colour_loss,
-    content_loss,
-    luma_gradients,
-    pooled_style_stats,
-    random_directions,
-    sliced_wasserstein,
-    style_loss,
-    tv_loss,
-)
-from train.numerics import flushed_denormals
 from train.teacher_data import clip_pair, clip_sequences
 from train.teacher_losses import temporal_loss
 from train.thumbs import write_thumbnails
@@ -215,7 +214,7 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
         lid = lst = torch.zeros(())
         if paint:
             lid = ((1.0 - strength)[:, :, None, None] ** 2 * (y - x).abs()).mean()
-            lst = shift_consistency(net, crops, y, w, strength, cfg.crop, rng, cfg.stable_noise)
+            lst = shift_consistency(lambda v: net(v, w, strength), crops, y, cfg.crop, rng, cfg.stable_noise)
             loss = loss + cfg.identity_weight * lid + cfg.stable_weight * lst
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -239,49 +238,6 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
     return out / "model"
 
 
-class PixelPools:
-    """Each style's reference pixels and luma gradients, to draw target point clouds for any blend and strength."""
-
-    def __init__(self, refs: list[list[torch.Tensor]], scales: tuple[int, ...] = (1, 2, 4)) -> None:
-        self.scales = scales
-        self.colour = [torch.cat([r.flatten(1).T for r in imgs]) for imgs in refs]
-        grads = [[luma_gradients(r[None], scales) for r in imgs] for imgs in refs]
-        self.grads = [[torch.cat([g[k][0] for g in per_ref]) for k in range(len(scales))] for per_ref in grads]
-
-    @staticmethod
-    def _draw(pools: list[torch.Tensor], own: torch.Tensor, w: torch.Tensor, strength: float, count: int,
-              gen: torch.Generator) -> torch.Tensor:
-        """`count` points: from each style in proportion to its weight times strength, the rest from `own`."""
-        parts, left = [], count
-        for pool, wj in zip(pools, w.tolist()):
-            n = round(count * strength * wj)
-            if n > 0:
-                parts.append(pool[torch.randint(len(pool), (n,), generator=gen)])
-                left -= n
-        if left > 0:
-            parts.append(own[torch.randint(len(own), (left,), generator=gen)])
-        return torch.cat(parts)[:count]
-
-    def loss(self, y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, strength: torch.Tensor, count: int,
-             gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        colour, grads = y.new_zeros(()), y.new_zeros(())
-        dirs3, dirs2 = random_directions(3, 32, gen), random_directions(2, 16, gen)
-        gy, gx = luma_gradients(y, self.scales), luma_gradients(x, self.scales)
-        for i in range(y.shape[0]):
-            s = float(strength[i])
-            out = y[i].flatten(1).T
-            pick = torch.randint(len(out), (count,), generator=gen)
-            target = self._draw(self.colour, x[i].flatten(1).T, w[i], s, count, gen)
-            colour = colour + sliced_wasserstein(out[pick][None], target[None], dirs3)
-            for k in range(len(self.scales)):
-                own = gx[k][i]
-                n = min(count, len(own))
-                pick = torch.randint(len(own), (n,), generator=gen)
-                target = self._draw([g[k] for g in self.grads], own, w[i], s, n, gen)
-                grads = grads + sliced_wasserstein(gy[k][i][pick][None], target[None], dirs2) / len(self.scales)
-        return colour / y.shape[0], grads / y.shape[0]
-
-
 def resolve_style_refs(spec: str, root: Path) -> tuple[str, list[Path]]:
     """A style spec, or NAME=REF,REF,... for one style fused from several references."""
     name, sep, rest = spec.partition("=")
@@ -298,30 +254,3 @@ def sample_strengths(n: int, rng: random.Random, p_full: float, p_zero: float) -
         r = rng.random()
         out.append([1.0 if r < p_full else 0.0 if r < p_full + p_zero else rng.random()])
     return torch.tensor(out)
-
-
-def towards_input(target: StyleStats, content_feats: dict[int, torch.Tensor], x: torch.Tensor,
-                  strength: torch.Tensor) -> StyleStats:
-    """Style targets at strength s: s * the style's statistics + (1 - s) * the input's own."""
-    s = strength
-    mu, sigma = {}, {}
-    for k in target.mu:
-        m, sd = mean_std(content_feats[k])
-        mu[k] = s * target.mu[k] + (1 - s) * m
-        sigma[k] = s * target.sigma[k] + (1 - s) * sd
-    m, sd = mean_std(x)
-    return StyleStats(mu=mu, sigma=sigma, rgb_mu=s * target.rgb_mu + (1 - s) * m,
-                      rgb_sigma=s * target.rgb_sigma + (1 - s) * sd)
-
-
-def shift_consistency(net: StudentNet, crops: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
-                      strength: torch.Tensor, crop: int, rng: random.Random, noise: float) -> torch.Tensor:
-    """Mean squared difference between the output of a shifted, noisier view and the output shifted the
-    same way, on the overlap. Camera motion is mostly such shifts; a net at 1/8 resolution is not
-    shift-equivariant by itself, and its strokes would crawl."""
-    margin = crops.shape[-1] - crop
-    dy, dx = rng.randint(1, margin), rng.randint(1, margin)
-    x2 = crops[:, :, dy : dy + crop, dx : dx + crop]
-    x2 = (x2 + noise * torch.randn_like(x2)).clamp(0.0, 1.0)
-    y2 = net(x2, w, strength)
-    return (y2[:, :, : crop - dy, : crop - dx] - y[:, :, dy:, dx:]).pow(2).mean()

@@ -30,10 +30,10 @@ from tqdm import tqdm
 from train.budget import TimeBudget, fit_schedule
 from train.data import HELD_OUT, SHARED_DATA, load_rgb, resolve_style, sample_style_weights, to_tensor
 from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
-from train.features import ExpansionFeatures
+from engines.features import ExpansionFeatures
 from train.flow import random_affine_flow, smooth_random_flow, warp
-from train.losses import StyleStats, content_loss, pooled_style_stats, tv_loss
-from train.numerics import flushed_denormals
+from engines.style_losses import StyleStats, content_loss, pooled_style_stats, tv_loss
+from engines.numerics import flushed_denormals
 from train.settings import load_settings, sample_strength
 from train.teacher_data import DataSpec, TeacherBatches
 from train.teacher_losses import (

@@ -1,6 +1,6 @@
 """The teacher's non-adversarial losses: strength-aware style statistics, gradient domain, temporal.
 
-Style, content, colour and TV come from train.losses (the recipe measured in
+Style, content, colour and TV come from engines.style_losses (the recipe measured in
 shared/STYLE_LOSS_NOTES.md). What is added here:
 - the expression loss: at strength s the target statistics are (1-s)*content + s*style mixture,
   per sample, so s = 1 is the style loss and s < 1 teaches the strength knob;
@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from train.features import mean_std
+from engines.features import mean_std
 from train.flow import warp
-from train.losses import StyleStats, _inner, _regions
+from engines.style_losses import StyleStats, _inner, _regions
 from train.metrics import edge_map, ssim_per_sample
 
 _LUMA = (0.299, 0.587, 0.114)

@@ -1,4 +1,4 @@
-"""CPU numerics for the training loops."""
+"""CPU numerics for the training loops and the serve-time style fit."""
 
 from __future__ import annotations
 

@@ -1,13 +1,18 @@
-"""Perceptual losses on EfficientNet-Lite0 expansion features (recipe in shared/STYLE_LOSS_NOTES.md)."""
+"""Perceptual losses on EfficientNet-Lite0 expansion features (recipe in shared/STYLE_LOSS_NOTES.md).
+
+They live in engines/ because a user's style is fitted at serve time (engines/style_fit.py) with the
+same terms the bank was trained with (train/perceptual.py); torch is needed only when they are used."""
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from train.features import CONTENT_TAP, STYLE_TAPS, ExpansionFeatures, mean_std
+from engines.features import CONTENT_TAP, STYLE_TAPS, ExpansionFeatures, mean_std
 
 
 @dataclass
@@ -63,27 +68,32 @@ def style_stats(features: ExpansionFeatures, styles: list[torch.Tensor]) -> Styl
     )
 
 
-def pooled_style_stats(features: ExpansionFeatures, refs: list[list[torch.Tensor]]) -> StyleStats:
-    """One row per style; a style with several references gets the statistics of their pooled features,
-    each reference weighted equally: the mixture's mean, and its variance = mean variance + spread of means."""
-    rows = [style_stats(features, imgs) for imgs in refs]
+def fused_style_stats(features: ExpansionFeatures, imgs: list[torch.Tensor],
+                      weights: list[float] | None = None) -> StyleStats:
+    """One row: the statistics of several references' pooled features, as a weighted mixture (default equal):
+    the mixture's mean, and its variance = mean variance + spread of means. One target, not an average of
+    per-picture targets."""
+    r = style_stats(features, imgs)
+    w = r.rgb_mu.new_tensor(weights if weights is not None else [1.0] * len(imgs))
+    w = (w / w.sum())[:, None]
 
     def pool(mu: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        m = mu.mean(0)
-        return m, (sigma.pow(2).mean(0) + (mu - m).pow(2).mean(0)).sqrt()
+        m = (w * mu).sum(0)
+        return m[None], (w * (sigma.pow(2) + (mu - m).pow(2))).sum(0).sqrt()[None]
 
-    taps = rows[0].mu.keys()
-    mus: dict[int, list[torch.Tensor]] = {k: [] for k in taps}
-    sigmas: dict[int, list[torch.Tensor]] = {k: [] for k in taps}
-    rgb: list[tuple[torch.Tensor, torch.Tensor]] = []
-    for r in rows:
-        for k in taps:
-            m, s = pool(r.mu[k], r.sigma[k])
-            mus[k].append(m)
-            sigmas[k].append(s)
-        rgb.append(pool(r.rgb_mu, r.rgb_sigma))
-    return StyleStats(mu={k: torch.stack(v) for k, v in mus.items()}, sigma={k: torch.stack(v) for k, v in sigmas.items()},
-                      rgb_mu=torch.stack([m for m, _ in rgb]), rgb_sigma=torch.stack([s for _, s in rgb]))
+    pooled = {k: pool(r.mu[k], r.sigma[k]) for k in r.mu}
+    rgb_mu, rgb_sigma = pool(r.rgb_mu, r.rgb_sigma)
+    return StyleStats(mu={k: m for k, (m, _) in pooled.items()}, sigma={k: s for k, (_, s) in pooled.items()},
+                      rgb_mu=rgb_mu, rgb_sigma=rgb_sigma)
+
+
+def pooled_style_stats(features: ExpansionFeatures, refs: list[list[torch.Tensor]]) -> StyleStats:
+    """One row per style; a style with several references gets their fused statistics (`fused_style_stats`),
+    each reference weighted equally."""
+    rows = [fused_style_stats(features, imgs) for imgs in refs]
+    return StyleStats(mu={k: torch.cat([r.mu[k] for r in rows]) for k in rows[0].mu},
+                      sigma={k: torch.cat([r.sigma[k] for r in rows]) for k in rows[0].sigma},
+                      rgb_mu=torch.cat([r.rgb_mu for r in rows]), rgb_sigma=torch.cat([r.rgb_sigma for r in rows]))
 
 
 def _inner(f: torch.Tensor, margin: float) -> torch.Tensor:
@@ -182,3 +192,76 @@ def luma_gradients(image: torch.Tensor, scales: tuple[int, ...] = (1, 2, 4)) -> 
 def random_directions(dim: int, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
     d = torch.randn(dim, count, generator=generator)
     return d / d.norm(dim=0, keepdim=True)
+
+
+# ---------------------------------------------------------------- strength, pixel pools and stability
+
+class PixelPools:
+    """Each style's reference pixels and luma gradients, to draw target point clouds for any blend and strength."""
+
+    def __init__(self, refs: list[list[torch.Tensor]], scales: tuple[int, ...] = (1, 2, 4)) -> None:
+        self.scales = scales
+        self.colour = [torch.cat([r.flatten(1).T for r in imgs]) for imgs in refs]
+        grads = [[luma_gradients(r[None], scales) for r in imgs] for imgs in refs]
+        self.grads = [[torch.cat([g[k][0] for g in per_ref]) for k in range(len(scales))] for per_ref in grads]
+
+    @staticmethod
+    def _draw(pools: list[torch.Tensor], own: torch.Tensor, w: torch.Tensor, strength: float, count: int,
+              gen: torch.Generator) -> torch.Tensor:
+        """`count` points: from each style in proportion to its weight times strength, the rest from `own`."""
+        parts, left = [], count
+        for pool, wj in zip(pools, w.tolist()):
+            n = round(count * strength * wj)
+            if n > 0:
+                parts.append(pool[torch.randint(len(pool), (n,), generator=gen)])
+                left -= n
+        if left > 0:
+            parts.append(own[torch.randint(len(own), (left,), generator=gen)])
+        return torch.cat(parts)[:count]
+
+    def loss(self, y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, strength: torch.Tensor, count: int,
+             gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        colour, grads = y.new_zeros(()), y.new_zeros(())
+        dirs3, dirs2 = random_directions(3, 32, gen), random_directions(2, 16, gen)
+        gy, gx = luma_gradients(y, self.scales), luma_gradients(x, self.scales)
+        for i in range(y.shape[0]):
+            s = float(strength[i])
+            out = y[i].flatten(1).T
+            pick = torch.randint(len(out), (count,), generator=gen)
+            target = self._draw(self.colour, x[i].flatten(1).T, w[i], s, count, gen)
+            colour = colour + sliced_wasserstein(out[pick][None], target[None], dirs3)
+            for k in range(len(self.scales)):
+                own = gx[k][i]
+                n = min(count, len(own))
+                pick = torch.randint(len(own), (n,), generator=gen)
+                target = self._draw([g[k] for g in self.grads], own, w[i], s, n, gen)
+                grads = grads + sliced_wasserstein(gy[k][i][pick][None], target[None], dirs2) / len(self.scales)
+        return colour / y.shape[0], grads / y.shape[0]
+
+
+def towards_input(target: StyleStats, content_feats: dict[int, torch.Tensor], x: torch.Tensor,
+                  strength: torch.Tensor) -> StyleStats:
+    """Style targets at strength s: s * the style's statistics + (1 - s) * the input's own."""
+    s = strength
+    mu, sigma = {}, {}
+    for k in target.mu:
+        m, sd = mean_std(content_feats[k])
+        mu[k] = s * target.mu[k] + (1 - s) * m
+        sigma[k] = s * target.sigma[k] + (1 - s) * sd
+    m, sd = mean_std(x)
+    return StyleStats(mu=mu, sigma=sigma, rgb_mu=s * target.rgb_mu + (1 - s) * m,
+                      rgb_sigma=s * target.rgb_sigma + (1 - s) * sd)
+
+
+def shift_consistency(run: Callable[[torch.Tensor], torch.Tensor], crops: torch.Tensor, y: torch.Tensor, crop: int,
+                      rng: random.Random, noise: float) -> torch.Tensor:
+    """Mean squared difference between the output of a shifted, noisier view and the output shifted the
+    same way, on the overlap. `run` is the network with its style and strength fixed, and `y` its output on
+    the unshifted crop. Camera motion is mostly such shifts; a net at 1/8 resolution is not
+    shift-equivariant by itself, and its strokes would crawl."""
+    margin = crops.shape[-1] - crop
+    dy, dx = rng.randint(1, margin), rng.randint(1, margin)
+    x2 = crops[:, :, dy : dy + crop, dx : dx + crop]
+    x2 = (x2 + noise * torch.randn_like(x2)).clamp(0.0, 1.0)
+    y2 = run(x2)
+    return (y2[:, :, : crop - dy, : crop - dx] - y[:, :, dy:, dx:]).pow(2).mean()

