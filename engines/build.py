@@ -16,7 +16,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from engines.artifact import (
@@ -248,7 +248,7 @@ def build(cfg: BuildConfig) -> tuple[Path, bool]:
     meta.update({
         "file": file, "file_sha256": file_sha256(out / file), "cache_key": key,
         "model": {"path": str(art.path), "provenance": art.meta.get("provenance", {})},
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "build_seconds": round(time.perf_counter() - t0, 1),
     })
     write_engine(out, meta)

@@ -55,7 +55,7 @@ class IOContract:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "IOContract":
+    def from_dict(cls, d: dict) -> IOContract:
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         for key in ("style_names", "value_range", "inputs", "outputs"):
             if key in known:

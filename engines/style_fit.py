@@ -167,7 +167,6 @@ def _fit(art: Artifact, references: list[np.ndarray], weights: list[float], cfg:
         colour_loss,
         content_loss,
         fused_style_stats,
-        random_directions,
         shift_consistency,
         style_loss,
         towards_input,
@@ -245,7 +244,7 @@ def _fit(art: Artifact, references: list[np.ndarray], weights: list[float], cfg:
             loss = loss + cfg.colour_dist_weight * lcd + cfg.grad_dist_weight * lgd
         loss = loss + cfg.identity_weight * ((1.0 - strength)[:, :, None, None] ** 2 * (y - x).abs()).mean()
         if cfg.stable_weight:
-            loss = loss + cfg.stable_weight * shift_consistency(lambda v: net.paint(v, f, strength), batch, y,
+            loss = loss + cfg.stable_weight * shift_consistency(lambda v, f=f, s=strength: net.paint(v, f, s), batch, y,
                                                                 cfg.crop, rng, cfg.stable_noise)
         value = float(loss.detach())
         if not math.isfinite(value):

@@ -1,4 +1,4 @@
-"""The `realtime` command: serve, stylize, bench."""
+"""The `realtime` command: serve, stylize, style, bench."""
 
 from __future__ import annotations
 
@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    serve.add_argument("--styles", metavar="DIR", default=None,
+                       help="your style library: styles added from the page, the API or `realtime style add` "
+                            "(default: $XDG_DATA_HOME/stylizer/styles, i.e. ~/.local/share/stylizer/styles)")
     serve.add_argument("--moods", metavar="FILE.toml", default=None,
                        help="extra mood presets ([[mood]] tables; see docs/moods.md)")
     serve.add_argument("--token", default=None,
@@ -107,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     group = st.add_mutually_exclusive_group()
     group.add_argument("--style", help="one style from the model's bank")
     group.add_argument("--weights", nargs="+", metavar="NAME=W", help="a blend, e.g. --weights vangogh=0.6 hokusai=0.4")
+    group.add_argument("--style-image", nargs="+", metavar="IMG",
+                       help="fit a style from 1-3 pictures for this run only (under a minute; needs "
+                            "pip install 'stylizer[styles]'); `realtime style add` keeps one")
     st.add_argument("--strength", type=float, default=1.0, help="0 = input, 1 = fully stylized (default: 1)")
     st.add_argument("--caption", default="", help="caption drawn on every frame")
     live = st.add_argument_group("streams (when INPUT or OUTPUT is a URL)")
@@ -139,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--frames", type=int, default=150, help="timed frames per row (default: 150)")
     bench.add_argument("--record", metavar="FILE", default=None,
                        help="append the table to this markdown file (e.g. BENCHMARKS.md)")
+    from realtime.style_cli import add_parser as add_style_parser
+
+    add_style_parser(sub, _add_model_args)
     return parser
 
 
@@ -159,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
 
             with install_stop_signals():
                 return run_stylize(args)
+        if args.command == "style":
+            from realtime.style_cli import run_style
+
+            return run_style(args)
         if args.command == "bench":
             from realtime.bench import run_bench
 

@@ -86,8 +86,9 @@ class FramePipeline:
         self.state = state or StyleState(weights={names[0]: 1.0})
         self.moods = moods or MoodBook.builtin()
         self.layer = layer or ExpressionLayer()
-        self._vector = backend.contract.weights_vector(self.state.weights)
         self._lock = threading.Lock()
+        self._bank = backend.styles
+        self._vector = backend.weights_vector(self.state.weights)
         self.times = StageTimes()
         self.overlay_errors = 0
         self._overlay_failures = 0       # in a row; at OVERLAY_GIVE_UP the overlays are off until the state changes
@@ -118,7 +119,8 @@ class FramePipeline:
                 s = replace(s, caption_color=update.caption_color)
             if update.emoji is not None:
                 s = replace(s, emoji=update.emoji)
-            self._vector = self.backend.contract.weights_vector(s.weights)
+            self._bank = self.backend.styles
+            self._vector = self.backend.weights_vector(s.weights, strict=False)
             self.state = s
         if update.caption:
             from realtime.textlayout import clean_text
@@ -146,17 +148,24 @@ class FramePipeline:
     def warm(self, width: int, height: int) -> None:
         """Run the network once at this size: back-ends compile per input shape (OpenVINO: ~0.4 s), and a
         live input would otherwise drop every frame that arrives during that first call."""
+        self.backend.stylize(np.zeros((height, width, 3), np.uint8), self._current_vector()[1], 1.0)
+
+    def _current_vector(self) -> tuple[StyleState, np.ndarray]:
+        """The state and its weight vector over the back-end's bank as it is now: a style added, renamed or
+        deleted since (realtime/style_jobs.py) makes a new bank, and the vector is recomputed from the names
+        (a deleted style's weight is dropped; nothing left means the first style)."""
         with self._lock:
-            vector = self._vector
-        self.backend.stylize(np.zeros((height, width, 3), np.uint8), vector, 1.0)
+            if self._bank is not self.backend.styles:
+                self._bank = self.backend.styles
+                self._vector = self.backend.weights_vector(self.state.weights, strict=False)
+            return self.state, self._vector
 
     def process(self, rgb: np.ndarray) -> np.ndarray:
         """RGB uint8 (H, W, 3) -> stylized RGB uint8 with the overlays drawn on it.
 
         A failing overlay never costs the frame: it is left out (counted in overlay_errors), and after
         OVERLAY_GIVE_UP failures in a row the overlays stay off until the next control change."""
-        with self._lock:
-            state, vector = self.state, self._vector
+        state, vector = self._current_vector()
         t0 = time.perf_counter()
         out = self.backend.stylize(rgb, vector, state.strength)
         t1 = time.perf_counter()

@@ -4,7 +4,8 @@ Routes:
     GET  /               the web app (web/index.html)
     GET  /static/{file}  web/ assets (realtime/static.py: nothing outside web/, no symlinks; odd paths are 404)
     GET  /thumbs/{name}  style thumbnails of the loaded model
-    GET  /api/styles     the style bank and limits
+    GET  /api/styles     the style bank and limits; POST/PATCH/DELETE add, rename and delete your own
+                         styles (realtime/style_api.py)
     GET  /api/moods      the mood presets in force
     GET  /api/emoji      the short emoji names (for the picker)
     GET  /fonts/openmoji.woff2  the colour emoji font the video uses, so the page shows the same emoji
@@ -36,7 +37,8 @@ from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from engines.backends import Backend, load_backend
-from realtime import feeds, ice, metrics, playout
+from engines.style_library import StyleLibrary
+from realtime import feeds, ice, metrics, playout, style_api
 from realtime.auth import refusal, token_from_env
 from realtime.control import ControlError, parse_control
 from realtime.emoji import ALIASES, MAX_STICKERS
@@ -57,6 +59,7 @@ from realtime.security import (
 )
 from realtime.session import LatestFrameReader, Session, StylizedTrack
 from realtime.static import static_file, web_dir
+from realtime.style_jobs import FitQueue
 from realtime.worker import InferenceWorker
 
 log = logging.getLogger("realtime.server")
@@ -86,11 +89,10 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(web_dir() / "index.html")
 
 
-async def styles(request: web.Request) -> web.Response:
-    backend = request.app[BACKEND_KEY]
-    items = [{"name": n, "thumb": f"/thumbs/{n}.jpg"} for n in backend.style_names]
+def page_limits() -> dict[str, Any]:
+    """What GET /api/styles tells the page besides the styles (realtime/style_api.py serves the route)."""
     limits = {"caption_chars": MAX_CAPTION_CHARS, "emoji": MAX_STICKERS, "mood_chars": MAX_MOOD_CHARS}
-    return web.json_response({"styles": items, "limits": limits, "caption_kinds": list(KINDS)})
+    return {"limits": limits, "caption_kinds": list(KINDS)}
 
 
 async def moods_table(request: web.Request) -> web.Response:
@@ -106,8 +108,8 @@ async def thumb(request: web.Request) -> web.StreamResponse:
     backend = request.app[BACKEND_KEY]
     if name not in backend.style_names:
         raise web.HTTPNotFound()
-    path = backend.artifact.thumbnail(name)
-    if path is None:
+    path = backend.artifact.thumbnail(name) or style_api.user_thumb(request.app, name)
+    if path is None or not path.is_file():
         raise web.HTTPNotFound()
     return web.FileResponse(path)
 
@@ -448,9 +450,11 @@ async def _on_cleanup(app: web.Application) -> None:
 
 
 def create_app(backend: Backend, moods: MoodBook | None = None, token: str | None = None, *,
-               limits: Limits | None = None, policy: Policy | None = None) -> web.Application:
+               limits: Limits | None = None, policy: Policy | None = None,
+               styles_dir: str | Path | None = None) -> web.Application:
     """The server. `token`, when set, is required (Bearer) on every control and signaling route;
-    `policy` adds --insecure, --cors-origin and the bound names; `limits` the peer, rate and frame limits."""
+    `policy` adds --insecure, --cors-origin and the bound names; `limits` the peer, rate and frame limits;
+    `styles_dir` the user style library (default: engines.style_library.default_dir())."""
     _tune_vp8_bitrate()
     playout.register()
     limits = limits or Limits()
@@ -475,7 +479,6 @@ def create_app(backend: Backend, moods: MoodBook | None = None, token: str | Non
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_route)
     app.router.add_get("/debug/resources", debug_resources)
-    app.router.add_get("/api/styles", styles)
     app.router.add_get("/api/moods", moods_table)
     app.router.add_get("/api/emoji", emoji_names)
     app.router.add_get("/fonts/openmoji.woff2", emoji_font)
@@ -483,6 +486,7 @@ def create_app(backend: Backend, moods: MoodBook | None = None, token: str | Non
     app.router.add_post("/offer", offer)
     app.router.add_get("/static/{path:.*}", static_file)
     feeds.setup(app, backend, app[MOODS_KEY], app[EXECUTOR_KEY], policy.token, web_dir())
+    style_api.setup(app, FitQueue(backend, StyleLibrary(styles_dir)), policy.token)
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)
     return app
@@ -528,14 +532,18 @@ def run_server(args: argparse.Namespace) -> int:
         log.warning("%s", warning)
     import numpy as np
 
-    backend.stylize(np.zeros((360, 640, 3), np.uint8), backend.contract.weights_vector(None))  # warm-up
+    backend.stylize(np.zeros((360, 640, 3), np.uint8), backend.weights_vector(None))  # warm-up
     ice.set_ice_servers(args.ice_server)
     if args.loopback_ice:
         ice.enable_loopback()
     policy = Policy(token=token, insecure=getattr(args, "insecure", False),
                     cors_origins=tuple(getattr(args, "cors_origin", None) or ()),
                     bind_hosts=frozenset({args.host.lower()}))
-    app = create_app(backend, book, token, limits=limits, policy=policy)
+    try:
+        app = create_app(backend, book, token, limits=limits, policy=policy, styles_dir=getattr(args, "styles", None))
+    except OSError as exc:
+        print(f"realtime: error: --styles {args.styles}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     scheme = "https" if tls is not None else "http"
     url = f"{scheme}://{args.host}:{args.port}"
     access = "bearer token required" if token else ("no token, open to anyone (--insecure)" if policy.insecure

@@ -43,7 +43,7 @@ from realtime.stylize_file import (
     _open_audio_output,
     atomic_output,
     disk_full_error,
-    parse_weights,
+    style_weights,
 )
 
 if TYPE_CHECKING:
@@ -608,7 +608,7 @@ def run_stream(args: argparse.Namespace) -> int:
         if fmt == "mpegts" and scheme(str(dst)) == "udp" and "pkt_size" not in str(dst):
             outputs.setdefault("pkt_size", "1316")  # 7 TS packets per datagram, as receivers expect
         backend: Backend = load_backend(args.engine, args.backend, args.threads)
-        weights = parse_weights(args.style, args.weights, backend.style_names)
+        weights = style_weights(args, backend)
         if args.caption:
             try:
                 render_caption(args.caption, 640, 360)

@@ -63,6 +63,21 @@ def disk_full_error(exc: BaseException, frames: int) -> StylizeError:
 # ---------------------------------------------------------------- arguments
 
 
+def style_weights(args: argparse.Namespace, backend: Backend) -> dict[str, float]:
+    """The run's blend: --style-image fits a style for this run only (realtime/style_cli.py), else
+    --style / --weights."""
+    if getattr(args, "style_image", None):
+        from engines.style_fit import FitDiverged, FitUnavailable
+        from engines.style_library import StyleError
+        from realtime.style_cli import fit_for_run
+
+        try:
+            return {fit_for_run(backend, args.style_image, None): 1.0}
+        except (StyleError, FitUnavailable, FitDiverged) as exc:
+            raise StylizeError(str(exc)) from None
+    return parse_weights(args.style, args.weights, backend.style_names)
+
+
 def parse_weights(style: str | None, weights: list[str] | None, names: tuple[str, ...]) -> dict[str, float]:
     """--style NAME or --weights NAME=W ... -> {name: weight}; default: the first style."""
     known = ", ".join(names)
@@ -368,7 +383,7 @@ def run_stylize(args: argparse.Namespace) -> int:
     try:
         src, dst, kind = check_args(args)
         backend: Backend = load_backend(args.engine, args.backend, args.threads)
-        weights = parse_weights(args.style, args.weights, backend.style_names)
+        weights = style_weights(args, backend)
         if args.caption:
             try:  # fail before decoding a whole video if the caption font is missing
                 render_caption(args.caption, 640, 360)

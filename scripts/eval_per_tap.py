@@ -20,10 +20,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
-from train.data import held_out_images, load_rgb, to_tensor
-from train.evaluate import _short_side, _stylize, load_stylizer
 from engines.features import ExpansionFeatures
 from engines.style_losses import colour_loss, pooled_style_stats, style_loss
+from train.data import held_out_images, load_rgb, to_tensor
+from train.evaluate import _short_side, _stylize, load_stylizer
 from train.metrics import edge_ssim
 
 SIZE = 384

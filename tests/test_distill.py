@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import csv
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from engines.artifact import load_artifact
-from engines.student import StudentConfig, StudentNet
+from engines.features import ExpansionFeatures
+from engines.student import StudentNet
 from tests.traindata import make_data_root
 from train.distill import DistillConfig, init_from_artifact, texture_loss, train_distill
-from engines.features import ExpansionFeatures
 from train.teacher import TeacherConfig, train_teacher
 
 pytestmark = pytest.mark.unit

@@ -21,10 +21,12 @@ import torch
 from PIL import Image
 
 from engines.artifact import DEFAULT_MODEL_DIR, META_FILE
+from engines.features import ExpansionFeatures
+from engines.style_losses import pooled_style_stats, style_stats
 from train.evaluate import (
     LABEL_BAR,
-    ModelResult,
     SPEED_WARMUP,
+    ModelResult,
     Reference,
     Stylizer,
     evaluate,
@@ -37,9 +39,7 @@ from train.evaluate import (
     write_tables,
     write_video,
 )
-from engines.features import ExpansionFeatures
 from train.flow import flow, occlusion_mask, random_affine_flow, smooth_random_flow, warp, warp_np
-from engines.style_losses import pooled_style_stats, style_stats
 from train.metrics import edge_map, edge_ssim, psnr, ssim, style_distance, warping_error
 
 pytestmark = pytest.mark.unit

@@ -14,21 +14,34 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 import pytest
 import torch
+from PIL import Image
 
+from engines.features import ExpansionFeatures
+from engines.style_losses import StyleStats, pooled_style_stats, style_stats
 from tests.traindata import make_data_root
 from train.budget import TimeBudget
 from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss
-from engines.features import ExpansionFeatures
 from train.flow import random_affine_flow, smooth_random_flow, warp
-from engines.style_losses import StyleStats, pooled_style_stats, style_stats
 from train.metrics import edge_ssim
-from train.teacher import (StyleBank, TeacherConfig, load_stylizer, style_boost_vector, style_intensity_vector,
-                           train_teacher)
-from train.teacher_losses import (edge_ssim_loss, expression_loss, gradient_loss, grey, local_colour_loss, luma,
-                                  temporal_loss)
+from train.teacher import (
+    StyleBank,
+    TeacherConfig,
+    load_stylizer,
+    style_boost_vector,
+    style_intensity_vector,
+    train_teacher,
+)
+from train.teacher_losses import (
+    edge_ssim_loss,
+    expression_loss,
+    gradient_loss,
+    grey,
+    local_colour_loss,
+    luma,
+    temporal_loss,
+)
 from train.teacher_net import TeacherNet, TeacherNetConfig, count_macs, expand_banks
 
 pytestmark = pytest.mark.unit

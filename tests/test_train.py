@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from engines.artifact import load_artifact
-from train.data import sample_style_weights
 from engines.features import ExpansionFeatures
 from engines.style_losses import colour_loss, content_loss, style_loss, style_stats, tv_loss
+from train.data import sample_style_weights
 
 pytestmark = pytest.mark.unit
 

@@ -29,15 +29,15 @@ from tqdm import tqdm
 
 from engines.artifact import load_artifact, save_artifact
 from engines.contract import IOContract
+from engines.features import ExpansionFeatures, mean_std
+from engines.numerics import flushed_denormals
 from engines.student import StudentConfig, StudentNet
 from engines.student import count_macs as student_macs
+from engines.style_losses import _regions
 from train.budget import TimeBudget, fit_schedule
 from train.data import SHARED_DATA, sample_style_weights
 from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
-from engines.features import ExpansionFeatures, mean_std
 from train.flow import random_affine_flow, smooth_random_flow, warp
-from engines.style_losses import _regions
-from engines.numerics import flushed_denormals
 from train.settings import load_settings, sample_strength
 from train.teacher import load_stylizer
 from train.teacher_data import DataSpec, TeacherBatches

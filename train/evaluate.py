@@ -34,10 +34,10 @@ from tqdm import tqdm
 
 from engines.artifact import META_FILE
 from engines.contract import padded_size
-from train.data import HELD_OUT_CLIP, LOOK_PORTRAITS, SHARED_DATA, held_out_images, load_rgb, resolve_style, to_tensor
 from engines.features import ExpansionFeatures
-from train.look_eval import LookRow, look_md, look_photos, look_rows
 from engines.style_losses import pooled_style_stats
+from train.data import HELD_OUT_CLIP, LOOK_PORTRAITS, SHARED_DATA, held_out_images, load_rgb, resolve_style, to_tensor
+from train.look_eval import LookRow, look_md, look_photos, look_rows
 from train.metrics import Flows, clip_flows, edge_ssim, psnr, ssim, style_distances, warping_error
 from train.sheet import fit_height
 

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from engines.features import ExpansionFeatures
-from train.flow import flow, occlusion_mask, warp_np
 from engines.style_losses import StyleStats, style_loss
+from train.flow import flow, occlusion_mask, warp_np
 
 Flows = list[tuple[np.ndarray, np.ndarray]]
 

@@ -214,7 +214,7 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
         lid = lst = torch.zeros(())
         if paint:
             lid = ((1.0 - strength)[:, :, None, None] ** 2 * (y - x).abs()).mean()
-            lst = shift_consistency(lambda v: net(v, w, strength), crops, y, cfg.crop, rng, cfg.stable_noise)
+            lst = shift_consistency(lambda v, w=w, s=strength: net(v, w, s), crops, y, cfg.crop, rng, cfg.stable_noise)
             loss = loss + cfg.identity_weight * lid + cfg.stable_weight * lst
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -27,13 +27,13 @@ import torch.distributed as dist
 from PIL import Image
 from tqdm import tqdm
 
+from engines.features import ExpansionFeatures
+from engines.numerics import flushed_denormals
+from engines.style_losses import StyleStats, content_loss, pooled_style_stats, tv_loss
 from train.budget import TimeBudget, fit_schedule
 from train.data import HELD_OUT, SHARED_DATA, load_rgb, resolve_style, sample_style_weights, to_tensor
 from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
-from engines.features import ExpansionFeatures
 from train.flow import random_affine_flow, smooth_random_flow, warp
-from engines.style_losses import StyleStats, content_loss, pooled_style_stats, tv_loss
-from engines.numerics import flushed_denormals
 from train.settings import load_settings, sample_strength
 from train.teacher_data import DataSpec, TeacherBatches
 from train.teacher_losses import (

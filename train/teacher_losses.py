@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from engines.features import mean_std
-from train.flow import warp
 from engines.style_losses import StyleStats, _inner, _regions
+from train.flow import warp
 from train.metrics import edge_map, ssim_per_sample
 
 _LUMA = (0.299, 0.587, 0.114)
