@@ -109,7 +109,7 @@ Progress = Callable[[float, str], None]
 def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255.0
+    return torch.from_numpy(np.array(rgb, np.float32)).permute(2, 0, 1) / 255.0  # a copy: inputs may be read-only
 
 
 def _resize_short(rgb: np.ndarray, short: int, max_long: int | None = None) -> np.ndarray:

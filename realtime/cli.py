@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--styles", metavar="DIR", default=None,
                        help="your style library: styles added from the page, the API or `realtime style add` "
                             "(default: $XDG_DATA_HOME/stylizer/styles, i.e. ~/.local/share/stylizer/styles)")
+    serve.add_argument("--fit-steps", type=int, default=None, metavar="N",
+                       help="optimiser steps of a style fit (default 100, or 45 s, whichever ends first; "
+                            "fewer is faster and rougher)")
     serve.add_argument("--moods", metavar="FILE.toml", default=None,
                        help="extra mood presets ([[mood]] tables; see docs/moods.md)")
     serve.add_argument("--token", default=None,

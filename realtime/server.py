@@ -37,6 +37,7 @@ from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from engines.backends import Backend, load_backend
+from engines.style_fit import FitConfig
 from engines.style_library import StyleLibrary
 from realtime import feeds, ice, metrics, playout, style_api
 from realtime.auth import refusal, token_from_env
@@ -451,10 +452,11 @@ async def _on_cleanup(app: web.Application) -> None:
 
 def create_app(backend: Backend, moods: MoodBook | None = None, token: str | None = None, *,
                limits: Limits | None = None, policy: Policy | None = None,
-               styles_dir: str | Path | None = None) -> web.Application:
+               styles_dir: str | Path | None = None, fit_steps: int | None = None) -> web.Application:
     """The server. `token`, when set, is required (Bearer) on every control and signaling route;
     `policy` adds --insecure, --cors-origin and the bound names; `limits` the peer, rate and frame limits;
-    `styles_dir` the user style library (default: engines.style_library.default_dir())."""
+    `styles_dir` the user style library (default: engines.style_library.default_dir()), `fit_steps` the
+    length of a style fit (default: engines.style_fit.FitConfig's)."""
     _tune_vp8_bitrate()
     playout.register()
     limits = limits or Limits()
@@ -486,7 +488,8 @@ def create_app(backend: Backend, moods: MoodBook | None = None, token: str | Non
     app.router.add_post("/offer", offer)
     app.router.add_get("/static/{path:.*}", static_file)
     feeds.setup(app, backend, app[MOODS_KEY], app[EXECUTOR_KEY], policy.token, web_dir())
-    style_api.setup(app, FitQueue(backend, StyleLibrary(styles_dir)), policy.token)
+    fit_cfg = FitConfig(steps=fit_steps) if fit_steps else None
+    style_api.setup(app, FitQueue(backend, StyleLibrary(styles_dir), fit_cfg), policy.token)
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)
     return app
@@ -540,7 +543,8 @@ def run_server(args: argparse.Namespace) -> int:
                     cors_origins=tuple(getattr(args, "cors_origin", None) or ()),
                     bind_hosts=frozenset({args.host.lower()}))
     try:
-        app = create_app(backend, book, token, limits=limits, policy=policy, styles_dir=getattr(args, "styles", None))
+        app = create_app(backend, book, token, limits=limits, policy=policy, styles_dir=getattr(args, "styles", None),
+                         fit_steps=getattr(args, "fit_steps", None))
     except OSError as exc:
         print(f"realtime: error: --styles {args.styles}: {exc.strerror or exc}", file=sys.stderr)
         return 2
