@@ -54,7 +54,10 @@ def run_server(*extra_args: str, timeout_s: float = SERVER_START_TIMEOUT_S,
     url = f"http://127.0.0.1:{port}"
     log_dir = Path(tempfile.mkdtemp(prefix="stylizer-server-"))
     log_path = log_dir / "server.log"
-    cmd = [sys.executable, "-m", "realtime.cli", "serve", "--port", str(port), "--loopback-ice", *extra_args]
+    # Each server gets its own style library (never the user's) and short fits, unless a test names its own.
+    own = [] if "--styles" in extra_args else ["--styles", str(log_dir / "styles")]
+    own += [] if "--fit-steps" in extra_args else ["--fit-steps", "3"]
+    cmd = [sys.executable, "-m", "realtime.cli", "serve", "--port", str(port), "--loopback-ice", *own, *extra_args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL,

@@ -718,6 +718,56 @@ def test_mood_phrase_changes_the_style(live: LivePage) -> None:
                            timeout=5_000)
 
 
+def test_add_your_style_through_the_page_changes_the_video(live: LivePage, tmp_path: Path) -> None:
+    """Pick a picture in the "Add your style" card, add it: a progress bar runs, the style appears in the
+    gallery with its thumbnail, is selected, and the returned video now shows what the fitted style paints."""
+    from PIL import ImageDraw
+
+    from engines.backends import load_backend
+    from engines.style_library import StyleLibrary
+
+    page = live.page
+    live.send({"style": "monet", "strength": 1.0})
+    old = page.evaluate("window.stylizer.state")
+    drawing = Image.new("RGB", (320, 240), "white")  # black ink on white: nothing like Monet
+    pen = ImageDraw.Draw(drawing)
+    for k in range(0, 320, 12):
+        pen.line([(k, 0), (320 - k, 240)], fill="black", width=3)
+    path = tmp_path / "ink.png"
+    drawing.save(path)
+    page.set_input_files("#mystyle-files", str(path))
+    page.wait_for_function("document.querySelectorAll('#mystyle-list img').length === 1")
+    page.fill("#mystyle-name", "ink-test")
+    page.click("#mystyle-add")
+    page.wait_for_selector("#mystyle-progress:not([hidden])", timeout=10_000)
+    page.wait_for_function("window.stylizer.styles.includes('ink-test')", timeout=180_000)
+    page.wait_for_function("((window.stylizer.state || {}).weights || {})['ink-test'] === 1", timeout=10_000)
+    page.wait_for_function("document.querySelector('.tile[data-style=\"ink-test\"] img')?.naturalWidth > 0",
+                           timeout=10_000)
+    assert "Added ink-test" in page.inner_text("#mystyle-note")
+    assert page.locator('.tile[data-style="ink-test"] .tile-tool').count() == 2  # rename, delete
+    shot = Path(tempfile.gettempdir()) / "stylizer-add-your-style.png"
+    page.screenshot(path=str(shot))
+    print(f"\n[browser] screenshot after adding a style: {shot}")
+    time.sleep(1.5)
+    after = [(i, f) for i, f in live.grab_many(6) if i is not None]
+    assert after, "frame index not decoded after the new style"
+    backend = load_backend()
+    library = StyleLibrary(live.server.log_path.parent / "styles")
+    backend.set_styles(library.vectors(backend.artifact.weights_sha256))
+    band = slice(CONTENT_Y, int(H * 0.75))
+    new_err, old_err = [], []
+    for i, f in after:
+        new = backend.stylize(live.frames[i], backend.weights_vector({"ink-test": 1.0}))
+        prev = backend.stylize(live.frames[i], backend.weights_vector(old["weights"]), old["strength"])
+        new_err.append(float(np.abs(new[band].astype(float) - f[band]).mean()))
+        old_err.append(float(np.abs(prev[band].astype(float) - f[band]).mean()))
+    print(f"[browser] after adding a style: distance to it {statistics.median(new_err):.1f}, "
+          f"to the old style {statistics.median(old_err):.1f}")
+    assert statistics.median(new_err) < statistics.median(old_err)
+    live.send({"style": "monet"})  # later tests start from a trained style
+
+
 def test_bad_input_is_refused_clearly_and_the_stream_goes_on(live: LivePage) -> None:
     page = live.page
     err = page.evaluate("window.stylizer.send({emoji: ['not-an-emoji-at-all']})")

@@ -27,6 +27,7 @@ from PIL import Image
 
 from engines.artifact import load_artifact
 from engines.backends import load_backend
+from engines.student import film_weights, mix_film
 from engines.style_fit import FitConfig, FitDiverged, content_frames, fit_style
 from engines.style_library import (
     MAX_BYTES,
@@ -36,7 +37,6 @@ from engines.style_library import (
     StyleLibrary,
     read_picture,
 )
-from engines.student import film_weights, mix_film
 from realtime import ice
 from tests.apphelpers import loop_thread, private_rtc_randoms
 from tests.conftest import run_server
@@ -238,7 +238,7 @@ def styles_dir(tmp_path: Path) -> Path:
     return tmp_path / "styles"
 
 
-def _serve(styles_dir: Path):  # noqa: ANN202
+def _serve(styles_dir: Path):
     return run_server("--token", TOKEN, "--styles", str(styles_dir), "--fit-steps", "3")
 
 

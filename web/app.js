@@ -1,3 +1,5 @@
+import { setupMyStyles } from "./mystyles.js";
+
 // Stylizer web app: camera -> WebRTC -> server (stylize + captions, bubbles, stickers) -> back on the same transceiver.
 // Plain ES module, no build step. A small test hook is exposed as window.stylizer.
 
@@ -184,6 +186,7 @@ function renderStyles() {
     el.blend.append(row);
   }
   syncStyleControls();
+  document.dispatchEvent(new CustomEvent("styles-rendered"));  // web/mystyles.js adds your styles' tools
 }
 
 function normalized(weights) {
@@ -892,7 +895,7 @@ el.captionClear.addEventListener("click", () => {
 
 async function loadStyles() {
   try {
-    const resp = await fetch("/api/styles");
+    const resp = await fetch("/api/styles", { headers: TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {} });
     if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
     const body = await resp.json();
     app.styles = body.styles || [];
@@ -904,6 +907,7 @@ async function loadStyles() {
     if (body.limits && body.limits.emoji) app.emojiLimit = body.limits.emoji;
     if (app.styles.length) app.weights = Object.fromEntries(app.styles.map((s, i) => [s.name, i === 0 ? 1 : 0]));
     renderStyles();
+    myStyles.refresh();
     const [emoji, moods] = await Promise.all([fetch("/api/emoji").then((r) => r.json()), fetch("/api/moods").then((r) => r.json())]);
     app.emojiNames = Object.fromEntries(emoji.emoji.map((e) => [e.name, e.emoji]));
     app.moods = moods.moods || [];
@@ -915,6 +919,8 @@ async function loadStyles() {
     setStatus("error", "Offline");
   }
 }
+
+const myStyles = setupMyStyles({ app, token: TOKEN, renderStyles, pickStyle, showError });
 
 // Test hook (also handy from the devtools console).
 window.stylizer = {
@@ -934,5 +940,6 @@ window.stylizer = {
   get styles() { return app.styles.map((s) => s.name); },
   remote: el.remote,
   local: el.local,
+  myStyles,
   ready: loadStyles(),
 };
