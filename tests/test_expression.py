@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engines.style_bank import StyleBank
 from realtime.control import ControlError, parse_control
 from realtime.emoji import EmojiError, resolve, split_runs
 from realtime.expression import Expression, ExpressionLayer
@@ -335,7 +336,10 @@ class _FakeBackend:
 
     name = "fake"
     style_names = NAMES
-    contract = SimpleNamespace(weights_vector=lambda w: np.array([float((w or {}).get(n, 0)) for n in NAMES]))
+    styles = StyleBank(NAMES, np.zeros((len(NAMES), 4), np.float32), None)  # the real bank's names and weights
+
+    def weights_vector(self, weights: dict[str, float] | None, *, strict: bool = True) -> np.ndarray:
+        return self.styles.weights_vector(weights, strict=strict)
 
     def stylize(self, rgb: np.ndarray, weights: np.ndarray, strength: float = 1.0) -> np.ndarray:
         return rgb.copy()
