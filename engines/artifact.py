@@ -14,11 +14,13 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from engines.contract import IOContract
-from engines.student import StudentConfig, StudentNet
+from engines.student_config import StudentConfig
+
+if TYPE_CHECKING:  # torch is imported where weights are read or written: serving runs the ONNX files without it
+    from engines.student import StudentNet
 
 FORMAT = "stylizer-student"
 FORMAT_VERSION = 1
@@ -60,7 +62,11 @@ class Artifact:
         return p if p.is_file() else None
 
     def load_student(self) -> StudentNet:
-        """Rebuild the network from the stored config and load (hash-checked) weights."""
+        """Rebuild the network from the stored config and load (hash-checked) weights (needs torch)."""
+        import torch
+
+        from engines.student import StudentNet
+
         raw = self.weights_path.read_bytes()
         if hashlib.sha256(raw).hexdigest() != self.weights_sha256:
             raise ArtifactError(f"{self.weights_path}: weights hash does not match {META_FILE} (corrupt or edited)")
@@ -79,6 +85,8 @@ class Artifact:
 def save_artifact(net: StudentNet, contract: IOContract, out_dir: str | Path, *, provenance: dict | None = None,
                   export_onnx: bool = True) -> Artifact:
     """Write weights, metadata and (optionally) ONNX for `net` into `out_dir`."""
+    import torch
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if contract.num_styles != net.config.num_styles:
