@@ -24,13 +24,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import errno
 import gc
 import json
 import logging
+import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -507,9 +510,44 @@ def limits_from_args(args: argparse.Namespace) -> Limits:
     return lim
 
 
+def listen(host: str, port: int) -> list[socket.socket]:
+    """Bound, listening sockets for every address `host` names, so a busy port is a one-line error before the
+    model loads (and --port 0 gets a real port to print). Raises OSError."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    socks: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, addr in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # not SO_REUSEPORT: a second server fails
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((addr[0], port, *addr[2:]))  # --port 0: the other addresses take the port the first got
+            sock.listen(128)
+            sock.setblocking(False)
+            port = sock.getsockname()[1]
+    except OSError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+def _bind_error(host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        why = "address already in use (is another server running? pick another --port)"
+    elif exc.errno == errno.EACCES:
+        why = "permission denied (ports below 1024 need privileges; pick another --port)"
+    elif isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        why = f"{exc.strerror or exc} (--host must be an address or name of this machine)"
+    else:
+        why = exc.strerror or str(exc)
+    return f"cannot listen on {host}:{port}: {why}"
+
+
 def run_server(args: argparse.Namespace) -> int:
     token = token_from_env(getattr(args, "token", None))
-    setup_logging(getattr(args, "log_format", "text"), [token] if token else [])
+    setup_logging(getattr(args, "log_format", "text"), [token] if token else [], getattr(args, "level", logging.INFO))
     try:
         warnings = check_bind(args.host, token, getattr(args, "insecure", False))
         tls = ssl_context(getattr(args, "cert", None), getattr(args, "key", None))
@@ -517,6 +555,11 @@ def run_server(args: argparse.Namespace) -> int:
         book = MoodBook.load(getattr(args, "moods", None))
     except (SecurityError, MoodError) as exc:
         print(f"realtime: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        socks = listen(args.host, args.port)
+    except OSError as exc:
+        print(f"realtime: error: {_bind_error(args.host, args.port, exc)}", file=sys.stderr)
         return 2
     for warning in warnings:
         log.warning("%s", warning)
@@ -537,15 +580,17 @@ def run_server(args: argparse.Namespace) -> int:
                     bind_hosts=frozenset({args.host.lower()}))
     app = create_app(backend, book, token, limits=limits, policy=policy)
     scheme = "https" if tls is not None else "http"
-    url = f"{scheme}://{args.host}:{args.port}"
+    port = socks[0].getsockname()[1]
+    url = f"{scheme}://{f'[{args.host}]' if ':' in args.host else args.host}:{port}"
     access = "bearer token required" if token else ("no token, open to anyone (--insecure)" if policy.insecure
                                                      else "no token: clients on this machine only")
     print(f"realtime: serving {url}  (model: {backend.artifact.path}, back-end: {backend.name}, "
           f"styles: {', '.join(backend.style_names)})", flush=True)
     print(f"realtime: WHIP {url}/whip/NAME, viewer {url}/view/NAME, API {url}/api/streams ({access}); "
           f"at most {limits.max_peers} peers", flush=True)
+    if token:  # once, on stdout only: the log lines redact it
+        print(f"realtime: open {url}/?token={quote(token, safe='')}", flush=True)
     # SIGINT/SIGTERM: aiohttp stops accepting, runs on_shutdown (every peer closed), then on_cleanup.
-    web.run_app(app, host=args.host, port=args.port, ssl_context=tls, print=None, access_log=None,
-                shutdown_timeout=5.0)
+    web.run_app(app, sock=socks, ssl_context=tls, print=None, access_log=None, shutdown_timeout=5.0)
     print("realtime: stopped", flush=True)
     return 0
