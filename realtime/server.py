@@ -588,8 +588,10 @@ def run_server(args: argparse.Namespace) -> int:
           f"styles: {', '.join(backend.style_names)})", flush=True)
     print(f"realtime: WHIP {url}/whip/NAME, viewer {url}/view/NAME, API {url}/api/streams ({access}); "
           f"at most {limits.max_peers} peers", flush=True)
-    if token:  # once, on stdout only: the log lines redact it
-        print(f"realtime: open {url}/?token={quote(token, safe='')}", flush=True)
+    if token:  # once, and only to a terminal: stdout redirected to a file is a log, and logs never carry it
+        shown = quote(token, safe="") if sys.stdout.isatty() else "TOKEN"
+        note = "" if sys.stdout.isatty() else "  (TOKEN: the --token or STYLIZER_TOKEN value; printed only to a terminal)"
+        print(f"realtime: open {url}/?token={shown}{note}", flush=True)
     # SIGINT/SIGTERM: aiohttp stops accepting, runs on_shutdown (every peer closed), then on_cleanup.
     web.run_app(app, sock=socks, ssl_context=tls, print=None, access_log=None, shutdown_timeout=5.0)
     print("realtime: stopped", flush=True)

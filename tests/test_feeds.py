@@ -220,10 +220,21 @@ def backend():
 
 @pytest.fixture(scope="module")
 def feeds(backend) -> dict:
-    with run_server("--token", TOKEN) as srv:
+    # Served as `scripts/serve.sh` installs it, without torch: every test below also proves the serving path
+    # (WHIP in, stylize, WHEP out, the control API) runs on OpenVINO alone.
+    with run_server("--token", TOKEN, module="tests.notorch") as srv:
         out = asyncio.run(_scenario(srv.url, backend.style_names))
         out["log"] = srv.log(20000)
+        out["full_log"] = srv.log(10**7)
     return out
+
+
+def test_the_server_runs_without_torch(feeds: dict) -> None:
+    from tests.notorch import MARK
+
+    log = feeds["full_log"]
+    assert "back-end: openvino" in log, log[:2000]
+    assert MARK not in log, [line for line in log.splitlines() if MARK in line]
 
 
 def test_bad_token_gets_401_and_bad_offers_400(feeds: dict) -> None:
