@@ -2,9 +2,9 @@
 
 Routes (registered by `setup`; the control API is in realtime/api.py):
     POST    /whip                 publish to the stream "live" (body: SDP offer, application/sdp)
-    POST    /whip/{stream}        publish to a named stream -> 201, SDP answer, Location: /whip/{stream}/{id}
+    POST    /whip/{stream}        publish to a named stream -> 201, SDP answer, Location: http://HOST/whip/{stream}/{id}
     DELETE  /whip/{stream}/{id}   stop publishing; the stream ends and its viewers are closed
-    POST    /whep/{stream}        pull the stylized stream -> 201, SDP answer, Location: /whep/{stream}/{id}
+    POST    /whep/{stream}        pull the stylized stream -> 201, SDP answer, Location: http://HOST/whep/{stream}/{id}
     DELETE  /whep/{stream}/{id}   stop pulling
     GET     /view/{stream}        the viewer page (no controls; ?overlay=1 for the expression layer alone)
 

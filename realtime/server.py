@@ -69,6 +69,7 @@ SESSIONS_KEY = web.AppKey("sessions", dict)
 EXECUTOR_KEY = web.AppKey("executor", concurrent.futures.Executor)
 MOODS_KEY = web.AppKey("moods", MoodBook)
 METRICS_KEY = web.AppKey("metrics", object)
+HISTOGRAMS_KEY = web.AppKey("histograms", metrics.StageHistograms)
 STATS_INTERVAL_S = 1.0
 CHANNEL_BUFFER_LIMIT = 256 * 1024   # bytes queued on a data channel before stats messages are skipped
 
@@ -127,27 +128,25 @@ def _snapshot(app: web.Application) -> dict[str, Any]:
     rt = app[RUNTIME_KEY]
     hub = app[feeds.FEEDS_KEY].hub
     worker = app[EXECUTOR_KEY]
-    units: list[dict] = []
-    stages: dict[str, list[float]] = {stage: [] for stage in metrics.STAGES}
     totals = dict(rt.retired)
     for k, v in hub.retired.items():
         totals[k] = totals.get(k, 0) + v
+    # Frame counters by kind: the live units plus those that ended, so a counter never goes back.
+    frames = {("in", "session"): rt.retired["frames_in"], ("out", "session"): rt.retired["frames_out"],
+              ("in", "stream"): hub.retired["frames_in"], ("out", "stream"): hub.retired["inferences"]}
     for sess in list(app[SESSIONS_KEY].values()):
         st = sess.stats()
-        units.append({"id": sess.id, "kind": "session", **st})
-        for stage in stages:
-            stages[stage] += sess.pipeline.times.recent(stage)
+        frames["in", "session"] += st["frames_in"]
+        frames["out", "session"] += st["frames_out"]
         for k in ("dropped", "budget_misses", "errors", "overlay_errors", "frames_in", "frames_out"):
             totals[k] = totals.get(k, 0) + st.get(k, 0)
-    for name, stream in list(hub.streams.items()):
+    for stream in list(hub.streams.values()):
         st = stream.stats()
-        units.append({"id": name, "kind": "stream", **st})
-        for stage in stages:
-            stages[stage] += stream.pipeline.times.recent(stage)
+        frames["in", "stream"] += st["frames_in"]
+        frames["out", "stream"] += st["inferences"]  # one stylized frame, whatever the number of viewers
         for k in ("dropped", "budget_misses", "errors", "overlay_errors", "frames_in"):
             totals[k] = totals.get(k, 0) + st.get(k, 0)
     if isinstance(worker, InferenceWorker):
-        stages["wait"] = list(worker.wait_ms)
         wstate = {"restarts": worker.restarts, "queued": worker.queued, "busy_s": worker.busy_s}
     else:
         wstate = {"restarts": 0, "queued": 0, "busy_s": 0.0}
@@ -157,8 +156,8 @@ def _snapshot(app: web.Application) -> dict[str, Any]:
         "busy": rt.peers.refused,
         "rate_limited": {"offer": rt.offers.refused, "api": rt.api.refused,
                          "control": rt.control_dropped + sum(s.control_dropped for s in app[SESSIONS_KEY].values())},
-        "stages": stages,
-        "units": units,
+        "histograms": app[HISTOGRAMS_KEY],
+        "frames": frames,
         "totals": totals,
         "budget_ms": rt.limits.budget_ms,
         "worker": wstate,
@@ -353,6 +352,7 @@ async def offer(request: web.Request) -> web.Response:
 
     pc = rt.peers.track(RTCPeerConnection(ice.rtc_configuration()))
     session = Session(pc, FramePipeline(app[BACKEND_KEY], moods=app[MOODS_KEY]), limits)
+    session.pipeline.times.observer = app[HISTOGRAMS_KEY].observe
     session.pipeline.label = f"session {session.id}"
     extra = {"session": session.id}
     closing: list[bool] = []
@@ -473,6 +473,8 @@ def create_app(backend: Backend, moods: MoodBook | None = None, token: str | Non
     app[RUNTIME_KEY] = Runtime(limits)
     # One inference thread, supervised: the back-end owns its buffers and already uses every core inside.
     app[EXECUTOR_KEY] = InferenceWorker("inference", hang_timeout_s=limits.worker_timeout_s)
+    app[HISTOGRAMS_KEY] = metrics.StageHistograms()
+    app[EXECUTOR_KEY].observer = app[HISTOGRAMS_KEY].observe
     app[METRICS_KEY] = metrics.registry(lambda: _snapshot(app))
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
@@ -486,6 +488,7 @@ def create_app(backend: Backend, moods: MoodBook | None = None, token: str | Non
     app.router.add_post("/offer", offer)
     app.router.add_get("/static/{path:.*}", static_file)
     feeds.setup(app, backend, app[MOODS_KEY], app[EXECUTOR_KEY], policy.token, web_dir())
+    app[feeds.FEEDS_KEY].hub.observer = app[HISTOGRAMS_KEY].observe
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)
     return app
