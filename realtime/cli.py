@@ -15,7 +15,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_LOG_LEVEL = {"serve": "info", "stylize": "warning", "bench": "warning"}
 
 BACKEND_HELP = ("inference back-end: " + ", ".join(CHOICES) + ". auto = what an engine folder was built for; "
-                "for a model folder torch-cuda on a CUDA GPU, else OpenVINO on the CPU (int8 where the folder ships "
+                "for a model folder torch-cuda on a CUDA GPU (with torch installed), else OpenVINO on the CPU (int8 where the folder ships "
                 "a current int8 file that measured faster), else ONNX Runtime, else PyTorch (default: auto)")
 
 
