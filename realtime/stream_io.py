@@ -458,6 +458,8 @@ def _check(args: argparse.Namespace) -> tuple[str, str | Path, str]:
     """Validate before the model loads. Returns (input, output target, output format)."""
     check_look(args)
     src, dst = args.input, args.output
+    if src == STDIO:
+        raise StylizeError("INPUT '-' (stdin) is for files; with a stream OUTPUT, name the input file or URL")
     s_in = scheme(src)
     if s_in is not None and s_in not in INPUT_SCHEMES:
         raise StylizeError(f"{src}: unsupported input protocol {s_in!r}; use one of: {', '.join(INPUT_SCHEMES)}")
