@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engines.contract import IOContract
-from engines.student import StudentConfig
+from engines.student_config import StudentConfig
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch is imported where weights are read or written: serving runs the ONNX files without it
     from engines.student import StudentNet
     from engines.style_bank import StyleBank
 
@@ -98,7 +98,7 @@ class Artifact:
         return StyleBank(self.contract.style_names, table[:s], table[s] if self.config.paint else None)
 
     def load_student(self) -> StudentNet:
-        """Rebuild the network from the stored config and load (hash-checked) weights."""
+        """Rebuild the network from the stored config and load (hash-checked) weights (needs torch)."""
         import torch
 
         from engines.student import StudentNet

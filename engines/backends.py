@@ -253,6 +253,8 @@ def __getattr__(name: str) -> Any:
 
 
 def cuda_available() -> bool:
+    if not _have("torch"):
+        return False  # a serving install without torch (the lean `scripts/serve.sh` set): CPU back-ends only
     try:
         import torch
 
@@ -262,7 +264,10 @@ def cuda_available() -> bool:
 
 
 def _have(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a parent package that fails to import
+        return False
 
 
 def cpu_runtime() -> str | None:
@@ -298,6 +303,9 @@ def _create(kind: str, precision: str, art: Artifact, spec: EngineSpec | None, t
     info = REGISTRY[kind]
     if precision not in info.precisions:
         raise BackendError(f"back-end {kind} runs {', '.join(info.precisions)}, not {precision}")
+    if kind in ("torch", "torch-cuda") and not _have("torch"):
+        raise BackendError(f"the {kind} back-end needs PyTorch, which the serving install leaves out: "
+                           "pip install 'stylizer[torch]'")
     module = importlib.import_module(info.module)
     cls = getattr(module, info.cls)
     return cls(art, precision=precision, threads=threads, spec=spec)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from engines.contract import INPUT_FILM, INPUT_IMAGE, INPUT_STRENGTH, OUTPUT_IMAGE, IOContract
-from engines.fused_student import fuse
-from engines.student import StudentNet, film_table, film_weights, mix_film
+
+if TYPE_CHECKING:  # torch only for exporting: the back-ends read stamps (read_stamp) on serving machines without it
+    from engines.student import StudentNet
 
 OPSET = 18
 # ONNX metadata_props keys.
@@ -58,6 +58,11 @@ def export_onnx(net: StudentNet, contract: IOContract, path: str | Path, *, heig
     half=True exports a `.half()` model: every tensor, inputs included, is float16, which is what a
     strongly typed TensorRT network needs to build in FP16.
     """
+    import torch
+
+    from engines.fused_student import fuse
+    from engines.student import film_table, film_weights, mix_film
+
     path = Path(path)
     model = fuse(net.eval().cpu())
     dtype = torch.float16 if half else torch.float32

@@ -207,10 +207,13 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _version(module: str) -> str:
+def _version(dist: str) -> str:
+    """An installed package's version, read from its metadata: importing torch only for this costs seconds."""
+    from importlib import metadata
+
     try:
-        return __import__(module).__version__
-    except ImportError:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
         return "not installed"
 
 

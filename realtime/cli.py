@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import NoReturn
 
 from engines.backends import CHOICES
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# What each command logs without -q/-v/--log-level: the server's log is its record of peers and streams;
+# a file job's output is its progress and summary lines, so only warnings are logged there.
+DEFAULT_LOG_LEVEL = {"serve": "info", "stylize": "warning", "bench": "warning"}
+
 BACKEND_HELP = ("inference back-end: " + ", ".join(CHOICES) + ". auto = what an engine folder was built for; "
-                "for a model folder torch-cuda on a CUDA GPU, else OpenVINO on the CPU (int8 where the folder ships "
+                "for a model folder torch-cuda on a CUDA GPU (with torch installed), else OpenVINO on the CPU (int8 where the folder ships "
                 "a current int8 file that measured faster), else ONNX Runtime, else PyTorch (default: auto)")
 
 
@@ -29,14 +35,51 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="inference threads (default: all cores but a quarter, and at least one, left for video coding)")
 
 
+def version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("stylizer")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def _common() -> argparse.ArgumentParser:
+    """-q / -v / --log-level, which every command takes."""
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("output")
+    x = g.add_mutually_exclusive_group()
+    x.add_argument("--log-level", choices=LOG_LEVELS, default=None,
+                   help="log lines at this level and above (default: info for serve, warning otherwise)")
+    x.add_argument("-v", "--verbose", action="store_true", help="debug logging (same as --log-level debug)")
+    x.add_argument("-q", "--quiet", action="store_true",
+                   help="warnings and errors only: no progress, no summary line (serve still prints its address)")
+    return common
+
+
+def _default_style() -> str:
+    """The bundled model's first style, for --help (read from its model.json; no network is loaded)."""
+    try:
+        from engines.artifact import load_artifact
+
+        return load_artifact(None).contract.style_names[0]
+    except Exception:  # noqa: BLE001  (a damaged install still gets its --help)
+        return "the model's first"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="realtime",
         description="Live video stylizer: turn a webcam, a file or a stream into moving artwork, with captions.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from realtime.overlay import KINDS as CAPTION_KINDS
+    from realtime.stylize_file import FORMAT_NAMES as FORMAT_CHOICES
 
-    serve = sub.add_parser("serve", help="run the WebRTC server and web app",
+    parser.add_argument("--version", action="version", version=f"%(prog)s (stylizer) {version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common()
+
+    serve = sub.add_parser("serve", parents=[common], help="run the WebRTC server and web app",
                            description="Serve the web app: open http://HOST:PORT, allow the camera, and see "
                                        "yourself stylized live. Styles, blends and captions are set from the page.")
     _add_model_args(serve)
@@ -98,26 +141,52 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=("text", "json"), default="text",
                        help="log lines as text or one JSON object each (with session/stream ids)")
 
-    st = sub.add_parser("stylize", help="stylize an image, a video file or a live stream",
-                        description="Stylize an image (png/jpg/...) or a video file. Video keeps its frame count, "
-                                    "frame rate and audio. INPUT may also be a stream URL (rtsp://, rtmp://, srt://, "
-                                    "udp://, http://) and OUTPUT a stream URL (rtmp://, srt://, udp://): then the "
-                                    "newest frame is stylized (stale ones are dropped), audio is copied unchanged, "
-                                    "a status line shows fps, lag and drops, and a dropped input is reopened with "
-                                    "back-off. Stop with Ctrl-C or SIGTERM: a file output is finished properly "
-                                    "(exit 0). Out of disk space: a one-line error, and the partial file is "
-                                    "removed.")
+    st = sub.add_parser("stylize", parents=[common], help="stylize an image, a video file or a live stream",
+                        description="Stylize an image (png/jpg/...) or a video file; which one INPUT is comes from "
+                                    "its content, not its name. Video keeps its frame count, frame rate and audio. "
+                                    "INPUT may also be a stream URL (rtsp://, rtmp://, srt://, udp://, http://) and "
+                                    "OUTPUT a stream URL (rtmp://, srt://, udp://): then the newest frame is "
+                                    "stylized (stale ones are dropped), audio is copied unchanged, a status line "
+                                    "shows fps, lag and drops, and a dropped input is reopened with back-off. "
+                                    "Stop with Ctrl-C or SIGTERM: a file output is finished properly (exit 0). "
+                                    "Out of disk space: a one-line error, and the partial file is removed. "
+                                    "Progress is a bar on a terminal and a line every 5 s otherwise.",
+                        epilog="examples: realtime stylize photo.jpg out.png --style hokusai --caption 'hello'; "
+                               "realtime stylize clip.mp4 out.mp4 --mood 'party time'; "
+                               "curl -s URL | realtime stylize - - --format jpg > out.jpg")
     _add_model_args(st)
-    st.add_argument("input", help="input image, video file or stream URL")
-    st.add_argument("output", help="output file (its extension picks the format) or stream URL")
-    group = st.add_mutually_exclusive_group()
-    group.add_argument("--style", help="one style from the model's bank")
+    st.add_argument("input", nargs="?", help="input image, video file or stream URL; - reads stdin")
+    st.add_argument("output", nargs="?",
+                    help="output file (its extension, or --format, picks the type) or stream URL; - writes stdout "
+                         "(an image or video once complete; with a stream INPUT, live MPEG-TS)")
+    st.add_argument("--list-styles", action="store_true", help="print the model's styles, one a line, and exit")
+    st.add_argument("--format", choices=FORMAT_CHOICES, type=str.lower, default=None,
+                    help="output type when OUTPUT is - or has another extension (default for -: png for an "
+                         "image, mkv for a video)")
+    st.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists (default: refuse)")
+    look = st.add_argument_group("the look")
+    group = look.add_mutually_exclusive_group()
+    group.add_argument("--style", help=f"one style from the model's bank (default: {_default_style()}, the first; "
+                                       "see --list-styles)")
     group.add_argument("--weights", nargs="+", metavar="NAME=W", help="a blend, e.g. --weights vangogh=0.6 hokusai=0.4")
     group.add_argument("--style-image", nargs="+", metavar="IMG",
                        help="fit a style from 1-3 pictures for this run only (under a minute; needs "
                             "pip install 'stylizer[styles]'); `realtime style add` keeps one")
-    st.add_argument("--strength", type=float, default=1.0, help="0 = input, 1 = fully stylized (default: 1)")
-    st.add_argument("--caption", default="", help="caption drawn on every frame")
+    look.add_argument("--strength", type=float, default=None,
+                      help="0 = input, 1 = fully stylized (default: 1, or the mood's)")
+    look.add_argument("--mood", metavar="PHRASE", default=None,
+                      help="a mood preset, e.g. 'party time': its blend, strength, caption style and emoji; the "
+                           "options above and below override parts of it (presets: docs/moods.md)")
+    look.add_argument("--moods", metavar="FILE.toml", default=None, help="extra mood presets ([[mood]] tables)")
+    look.add_argument("--caption", default="", help="caption drawn on every frame")
+    look.add_argument("--caption-kind", choices=CAPTION_KINDS, default=None,
+                      help="how the caption is drawn (default: meme-bottom, or the mood's); speech and thought "
+                           "bubbles point at the first face found")
+    look.add_argument("--caption-color", metavar="COLOR", default=None,
+                      help="caption colour, #rrggbb or a CSS name (default: white, or the mood's)")
+    look.add_argument("--emoji", nargs="*", metavar="NAME", default=None,
+                      help="emoji stickers: short names (party, fire, heart, ...), code points (1F525) or emoji "
+                           "themselves; at most 8 (default: none, or the mood's; --emoji alone clears a mood's)")
     live = st.add_argument_group("streams (when INPUT or OUTPUT is a URL)")
     live.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
     live.add_argument("--reconnect", type=int, default=-1, metavar="N",
@@ -129,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--output-option", action="append", metavar="KEY=VALUE",
                       help="FFmpeg option for the output muxer/protocol (repeatable)")
 
-    bench = sub.add_parser("bench", help="measure fps and latency, print a table, append it to BENCHMARKS.md",
+    bench = sub.add_parser("bench", parents=[common],
+                           help="measure fps and latency and print a table (--record appends it to a file)",
                            description="Network-only rows for every back-end, size and batch size, each with its "
                                        "speed ratio to PyTorch eager FP32 (measured interleaved, in the same run), "
                                        "and full-pipeline rows (decode, convert, network, overlay, convert, VP8 "
@@ -150,14 +220,49 @@ def build_parser() -> argparse.ArgumentParser:
                        help="append the table to this markdown file (e.g. BENCHMARKS.md)")
     from realtime.style_cli import add_parser as add_style_parser
 
-    add_style_parser(sub, _add_model_args)
+    add_style_parser(sub, _add_model_args, common)
     return parser
 
 
+def log_level(args: argparse.Namespace) -> int:
+    name = args.log_level or ("debug" if args.verbose else "warning" if args.quiet else
+                              DEFAULT_LOG_LEVEL.get(args.command, "warning"))
+    return getattr(logging, name.upper())
+
+
+def _log_to_stderr(level: int) -> None:
+    """Plain log lines on stderr for the file commands (serve sets up its own redacting handler)."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "realtime_cli", False):
+            root.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.realtime_cli = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter("realtime: %(levelname)s: %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def _list_styles(args: argparse.Namespace) -> int:
+    from engines.artifact import ArtifactError, load_artifact
+
+    try:
+        names = load_artifact(args.engine).contract.style_names
+    except ArtifactError as exc:
+        print(f"realtime: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print("\n".join(names))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     from engines.backends import BackendError
 
+    args.level = log_level(args)
+    if args.command != "serve":
+        _log_to_stderr(args.level)
     if getattr(args, "offer_rate", None) is not None:
         args.offer_burst = max(1.0, 5 * args.offer_rate)
     try:
@@ -166,6 +271,12 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_server(args)
         if args.command == "stylize":
+            if args.list_styles:
+                return _list_styles(args)
+            if args.input is None or args.output is None:
+                print("realtime stylize: error: INPUT and OUTPUT are required (or --list-styles) (see --help)",
+                      file=sys.stderr)
+                return 2
             from realtime.stop import install_stop_signals
             from realtime.stylize_file import run_stylize
 

@@ -2,9 +2,9 @@
 
 Routes (registered by `setup`; the control API is in realtime/api.py):
     POST    /whip                 publish to the stream "live" (body: SDP offer, application/sdp)
-    POST    /whip/{stream}        publish to a named stream -> 201, SDP answer, Location: /whip/{stream}/{id}
+    POST    /whip/{stream}        publish to a named stream -> 201, SDP answer, Location: http://HOST/whip/{stream}/{id}
     DELETE  /whip/{stream}/{id}   stop publishing; the stream ends and its viewers are closed
-    POST    /whep/{stream}        pull the stylized stream -> 201, SDP answer, Location: /whep/{stream}/{id}
+    POST    /whep/{stream}        pull the stylized stream -> 201, SDP answer, Location: http://HOST/whep/{stream}/{id}
     DELETE  /whep/{stream}/{id}   stop pulling
     GET     /view/{stream}        the viewer page (no controls; ?overlay=1 for the expression layer alone)
 
@@ -158,6 +158,18 @@ async def _watch_publisher(feeds: Feeds, name: str, publisher: Publisher, limits
             return
 
 
+def failure_reason(pc: RTCPeerConnection, offer: str) -> str:
+    """Why a peer went to "failed", for the log: ICE, or DTLS after ICE (with the known cause for FFmpeg)."""
+    dtls = next((t.receiver.transport for t in pc.getTransceivers() if t.receiver.transport is not None), None)
+    if dtls is None or dtls.state != "failed":
+        return "ICE found no path (firewall or NAT: see --ice-server)"
+    if "cname:FFmpeg" in offer:
+        # FFmpeg 8.1 built with GnuTLS (PyAV's wheels) makes itself a P-224 certificate, which OpenSSL 4 refuses.
+        return ("DTLS handshake failed; FFmpeg's WHIP muxer needs a P-256 certificate here: pass -cert_file and "
+                "-key_file (docs/obs.md)")
+    return "DTLS handshake failed (the client must offer an ECDSA P-256 certificate and ECDHE-ECDSA ciphers, as RFC 8827 asks)"
+
+
 # ---------------------------------------------------------------- WHIP
 
 
@@ -193,6 +205,9 @@ async def whip_publish(request: web.Request) -> web.Response:
     await stream.attach(publisher)
 
     async def on_state() -> None:
+        if pc.connectionState == "failed":
+            log.warning("WHIP: publisher %s of stream %s could not connect: %s", publisher.id, name,
+                        failure_reason(pc, offer), extra={"stream": name, "peer": publisher.id})
         # hub.end is a no-op if a newer publisher took over (attach closed this one, which freed its slot).
         if pc.connectionState in ("failed", "closed") and not await feeds.hub.end(name, publisher.id) \
                 and slot is not None:

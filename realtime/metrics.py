@@ -1,40 +1,83 @@
 """/metrics (Prometheus text format, prometheus-client) and the resource census behind /debug/resources.
 
-Metrics (all from one snapshot of the server, taken at scrape time):
-    stylizer_peers{kind}                      web sessions, WHIP publishers, WHEP viewers now
-    stylizer_peers_limit                      --max-peers
-    stylizer_busy_refusals_total              offers answered 503 (server full)
-    stylizer_rate_limited_total{what}         offers / API requests / control messages refused for rate
-    stylizer_stage_latency_ms{stage,quantile} p50 and p95 over recent frames of every session and stream:
-                                              wait (for the worker), convert, network, overlay, and age
-                                              (a frame's whole time in the server: decoded -> stylized)
-    stylizer_fps{direction}                   frames per second in (decoded) and out (stylized), all together
-    stylizer_unit_fps{unit,kind,direction}    the same per session / stream
-    stylizer_frames_dropped_total             frames never stylized (a newer one replaced them)
-    stylizer_budget_ms                        the per-frame budget (--budget-ms)
-    stylizer_budget_misses_total[{unit}]      frames whose age went over it
+Names and units follow Prometheus conventions: seconds and bytes, `_total` counters, histograms for latency,
+and no per-session or per-stream labels (their ids churn; /api/streams and the data channel's stats have them).
+
+    stylizer_peers{kind}                       gauge: web sessions, WHIP publishers, WHEP viewers now
+    stylizer_peers_limit                       gauge: --max-peers
+    stylizer_busy_refusals_total               counter: offers answered 503 (server full)
+    stylizer_rate_limited_total{what}          counter: offers / API requests / control messages refused for rate
+    stylizer_stage_seconds{stage}              histogram: each frame's time per stage, every session and stream:
+                                               wait (for the worker), convert, network, overlay, and age (a
+                                               frame's whole time in the server: decoded -> stylized)
+    stylizer_frames_total{direction,kind}      counter: frames decoded (in) and stylized (out), by session/stream
+    stylizer_frames_dropped_total              counter: frames never stylized (a newer one replaced them)
+    stylizer_budget_seconds                    gauge: the per-frame budget (--budget-ms)
+    stylizer_budget_misses_total               counter: frames whose age went over it
     stylizer_frame_errors_total, stylizer_overlay_errors_total
     stylizer_worker_restarts_total, stylizer_worker_queue, stylizer_worker_busy_seconds_total
-    stylizer_memory_rss_bytes, stylizer_threads, stylizer_asyncio_tasks, stylizer_open_fds
-    process_* (prometheus-client's process collector: cpu, memory, fds)
+    stylizer_threads, stylizer_asyncio_tasks   gauges (memory, fds and CPU: the process_* collector)
+    process_*                                  prometheus-client's process collector: cpu, memory, fds
+
+Queries (docs/protocol.md has more):
+    histogram_quantile(0.95, rate(stylizer_stage_seconds_bucket{stage="age"}[1m]))   p95 time in the server
+    sum by (direction) (rate(stylizer_frames_total[1m]))                              frames per second
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import gc
+import math
 import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STAGES = ("wait", "convert", "network", "overlay", "age")
+# Upper bounds in seconds: 1 ms steps where the CPU stages sit (a few to 60 ms at 640x360), up to the
+# 150 ms default budget and past it, so both a stage's cost and a frame's age over budget can be read.
+BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5)
+
+
+class StageHistograms:
+    """Cumulative per-stage histograms of one server, fed by every pipeline and the inference worker.
+
+    Thread-safe: the inference thread and the event loop both observe."""
+
+    def __init__(self, buckets: tuple[float, ...] = BUCKETS_S) -> None:
+        self.buckets = buckets
+        self._lock = threading.Lock()
+        self._counts = {stage: [0] * (len(buckets) + 1) for stage in STAGES}  # the last: above every bound
+        self._sums = dict.fromkeys(STAGES, 0.0)
+
+    def observe(self, stage: str, seconds: float) -> None:
+        counts = self._counts.get(stage)
+        if counts is None or not math.isfinite(seconds):
+            return
+        i = bisect.bisect_left(self.buckets, seconds)  # le semantics: a value equal to a bound is in it
+        with self._lock:
+            counts[i] += 1
+            self._sums[stage] += seconds
+
+    def family(self) -> HistogramMetricFamily:
+        h = HistogramMetricFamily("stylizer_stage_seconds", "time of each frame in one stage, all sessions and "
+                                  "streams (age: decoded to stylized)", labels=["stage"], unit="seconds")
+        with self._lock:
+            snapshot = {stage: (list(c), self._sums[stage]) for stage, c in self._counts.items()}
+        for stage, (counts, total) in snapshot.items():
+            cumulative, running = [], 0
+            for bound, n in zip((*map(repr, self.buckets), "+Inf"), counts):
+                running += n
+                cumulative.append((bound, running))
+            h.add_metric([stage], cumulative, total)
+        return h
 
 
 def rss_bytes() -> int:
@@ -96,35 +139,19 @@ class ServerCollector(Collector):
             c.add_metric([what], n)
         yield c
 
-        g = GaugeMetricFamily("stylizer_stage_latency_ms", "per-stage time of recent frames, all sessions",
-                              labels=["stage", "quantile"])
-        for stage in STAGES:
-            samples = s["stages"].get(stage) or []
-            for q in (0.5, 0.95):
-                g.add_metric([stage, str(q)], float(np.percentile(samples, q * 100)) if samples else 0.0)
-        yield g
+        yield s["histograms"].family()
 
-        units = s["units"]
-        fps = GaugeMetricFamily("stylizer_fps", "frames per second, all sessions and streams", labels=["direction"])
-        fps.add_metric(["in"], sum(u["fps_in"] for u in units))
-        fps.add_metric(["out"], sum(u["fps_out"] for u in units))
-        yield fps
-        per = GaugeMetricFamily("stylizer_unit_fps", "frames per second of one session or stream",
-                                labels=["unit", "kind", "direction"])
-        misses = CounterMetricFamily("stylizer_unit_budget_misses", "frames over budget, per session or stream",
-                                     labels=["unit", "kind"])
-        for u in units:
-            per.add_metric([u["id"], u["kind"], "in"], u["fps_in"])
-            per.add_metric([u["id"], u["kind"], "out"], u["fps_out"])
-            misses.add_metric([u["id"], u["kind"]], u["budget_misses"])
-        yield per
-        yield misses
+        frames = CounterMetricFamily("stylizer_frames", "frames decoded (in) and stylized (out)",
+                                     labels=["direction", "kind"])
+        for (direction, kind), n in sorted(s["frames"].items()):
+            frames.add_metric([direction, kind], n)
+        yield frames
 
         totals = s["totals"]
         yield CounterMetricFamily("stylizer_frames_dropped", "frames never stylized: a newer one replaced them",
                                   value=totals["dropped"])
-        yield GaugeMetricFamily("stylizer_budget_ms", "per-frame budget in the server (--budget-ms)",
-                                value=s["budget_ms"])
+        yield GaugeMetricFamily("stylizer_budget_seconds", "per-frame budget in the server (--budget-ms)",
+                                value=s["budget_ms"] / 1000, unit="seconds")
         yield CounterMetricFamily("stylizer_budget_misses", "frames whose time in the server went over budget",
                                   value=totals["budget_misses"])
         yield CounterMetricFamily("stylizer_frame_errors", "frames that failed to stylize (sent unchanged)",
@@ -137,13 +164,11 @@ class ServerCollector(Collector):
                                   value=w["restarts"])
         yield GaugeMetricFamily("stylizer_worker_queue", "calls waiting for the inference worker", value=w["queued"])
         yield CounterMetricFamily("stylizer_worker_busy_seconds", "time the inference worker spent in calls",
-                                  value=w["busy_s"])
+                                  value=w["busy_s"], unit="seconds")
 
-        r = resources(collect=False)
-        yield GaugeMetricFamily("stylizer_memory_rss_bytes", "resident memory", value=r["rss_bytes"])
+        r = resources(collect=False)  # memory and fds are the process collector's (process_*), not repeated
         yield GaugeMetricFamily("stylizer_threads", "threads", value=r["threads"])
         yield GaugeMetricFamily("stylizer_asyncio_tasks", "asyncio tasks", value=r["asyncio_tasks"])
-        yield GaugeMetricFamily("stylizer_open_fds", "open file descriptors", value=r["open_fds"])
 
 
 def registry(snapshot: Callable[[], dict[str, Any]]) -> CollectorRegistry:

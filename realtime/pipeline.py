@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -53,12 +54,16 @@ class StageTimes:
 
     size: int = 120
     samples: dict[str, deque[float]] = field(default_factory=dict)
+    # Also told every sample, in seconds: the server's /metrics histograms (realtime/metrics.py).
+    observer: Callable[[str, float], None] | None = None
 
     def add(self, stage: str, ms: float) -> None:
         ring = self.samples.get(stage)
         if ring is None:
             ring = self.samples.setdefault(stage, deque(maxlen=self.size))
         ring.append(ms)
+        if self.observer is not None:
+            self.observer(stage, ms * 1e-3)
 
     def recent(self, stage: str) -> list[float]:
         ring = self.samples.get(stage)

@@ -25,13 +25,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import errno
 import gc
 import json
 import logging
+import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -70,6 +73,7 @@ SESSIONS_KEY = web.AppKey("sessions", dict)
 EXECUTOR_KEY = web.AppKey("executor", concurrent.futures.Executor)
 MOODS_KEY = web.AppKey("moods", MoodBook)
 METRICS_KEY = web.AppKey("metrics", object)
+HISTOGRAMS_KEY = web.AppKey("histograms", metrics.StageHistograms)
 STATS_INTERVAL_S = 1.0
 CHANNEL_BUFFER_LIMIT = 256 * 1024   # bytes queued on a data channel before stats messages are skipped
 
@@ -127,27 +131,25 @@ def _snapshot(app: web.Application) -> dict[str, Any]:
     rt = app[RUNTIME_KEY]
     hub = app[feeds.FEEDS_KEY].hub
     worker = app[EXECUTOR_KEY]
-    units: list[dict] = []
-    stages: dict[str, list[float]] = {stage: [] for stage in metrics.STAGES}
     totals = dict(rt.retired)
     for k, v in hub.retired.items():
         totals[k] = totals.get(k, 0) + v
+    # Frame counters by kind: the live units plus those that ended, so a counter never goes back.
+    frames = {("in", "session"): rt.retired["frames_in"], ("out", "session"): rt.retired["frames_out"],
+              ("in", "stream"): hub.retired["frames_in"], ("out", "stream"): hub.retired["inferences"]}
     for sess in list(app[SESSIONS_KEY].values()):
         st = sess.stats()
-        units.append({"id": sess.id, "kind": "session", **st})
-        for stage in stages:
-            stages[stage] += sess.pipeline.times.recent(stage)
+        frames["in", "session"] += st["frames_in"]
+        frames["out", "session"] += st["frames_out"]
         for k in ("dropped", "budget_misses", "errors", "overlay_errors", "frames_in", "frames_out"):
             totals[k] = totals.get(k, 0) + st.get(k, 0)
-    for name, stream in list(hub.streams.items()):
+    for stream in list(hub.streams.values()):
         st = stream.stats()
-        units.append({"id": name, "kind": "stream", **st})
-        for stage in stages:
-            stages[stage] += stream.pipeline.times.recent(stage)
+        frames["in", "stream"] += st["frames_in"]
+        frames["out", "stream"] += st["inferences"]  # one stylized frame, whatever the number of viewers
         for k in ("dropped", "budget_misses", "errors", "overlay_errors", "frames_in"):
             totals[k] = totals.get(k, 0) + st.get(k, 0)
     if isinstance(worker, InferenceWorker):
-        stages["wait"] = list(worker.wait_ms)
         wstate = {"restarts": worker.restarts, "queued": worker.queued, "busy_s": worker.busy_s}
     else:
         wstate = {"restarts": 0, "queued": 0, "busy_s": 0.0}
@@ -157,8 +159,8 @@ def _snapshot(app: web.Application) -> dict[str, Any]:
         "busy": rt.peers.refused,
         "rate_limited": {"offer": rt.offers.refused, "api": rt.api.refused,
                          "control": rt.control_dropped + sum(s.control_dropped for s in app[SESSIONS_KEY].values())},
-        "stages": stages,
-        "units": units,
+        "histograms": app[HISTOGRAMS_KEY],
+        "frames": frames,
         "totals": totals,
         "budget_ms": rt.limits.budget_ms,
         "worker": wstate,
@@ -353,6 +355,7 @@ async def offer(request: web.Request) -> web.Response:
 
     pc = rt.peers.track(RTCPeerConnection(ice.rtc_configuration()))
     session = Session(pc, FramePipeline(app[BACKEND_KEY], moods=app[MOODS_KEY]), limits)
+    session.pipeline.times.observer = app[HISTOGRAMS_KEY].observe
     session.pipeline.label = f"session {session.id}"
     extra = {"session": session.id}
     closing: list[bool] = []
@@ -476,6 +479,8 @@ def create_app(backend: Backend, moods: MoodBook | None = None, token: str | Non
     app[RUNTIME_KEY] = Runtime(limits)
     # One inference thread, supervised: the back-end owns its buffers and already uses every core inside.
     app[EXECUTOR_KEY] = InferenceWorker("inference", hang_timeout_s=limits.worker_timeout_s)
+    app[HISTOGRAMS_KEY] = metrics.StageHistograms()
+    app[EXECUTOR_KEY].observer = app[HISTOGRAMS_KEY].observe
     app[METRICS_KEY] = metrics.registry(lambda: _snapshot(app))
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
@@ -490,6 +495,7 @@ def create_app(backend: Backend, moods: MoodBook | None = None, token: str | Non
     feeds.setup(app, backend, app[MOODS_KEY], app[EXECUTOR_KEY], policy.token, web_dir())
     fit_cfg = FitConfig(steps=fit_steps) if fit_steps else None
     style_api.setup(app, FitQueue(backend, StyleLibrary(styles_dir), fit_cfg), policy.token)
+    app[feeds.FEEDS_KEY].hub.observer = app[HISTOGRAMS_KEY].observe
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)
     return app
@@ -514,9 +520,44 @@ def limits_from_args(args: argparse.Namespace) -> Limits:
     return lim
 
 
+def listen(host: str, port: int) -> list[socket.socket]:
+    """Bound, listening sockets for every address `host` names, so a busy port is a one-line error before the
+    model loads (and --port 0 gets a real port to print). Raises OSError."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    socks: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, addr in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # not SO_REUSEPORT: a second server fails
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((addr[0], port, *addr[2:]))  # --port 0: the other addresses take the port the first got
+            sock.listen(128)
+            sock.setblocking(False)
+            port = sock.getsockname()[1]
+    except OSError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+def _bind_error(host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        why = "address already in use (is another server running? pick another --port)"
+    elif exc.errno == errno.EACCES:
+        why = "permission denied (ports below 1024 need privileges; pick another --port)"
+    elif isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        why = f"{exc.strerror or exc} (--host must be an address or name of this machine)"
+    else:
+        why = exc.strerror or str(exc)
+    return f"cannot listen on {host}:{port}: {why}"
+
+
 def run_server(args: argparse.Namespace) -> int:
     token = token_from_env(getattr(args, "token", None))
-    setup_logging(getattr(args, "log_format", "text"), [token] if token else [])
+    setup_logging(getattr(args, "log_format", "text"), [token] if token else [], getattr(args, "level", logging.INFO))
     try:
         warnings = check_bind(args.host, token, getattr(args, "insecure", False))
         tls = ssl_context(getattr(args, "cert", None), getattr(args, "key", None))
@@ -524,6 +565,11 @@ def run_server(args: argparse.Namespace) -> int:
         book = MoodBook.load(getattr(args, "moods", None))
     except (SecurityError, MoodError) as exc:
         print(f"realtime: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        socks = listen(args.host, args.port)
+    except OSError as exc:
+        print(f"realtime: error: {_bind_error(args.host, args.port, exc)}", file=sys.stderr)
         return 2
     for warning in warnings:
         log.warning("%s", warning)
@@ -549,15 +595,19 @@ def run_server(args: argparse.Namespace) -> int:
         print(f"realtime: error: --styles {args.styles}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     scheme = "https" if tls is not None else "http"
-    url = f"{scheme}://{args.host}:{args.port}"
+    port = socks[0].getsockname()[1]
+    url = f"{scheme}://{f'[{args.host}]' if ':' in args.host else args.host}:{port}"
     access = "bearer token required" if token else ("no token, open to anyone (--insecure)" if policy.insecure
                                                      else "no token: clients on this machine only")
     print(f"realtime: serving {url}  (model: {backend.artifact.path}, back-end: {backend.name}, "
           f"styles: {', '.join(backend.style_names)})", flush=True)
     print(f"realtime: WHIP {url}/whip/NAME, viewer {url}/view/NAME, API {url}/api/streams ({access}); "
           f"at most {limits.max_peers} peers", flush=True)
+    if token:  # once, and only to a terminal: stdout redirected to a file is a log, and logs never carry it
+        shown = quote(token, safe="") if sys.stdout.isatty() else "TOKEN"
+        note = "" if sys.stdout.isatty() else "  (TOKEN: the --token or STYLIZER_TOKEN value; printed only to a terminal)"
+        print(f"realtime: open {url}/?token={shown}{note}", flush=True)
     # SIGINT/SIGTERM: aiohttp stops accepting, runs on_shutdown (every peer closed), then on_cleanup.
-    web.run_app(app, host=args.host, port=args.port, ssl_context=tls, print=None, access_log=None,
-                shutdown_timeout=5.0)
+    web.run_app(app, sock=socks, ssl_context=tls, print=None, access_log=None, shutdown_timeout=5.0)
     print("realtime: stopped", flush=True)
     return 0

@@ -18,7 +18,6 @@ shows fps, lag (how far the output trails the input's clock) and drops.
 from __future__ import annotations
 
 import argparse
-import math
 import queue
 import sys
 import threading
@@ -33,17 +32,18 @@ import numpy as np
 
 from engines.backends import Backend, BackendError, load_backend
 from realtime import stop
-from realtime.overlay import MAX_CAPTION_CHARS, render_caption
-from realtime.pipeline import FramePipeline, StyleState
+from realtime.pipeline import FramePipeline
 from realtime.stylize_file import (
     COPY_AUDIO,
+    STDIO,
     VIDEO_FORMATS,
     StylizeError,
     _display_rgb,
     _open_audio_output,
     atomic_output,
+    build_pipeline,
+    check_look,
     disk_full_error,
-    style_weights,
 )
 
 if TYPE_CHECKING:
@@ -415,7 +415,8 @@ class Writer:
 class Status:
     """One live line on stderr (a line every few seconds when stderr is not a terminal)."""
 
-    def __init__(self) -> None:
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
         self.tty = sys.stderr.isatty()
         self.last = time.monotonic()  # the first line after a little while, not before anything happened
         self.times: list[float] = []
@@ -431,7 +432,7 @@ class Status:
 
     def show(self, st: InputState, writer: Writer | None, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self.last < (STATUS_EVERY_S if self.tty else 5.0):
+        if self.quiet or not force and now - self.last < (STATUS_EVERY_S if self.tty else 5.0):
             return
         self.last = now
         recent = [t for t in self.times if t >= now - 2.0]
@@ -449,22 +450,25 @@ class Status:
             print(line, file=sys.stderr, flush=True)
 
     def done(self) -> None:
-        if self.tty:
+        if self.tty and not self.quiet:
             print(file=sys.stderr)
 
 
 def _check(args: argparse.Namespace) -> tuple[str, str | Path, str]:
     """Validate before the model loads. Returns (input, output target, output format)."""
-    if not (math.isfinite(args.strength) and 0.0 <= args.strength <= 1.0):
-        raise StylizeError(f"--strength must be between 0 and 1, got {args.strength}")
-    if len(args.caption) > MAX_CAPTION_CHARS:
-        raise StylizeError(f"--caption too long ({len(args.caption)} characters, limit {MAX_CAPTION_CHARS})")
+    check_look(args)
     src, dst = args.input, args.output
+    if src == STDIO:
+        raise StylizeError("INPUT '-' (stdin) is for files; with a stream OUTPUT, name the input file or URL")
     s_in = scheme(src)
     if s_in is not None and s_in not in INPUT_SCHEMES:
         raise StylizeError(f"{src}: unsupported input protocol {s_in!r}; use one of: {', '.join(INPUT_SCHEMES)}")
     if s_in is None and not Path(src).is_file():
         raise StylizeError(f"{src}: no such file")
+    if dst == STDIO:  # a live MPEG-TS stream on stdout, e.g. `| ffplay -`
+        if sys.stdout is None or sys.stdout.isatty():
+            raise StylizeError("OUTPUT is '-' but stdout is a terminal; pipe it, e.g. | ffplay -")
+        return src, "pipe:1", "mpegts"
     s_out = scheme(dst)
     if s_out is not None:
         if s_out not in OUTPUT_FORMATS:
@@ -474,6 +478,8 @@ def _check(args: argparse.Namespace) -> tuple[str, str | Path, str]:
     path = Path(dst)
     if not path.parent.is_dir():
         raise StylizeError(f"{path.parent}: output folder does not exist")
+    if path.exists() and not getattr(args, "overwrite", False):
+        raise StylizeError(f"{path} exists; pass --overwrite to replace it")
     fmt = FILE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise StylizeError(f"{dst}: a stream is written as video: use one of {' '.join(FILE_FORMATS)}")
@@ -608,15 +614,10 @@ def run_stream(args: argparse.Namespace) -> int:
         if fmt == "mpegts" and scheme(str(dst)) == "udp" and "pkt_size" not in str(dst):
             outputs.setdefault("pkt_size", "1316")  # 7 TS packets per datagram, as receivers expect
         backend: Backend = load_backend(args.engine, args.backend, args.threads)
-        weights = style_weights(args, backend)
-        if args.caption:
-            try:
-                render_caption(args.caption, 640, 360)
-            except RuntimeError as exc:
-                raise StylizeError(str(exc)) from None
-        pipe = FramePipeline(backend, StyleState(weights=weights, strength=args.strength, caption=args.caption))
+        pipe = build_pipeline(backend, args)
         kwargs: dict[str, Any] = {"duration": args.duration, "reconnects": args.reconnect,
-                                  "read_timeout": args.timeout, "input_options": inputs, "output_options": outputs}
+                                  "read_timeout": args.timeout, "input_options": inputs, "output_options": outputs,
+                                  "status": Status(quiet=getattr(args, "quiet", False))}
         try:
             if isinstance(dst, Path):
                 with atomic_output(dst) as tmp:
@@ -635,5 +636,6 @@ def run_stream(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"realtime: error: {exc.filename or args.output}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    print(f"wrote {dst}: {summary}", file=sys.stderr)
+    if not getattr(args, "quiet", False):
+        print(f"wrote {'stdout' if dst == 'pipe:1' else dst}: {summary}", file=sys.stderr)
     return 0

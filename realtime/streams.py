@@ -530,12 +530,14 @@ class StreamHub:
         self.saved: OrderedDict[str, StyleState] = OrderedDict()  # settings of streams that ended (last 64)
         # Counters of streams that ended, so /metrics totals never go back.
         self.retired = {"dropped": 0, "budget_misses": 0, "errors": 0, "inferences": 0, "frames_in": 0}
+        self.observer: Callable[[str, float], None] | None = None  # stage times of every stream (/metrics)
 
     def stream_for_publish(self, name: str) -> LiveStream:
         stream = self.streams.get(name)
         if stream is None:
             stream = LiveStream(name, self.backend, self.moods, self.executor, self.saved.pop(name, None),
                                 self.limits)
+            stream.pipeline.times.observer = self.observer
             self.streams[name] = stream
 
             def fatal(message: str, name: str = name, stream: LiveStream = stream) -> None:

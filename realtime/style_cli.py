@@ -12,21 +12,22 @@ import numpy as np
 from engines.style_library import StyleError, StyleLibrary, check_name, check_weights, read_picture
 
 
-def add_parser(sub: argparse._SubParsersAction, model_args) -> None:  # type: ignore[type-arg]
-    style = sub.add_parser("style", help="your own styles: fit one from 1-3 pictures, list, delete",
+def add_parser(sub: argparse._SubParsersAction, model_args,  # type: ignore[type-arg]
+               common: argparse.ArgumentParser) -> None:
+    style = sub.add_parser("style", parents=[common], help="your own styles: fit one from 1-3 pictures, list, delete",
                            description="Manage your style library (the folder `realtime serve --styles` serves). "
                                        "A new style is fitted from 1 to 3 pictures in under a minute on a CPU "
                                        "and works with every back-end. Needs: pip install 'stylizer[styles]'.")
     ssub = style.add_subparsers(dest="style_command", required=True, metavar="ACTION")
-    add = ssub.add_parser("add", help="fit a new style from 1-3 pictures and store it",
+    add = ssub.add_parser("add", parents=[common], help="fit a new style from 1-3 pictures and store it",
                           description="Fuse the pictures' statistics into one style and fit it for the model.")
     add.add_argument("name", help="1-32 lowercase letters, digits, '-' or '_'")
     add.add_argument("images", nargs="+", metavar="IMG", help="1 to 3 pictures (JPEG, PNG, WebP, ...; 10 MB each)")
     add.add_argument("--weights", nargs="+", type=float, metavar="W",
                      help="one weight per picture (default: equal), e.g. --weights 2 1")
     model_args(add)
-    ls = ssub.add_parser("list", help="list the library's styles")
-    rm = ssub.add_parser("rm", help="delete a style")
+    ls = ssub.add_parser("list", parents=[common], help="list the library's styles")
+    rm = ssub.add_parser("rm", parents=[common], help="delete a style")
     rm.add_argument("name")
     for p in (add, ls, rm):
         p.add_argument("--styles", metavar="DIR", default=None,

@@ -8,16 +8,23 @@ OUTPUT and renamed at the end, so a failed run never leaves a file that looks do
 SIGTERM / Ctrl-C stop after the current frame: the file is finished (the frames so far) and
 renamed into place, exit 0. Out of disk space (or over a file-size limit) while writing: a one-line
 error, and the partial file is removed; the run is not worth keeping half-written.
+
+`-` as INPUT reads stdin (copied to a temporary file first, so every container works, mp4 with its
+index at the end too); `-` as OUTPUT writes stdout once the result is complete (--format names the type).
+Whether INPUT is an image or a video is read from its content, not its name.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,8 +33,11 @@ import numpy as np
 
 from engines.backends import Backend, BackendError, load_backend
 from realtime import stop
+from realtime.control import ControlError, parse_control
+from realtime.moods import MoodBook, MoodError
 from realtime.overlay import MAX_CAPTION_CHARS, render_caption
 from realtime.pipeline import FramePipeline, StyleState
+from realtime.progress import Progress
 
 if TYPE_CHECKING:  # av is imported where it is used, so image-only runs never load it
     import av
@@ -37,6 +47,10 @@ if TYPE_CHECKING:  # av is imported where it is used, so image-only runs never l
 
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP"}
 VIDEO_FORMATS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".webm": "webm"}
+FORMAT_NAMES = tuple(e.lstrip(".") for e in (*IMAGE_FORMATS, *VIDEO_FORMATS))  # what --format takes
+STDIO = "-"
+# The type written to stdout without --format: lossless for images; Matroska takes any audio codec as a copy.
+STDOUT_DEFAULT = {"image": ".png", "video": ".mkv"}
 
 # Audio codecs each container is known to take as a plain stream copy. Narrower than
 # FFmpeg's own query (which accepts e.g. vorbis-in-mp4 that players reject); None = any.
@@ -107,31 +121,114 @@ def parse_weights(style: str | None, weights: list[str] | None, names: tuple[str
     return out
 
 
-def check_args(args: argparse.Namespace) -> tuple[Path, Path, str]:
-    """Validate paths and numbers before the (slow) model load. Returns (input, output, kind)."""
-    if not (math.isfinite(args.strength) and 0.0 <= args.strength <= 1.0):
+def sniff_kind(path: Path) -> str:
+    """"image" or "video", from the file's first bytes (Pillow's identification), never from its name.
+
+    An animated image (GIF, APNG, WebP) is a video: FFmpeg plays it frame by frame."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            frames = getattr(im, "n_frames", 1)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return "video"
+    return "image" if frames == 1 else "video"
+
+
+def read_stdin(stack: ExitStack) -> Path:
+    """Copy stdin into a temporary file (removed when `stack` closes): demuxers need to seek."""
+    if sys.stdin is None or sys.stdin.isatty():
+        raise StylizeError("INPUT is '-' but nothing is piped in; e.g. realtime stylize - out.png < photo.jpg")
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stylize-"))) / "stdin"
+    with open(tmp, "wb") as f:
+        shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
+    if tmp.stat().st_size == 0:
+        raise StylizeError("stdin was empty: nothing to stylize")
+    return tmp
+
+
+def check_look(args: argparse.Namespace) -> None:
+    """The numbers and text of the look, checked before the model loads (file and stream runs alike)."""
+    if args.strength is not None and not (math.isfinite(args.strength) and 0.0 <= args.strength <= 1.0):
         raise StylizeError(f"--strength must be between 0 and 1, got {args.strength}")
     if len(args.caption) > MAX_CAPTION_CHARS:
         raise StylizeError(f"--caption too long ({len(args.caption)} characters, limit {MAX_CAPTION_CHARS})")
-    src, dst = Path(args.input), Path(args.output)
+
+
+def check_args(args: argparse.Namespace, src: Path | None = None) -> tuple[Path, Path | None, str, str]:
+    """Validate paths and numbers before the (slow) model load.
+
+    `src` is where INPUT's bytes are (a copy of stdin for '-'). Returns (input, output or None for stdout,
+    kind, output extension)."""
+    check_look(args)
+    src = src or Path(args.input)
     if not src.exists():
         raise StylizeError(f"{src}: no such file")
     if not src.is_file():
         raise StylizeError(f"{src}: not a file")
-    if not dst.parent.is_dir():
-        raise StylizeError(f"{dst.parent}: output folder does not exist")
-    if dst.exists() and dst.resolve() == src.resolve():
-        raise StylizeError("output would overwrite the input; pick another OUTPUT")
-    out_ext = dst.suffix.lower()
+    fmt = getattr(args, "format", None)
+    dst: Path | None = None
+    if args.output == STDIO:
+        if sys.stdout is None or sys.stdout.isatty():
+            raise StylizeError("OUTPUT is '-' but stdout is a terminal; redirect it, e.g. > out.png")
+    else:
+        dst = Path(args.output)
+        if not dst.parent.is_dir():
+            raise StylizeError(f"{dst.parent}: output folder does not exist")
+        if dst.exists() and dst.resolve() == src.resolve():
+            raise StylizeError("output would overwrite the input; pick another OUTPUT")
+        if dst.exists() and not getattr(args, "overwrite", False):
+            raise StylizeError(f"{dst} exists; pass --overwrite to replace it")
+    kind = sniff_kind(src)
+    shown = "stdin" if args.input == STDIO else str(src)
+    out_ext = f".{fmt.lower()}" if fmt else (dst.suffix.lower() if dst is not None else STDOUT_DEFAULT[kind])
     if out_ext not in IMAGE_FORMATS and out_ext not in VIDEO_FORMATS:
-        supported = " ".join(e.lstrip(".") for e in (*IMAGE_FORMATS, *VIDEO_FORMATS))
-        raise StylizeError(f"{dst}: unsupported output type {out_ext or '(none)'!r}; use one of: {supported}")
-    kind = "image" if src.suffix.lower() in IMAGE_FORMATS else "video"
+        raise StylizeError(f"{args.output}: unsupported output type {out_ext or '(none)'!r}; use one of: "
+                           f"{' '.join(FORMAT_NAMES)} (or --format)")
     if kind == "image" and out_ext not in IMAGE_FORMATS:
-        raise StylizeError(f"{src} is an image, so OUTPUT must be an image too ({' '.join(IMAGE_FORMATS)})")
+        raise StylizeError(f"{shown} is an image, so OUTPUT must be an image too ({' '.join(IMAGE_FORMATS)})")
     if kind == "video" and out_ext not in VIDEO_FORMATS:
-        raise StylizeError(f"{src} is read as a video, so OUTPUT must be a video ({' '.join(VIDEO_FORMATS)})")
-    return src, dst, kind
+        raise StylizeError(f"{shown} is read as a video, so OUTPUT must be a video ({' '.join(VIDEO_FORMATS)})")
+    return src, dst, kind, out_ext
+
+
+def build_pipeline(backend: Backend, args: argparse.Namespace) -> FramePipeline:
+    """The look asked for on the command line, through the same validation as the live control messages:
+    a mood first (blend, strength, caption style, emoji), then the explicit options over it."""
+    try:
+        book = MoodBook.load(getattr(args, "moods", None))
+    except MoodError as exc:
+        raise StylizeError(str(exc)) from None
+    msg: dict = {}
+    if getattr(args, "mood", None):
+        msg["mood"] = args.mood
+    if args.style is not None or args.weights or getattr(args, "style_image", None):
+        msg["weights"] = style_weights(args, backend)
+    names = backend.style_names  # after a --style-image fit, which adds its row to the bank
+    pipe = FramePipeline(backend, StyleState(weights=parse_weights(None, None, names)), moods=book)
+    if args.strength is not None:
+        msg["strength"] = args.strength
+    if args.caption:
+        msg["caption"] = args.caption
+    if getattr(args, "caption_kind", None):
+        msg["caption_kind"] = args.caption_kind
+    if getattr(args, "caption_color", None):
+        msg["caption_color"] = args.caption_color
+    if getattr(args, "emoji", None) is not None:
+        msg["emoji"] = args.emoji
+    try:
+        update = parse_control(json.dumps(msg), names)
+    except ControlError as exc:
+        raise StylizeError(str(exc)) from None
+    _, notes = pipe.apply_with_notes(update)
+    for note in notes:
+        print(f"realtime: note: {note}", file=sys.stderr)
+    if args.caption:
+        try:  # fail before decoding a whole video if the caption font is missing
+            render_caption(args.caption, 640, 360)
+        except RuntimeError as exc:
+            raise StylizeError(str(exc)) from None
+    return pipe
 
 
 @contextmanager
@@ -150,7 +247,8 @@ def atomic_output(dst: Path) -> Iterator[Path]:
 # ---------------------------------------------------------------- images
 
 
-def stylize_image(pipe: FramePipeline, src: Path, tmp: Path, dst_ext: str) -> str:
+def stylize_image(pipe: FramePipeline, src: Path, tmp: Path, dst_ext: str, label: str | None = None) -> str:
+    """`label` names the input in messages (default: its path)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -158,7 +256,7 @@ def stylize_image(pipe: FramePipeline, src: Path, tmp: Path, dst_ext: str) -> st
             im.load()  # decode now, so a truncated file fails here and not inside the network
             im = ImageOps.exif_transpose(im)  # phone photos: stylize what the viewer sees
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise StylizeError(f"{src}: cannot read image ({exc})") from None
+        raise StylizeError(f"{label or src}: cannot read image ({exc})") from None
     alpha = im.getchannel("A") if "A" in im.getbands() else None
     out = Image.fromarray(pipe.process(np.asarray(im.convert("RGB"))))
     fmt = IMAGE_FORMATS[dst_ext]
@@ -252,20 +350,21 @@ def _resize(rgb: np.ndarray, w: int, h: int) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BILINEAR))
 
 
-def stylize_video(pipe: FramePipeline, src: Path, tmp: Path, dst_ext: str) -> str:
+def stylize_video(pipe: FramePipeline, src: Path, tmp: Path, dst_ext: str, *, label: str | None = None,
+                  quiet: bool = False) -> str:
     import av
-    from tqdm import tqdm
 
+    shown = label or str(src)  # the input in messages
     fmt = VIDEO_FORMATS[dst_ext]
     try:
         inp = av.open(str(src))
     except av.FFmpegError as exc:
-        raise StylizeError(f"{src}: cannot read video ({exc.strerror or exc})") from None
+        raise StylizeError(f"{shown}: cannot read video ({exc.strerror or exc})") from None
     except UnicodeDecodeError:  # PyAV decodes container metadata as UTF-8; a damaged header can break that
-        raise StylizeError(f"{src}: cannot read video (corrupt metadata)") from None
+        raise StylizeError(f"{shown}: cannot read video (corrupt metadata)") from None
     with inp:
         if not inp.streams.video:
-            raise StylizeError(f"{src}: no video stream")
+            raise StylizeError(f"{shown}: no video stream")
         vin = inp.streams.video[0]
         vin.thread_type = "AUTO"
         ain = inp.streams.audio[0] if inp.streams.audio else None
@@ -279,7 +378,7 @@ def stylize_video(pipe: FramePipeline, src: Path, tmp: Path, dst_ext: str) -> st
         held: list[av.Packet] = []  # audio packets read before the first video frame fixed the output size
         frames_in = frames_out = 0
         note = ""
-        bar = tqdm(total=vin.frames or None, unit="frame", desc=src.name, leave=False, dynamic_ncols=True)
+        bar = Progress(vin.frames or None, label or src.name, quiet=quiet)
 
         def mux_audio(packet: av.Packet) -> None:
             if copy_audio:
@@ -311,11 +410,11 @@ def stylize_video(pipe: FramePipeline, src: Path, tmp: Path, dst_ext: str) -> st
                         # yuv420p needs even sizes: drop at most one row/column rather than rescale.
                         eh, ew = h - h % 2, w - w % 2
                         if eh < 2 or ew < 2:
-                            raise StylizeError(f"{src}: frames of {w}x{h} are too small to encode (at least 2x2)")
+                            raise StylizeError(f"{shown}: frames of {w}x{h} are too small to encode (at least 2x2)")
                         if (eh, ew) != (h, w):
                             note = f" (odd size {w}x{h} cropped to {ew}x{eh} for yuv420p)"
-                            bar.write(f"realtime: note: {src.name} is {w}x{h}; yuv420p needs even sizes, "
-                                      f"writing {ew}x{eh}", file=sys.stderr)
+                            bar.note(f"realtime: note: {shown} is {w}x{h}; yuv420p needs even "
+                                     f"sizes, writing {ew}x{eh}")
                         vout = _open_video_output(out, fmt, rate, clock.time_base, ew, eh)
                         if ain is not None:
                             aout, copy_audio = _open_audio_output(out, fmt, ain)
@@ -334,7 +433,7 @@ def stylize_video(pipe: FramePipeline, src: Path, tmp: Path, dst_ext: str) -> st
                     frames_in += 1
                     bar.update(1)
             if vout is None:
-                raise StylizeError(f"{src}: no decodable video frames")
+                raise StylizeError(f"{shown}: no decodable video frames")
             packets = vout.encode(None)
             frames_out += len(packets)
             out.mux(packets)
@@ -344,7 +443,7 @@ def stylize_video(pipe: FramePipeline, src: Path, tmp: Path, dst_ext: str) -> st
             failed = True
             if stop.is_disk_full(exc):
                 raise disk_full_error(exc, frames_in) from None
-            raise StylizeError(f"{src}: video error after {frames_in} frames ({exc.strerror or exc})") from None
+            raise StylizeError(f"{shown}: video error after {frames_in} frames ({exc.strerror or exc})") from None
         except BaseException:
             failed = True
             raise
@@ -380,27 +479,36 @@ def run_stylize(args: argparse.Namespace) -> int:
 
     if is_stream(args.input) or is_stream(args.output):
         return run_stream(args)  # live input or output: newest-frame loop, audio copied, reconnects
+    quiet = getattr(args, "quiet", False)
+    label = "stdin" if args.input == STDIO else None
     try:
-        src, dst, kind = check_args(args)
-        backend: Backend = load_backend(args.engine, args.backend, args.threads)
-        weights = style_weights(args, backend)
-        if args.caption:
-            try:  # fail before decoding a whole video if the caption font is missing
-                render_caption(args.caption, 640, 360)
-            except RuntimeError as exc:
-                raise StylizeError(str(exc)) from None
-        pipe = FramePipeline(backend, StyleState(weights=weights, strength=args.strength, caption=args.caption))
-        with atomic_output(dst) as tmp:
-            if kind == "image":
-                summary = stylize_image(pipe, src, tmp, dst.suffix.lower())
+        with ExitStack() as stack:
+            check_look(args)  # before reading a whole stdin
+            src, dst, kind, ext = check_args(args, read_stdin(stack) if args.input == STDIO else None)
+            backend: Backend = load_backend(args.engine, args.backend, args.threads)
+            pipe = build_pipeline(backend, args)
+            stack.callback(pipe.close)
+            if dst is None:  # stdout: written once complete, so a failed run writes nothing
+                tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stylize-"))) / f"out{ext}"
             else:
-                summary = stylize_video(pipe, src, tmp, dst.suffix.lower())
+                tmp = stack.enter_context(atomic_output(dst))
+            if kind == "image":
+                summary = stylize_image(pipe, src, tmp, ext, label)
+            else:
+                summary = stylize_video(pipe, src, tmp, ext, label=label, quiet=quiet)
+            if dst is None:
+                with open(tmp, "rb") as f:
+                    shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)
+                sys.stdout.buffer.flush()
     except (StylizeError, BackendError) as exc:
         print(f"realtime: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of stdout went away (e.g. `| head`): nothing more to say
+        return 1
     except OSError as exc:  # disk full, permissions: still one line, still no partial output
         extra = "; nothing was written" if stop.is_disk_full(exc) else ""
         print(f"realtime: error: {exc.filename or args.output}: {exc.strerror or exc}{extra}", file=sys.stderr)
         return 2
-    print(f"wrote {dst}: {summary}", file=sys.stderr)
+    if not quiet:
+        print(f"wrote {'stdout' if dst is None else dst}: {summary}", file=sys.stderr)
     return 0

@@ -50,6 +50,7 @@ class InferenceWorker(concurrent.futures.Executor):
         self.failures = 0           # calls that raised
         self.busy_s = 0.0           # time spent in calls (for utilisation)
         self.wait_ms: deque[float] = deque(maxlen=240)  # time calls waited in line
+        self.observer: Callable[[str, float], None] | None = None  # told each wait, in seconds (/metrics)
         self._start()
         self._watchdog = threading.Thread(target=self._watch, name=f"{name}-watchdog", daemon=True)
         self._watchdog.start()
@@ -115,6 +116,8 @@ class InferenceWorker(concurrent.futures.Executor):
                     continue
                 start = time.monotonic()
                 self.wait_ms.append((start - queued) * 1e3)
+                if self.observer is not None:
+                    self.observer("wait", start - queued)
                 self._current = (gen, future, start)
             try:
                 result = fn(*args, **kwargs)

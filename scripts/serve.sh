@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up (first run only) and start the live stylizer on the bundled default model.
+# Set up (first run only: the serving set, without torch; see README) and start the live stylizer on the
+# bundled default model.
 # Extra arguments go to `realtime serve`, e.g.: bash scripts/serve.sh --port 9000
 set -euo pipefail
 cd "$(dirname "$0")/.."

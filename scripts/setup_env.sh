@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv and installs the project into it (idempotent; re-runs only when pyproject.toml changes).
-# Usage: source-free; called by scripts/serve.sh and scripts/test.sh with the extras to install.
+# Usage: bash scripts/setup_env.sh [EXTRAS], e.g. `test` or `train,tensorrt`; scripts/serve.sh passes none (the lean
+# serving set, without torch) and scripts/test.sh passes `test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"
@@ -20,10 +21,14 @@ fi
 stamp="$venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)${extras:+-$extras}"
 if [ ! -f "$stamp" ]; then
   "$venv/bin/python" -m pip install -q --upgrade pip
-  # torch 2.13.0 is the CPU build on this project's machines; any torch>=2.11 already present is kept.
-  if ! "$venv/bin/python" -c "import torch, sys; v=tuple(int(x) for x in torch.__version__.split('+')[0].split('.')[:2]); sys.exit(v < (2, 11))" 2>/dev/null; then
-    "$venv/bin/python" -m pip install -q "torch==2.13.0"
-  fi
+  # Serving (no extras) needs no torch: OpenVINO runs the ONNX files. The extras that do (test, train, torch,
+  # tensorrt, styles) get torch 2.13.0 first, the CPU build on this project's machines; any torch>=2.11 present is kept.
+  case ",$extras," in
+    *,test,*|*,train,*|*,torch,*|*,tensorrt,*|*,styles,*)
+      if ! "$venv/bin/python" -c "import torch, sys; v=tuple(int(x) for x in torch.__version__.split('+')[0].split('.')[:2]); sys.exit(v < (2, 11))" 2>/dev/null; then
+        "$venv/bin/python" -m pip install -q "torch==2.13.0"
+      fi;;
+  esac
   "$venv/bin/python" -m pip install -q -e ".${extras:+[$extras]}"
   touch "$stamp"
 fi

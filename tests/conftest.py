@@ -48,8 +48,10 @@ class ServerProcess:
 
 @contextlib.contextmanager
 def run_server(*extra_args: str, timeout_s: float = SERVER_START_TIMEOUT_S,
-               port: int | None = None) -> Iterator[ServerProcess]:
-    """Start the server (on a free port unless given) with loopback ICE; wait until /healthz answers; always stop it."""
+               port: int | None = None, module: str = "realtime.cli") -> Iterator[ServerProcess]:
+    """Start the server (on a free port unless given) with loopback ICE; wait until /healthz answers; always stop it.
+
+    `module` runs it: "tests.notorch" serves as an install without torch would."""
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     log_dir = Path(tempfile.mkdtemp(prefix="stylizer-server-"))
@@ -57,7 +59,7 @@ def run_server(*extra_args: str, timeout_s: float = SERVER_START_TIMEOUT_S,
     # Each server gets its own style library (never the user's) and short fits, unless a test names its own.
     own = [] if "--styles" in extra_args else ["--styles", str(log_dir / "styles")]
     own += [] if "--fit-steps" in extra_args else ["--fit-steps", "3"]
-    cmd = [sys.executable, "-m", "realtime.cli", "serve", "--port", str(port), "--loopback-ice", *own, *extra_args]
+    cmd = [sys.executable, "-m", module, "serve", "--port", str(port), "--loopback-ice", *own, *extra_args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL,

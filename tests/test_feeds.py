@@ -133,6 +133,8 @@ async def _scenario(base: str, styles: tuple[str, ...]) -> dict:
         window = {i % 4096 for i in range(sent0, sent1)}  # steady state: frames sent during the count
         out["latency_ms"] = latencies_ms({i: t for i, t in pub.video.sent.items() if i in window}, a.arrivals)
         out["audio_frames"] = a.audio_frames
+        async with http.get(f"{base}/metrics", headers=auth) as r:
+            out["metrics_live"] = (r.status, r.headers.get("Content-Type", ""), await r.text())
 
         # ------------------------------------------------ control API
         _, listing = await _json(http, "GET", f"{base}/api/streams", headers=auth)
@@ -210,6 +212,8 @@ async def _scenario(base: str, styles: tuple[str, ...]) -> dict:
             await peer.close()
         async with http.get(f"{base}/healthz") as r:
             out["health"] = r.status
+        async with http.get(f"{base}/metrics", headers=auth) as r:
+            out["metrics_end"] = await r.text()  # every stream ended: its counts are retired, not lost
     return out
 
 
@@ -220,10 +224,21 @@ def backend():
 
 @pytest.fixture(scope="module")
 def feeds(backend) -> dict:
-    with run_server("--token", TOKEN) as srv:
+    # Served as `scripts/serve.sh` installs it, without torch: every test below also proves the serving path
+    # (WHIP in, stylize, WHEP out, the control API) runs on OpenVINO alone.
+    with run_server("--token", TOKEN, module="tests.notorch") as srv:
         out = asyncio.run(_scenario(srv.url, backend.style_names))
         out["log"] = srv.log(20000)
+        out["full_log"] = srv.log(10**7)
     return out
+
+
+def test_the_server_runs_without_torch(feeds: dict) -> None:
+    from tests.notorch import MARK
+
+    log = feeds["full_log"]
+    assert "back-end: openvino" in log, log[:2000]
+    assert MARK not in log, [line for line in log.splitlines() if MARK in line]
 
 
 def test_bad_token_gets_401_and_bad_offers_400(feeds: dict) -> None:
@@ -356,3 +371,56 @@ def test_latency_whip_to_whep(feeds: dict) -> None:
     print(f"\n[feeds] WHIP -> WHEP latency at {W}x{H} (loopback, publisher encode .. viewer decode), "
           f"{len(lat)} frames: p50 {p50:.0f} ms, p95 {p95:.0f} ms")
     assert p50 < 1500, "latency is not bounded"
+
+
+def _families(text: str) -> dict:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def test_metrics_follow_prometheus_conventions(feeds: dict) -> None:
+    status, content_type, text = feeds["metrics_live"]
+    assert status == 200 and content_type.startswith("text/plain")
+    fams = _families(text)
+    # Latency: one histogram in seconds, by stage; no gauges with a quantile label, nothing in milliseconds.
+    hist = fams["stylizer_stage_seconds"]
+    assert hist.type == "histogram"
+    by_stage: dict[str, dict] = {}
+    for sample in hist.samples:
+        by_stage.setdefault(sample.labels["stage"], {}).setdefault(sample.name, []).append(sample)
+    assert set(by_stage) == {"wait", "convert", "network", "overlay", "age"}
+    for stage in ("network", "age", "wait"):
+        buckets = by_stage[stage]["stylizer_stage_seconds_bucket"]
+        counts = [b.value for b in buckets]
+        assert counts == sorted(counts) and buckets[-1].labels["le"] == "+Inf", stage  # cumulative
+        count = by_stage[stage]["stylizer_stage_seconds_count"][0].value
+        total = by_stage[stage]["stylizer_stage_seconds_sum"][0].value
+        assert count == counts[-1] > 20, stage
+        if stage != "wait":  # one stream: its calls hardly wait
+            # Seconds, not milliseconds: a stylized 640x360 frame takes a few ms to a few hundred ms here.
+            assert 0.001 < total / count < 2.0, (stage, total / count)
+    assert not any(s.labels.get("quantile") for f in fams.values() for s in f.samples)
+    assert not any(name.endswith("_ms") for name in fams)
+    # Frames: counters by direction; rates come from rate().
+    frames = fams["stylizer_frames"]
+    assert frames.type == "counter"
+    got = {(s.labels["direction"], s.labels["kind"]): s.value for s in frames.samples if s.name.endswith("_total")}
+    assert got["in", "stream"] > 20 and got["out", "stream"] > 20
+    assert "stylizer_fps" not in fams and "stylizer_unit_fps" not in fams
+    # No churning ids in labels: only these label names, and their values come from small fixed sets.
+    labels = {k for f in fams.values() for s in f.samples for k in s.labels}
+    assert labels <= {"kind", "what", "stage", "le", "direction"}, labels
+    # One process collector, and no copies of what it reports.
+    assert sum(1 for name in fams if name == "process_resident_memory_bytes") == 1
+    assert "stylizer_memory_rss_bytes" not in fams and "stylizer_open_fds" not in fams
+    assert fams["stylizer_budget_seconds"].samples[0].value == 0.15
+    for name, fam in fams.items():
+        if fam.type == "counter":
+            assert all(s.name.endswith(("_total", "_created")) for s in fam.samples), name
+    # After every stream ended, the counters have not gone back.
+    end = _families(feeds["metrics_end"])
+    later = {(s.labels["direction"], s.labels["kind"]): s.value
+             for s in end["stylizer_frames"].samples if s.name.endswith("_total")}
+    assert later["in", "stream"] >= got["in", "stream"] and later["out", "stream"] >= got["out", "stream"]
+    assert end["stylizer_stage_seconds"].samples[-1].value >= hist.samples[-1].value
