@@ -28,6 +28,7 @@ from engines.backends import Backend, BackendError, load_backend
 from realtime import stop
 from realtime.overlay import MAX_CAPTION_CHARS, render_caption
 from realtime.pipeline import FramePipeline, StyleState
+from realtime.textlayout import clean_text
 
 if TYPE_CHECKING:  # av is imported where it is used, so image-only runs never load it
     import av
@@ -374,6 +375,8 @@ def run_stylize(args: argparse.Namespace) -> int:
                 render_caption(args.caption, 640, 360)
             except RuntimeError as exc:
                 raise StylizeError(str(exc)) from None
+            for warning in clean_text(args.caption)[1]:  # e.g. letters no font has, drawn as a fallback glyph
+                print(f"realtime: warning: {warning}", file=sys.stderr)
         pipe = FramePipeline(backend, StyleState(weights=weights, strength=args.strength, caption=args.caption))
         with atomic_output(dst) as tmp:
             if kind == "image":
