@@ -68,6 +68,17 @@ def face_path(index: int) -> Path:
     return p
 
 
+# The caption fonts the web page may load (GET /fonts/caption/NAME), so its caption box shows what the video
+# will draw; the page asks for one only when it shows a character in that font's range (web/style.css).
+WEB_FONTS = {"cjk.otf": 1, "arabic.ttf": 2, "hebrew.ttf": 3, "devanagari.ttf": 4, "thai.ttf": 5}
+
+
+def web_font(name: str) -> Path | None:
+    """The file behind /fonts/caption/NAME, or None for a name not in WEB_FONTS."""
+    index = WEB_FONTS.get(name)
+    return None if index is None else face_path(index)
+
+
 @functools.cache
 def raqm() -> bool:
     """True when text is shaped by HarfBuzz (Pillow's raqm layout), False for the basic layout and our fallback."""

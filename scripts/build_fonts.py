@@ -1,14 +1,18 @@
-"""Rebuilds the caption fonts in realtime/fontfiles/ from Noto's variable fonts on PyPI (OFL 1.1).
+"""Rebuilds the committed fonts: the caption fonts in realtime/fontfiles/ and the page's CJK subset in web/fonts/.
 
-Each font is instanced at Bold (wght 700, wdth 100, to match Noto Sans CJK Bold) and subset to its script,
-so the repository carries about 0.65 MB instead of 4.5 MB of variable fonts. Needs fonttools (not a runtime
-dependency) and the network to PyPI:
+Caption fonts: Noto's variable fonts from PyPI (OFL 1.1), each instanced at Bold (wght 700, wdth 100, to match
+Noto Sans CJK Bold) and subset to its script, so the repository carries about 0.65 MB instead of 4.5 MB.
+Page font: the Chinese and Japanese characters the web app itself shows (web/*.html, web/*.js and the mood
+presets), cut from Noto Sans CJK (the cvttf-NotoSansCJK-Bold package) into a few KiB of WOFF2; text a user types
+loads the whole font from /fonts/caption/cjk.otf only when it needs it (web/style.css).
+Needs fonttools and brotli (not runtime dependencies) and the network to PyPI:
 
-    .venv/bin/pip install fonttools && .venv/bin/python scripts/build_fonts.py
+    .venv/bin/pip install fonttools brotli && .venv/bin/python scripts/build_fonts.py
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tempfile
@@ -19,7 +23,9 @@ from fontTools import subset
 from fontTools.ttLib import TTFont
 from fontTools.varLib import instancer
 
-OUT = Path(__file__).resolve().parents[1] / "realtime" / "fontfiles"
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "realtime" / "fontfiles"
+PAGE_FONT = REPO / "web" / "fonts" / "page-cjk.woff2"
 COMMON = "0020,00A0,200B-200F,25CC"  # spaces, ZWSP/ZWNJ/ZWJ/LRM/RLM and the dotted circle shapers insert
 
 # (output, PyPI requirement, file inside the wheel, code point ranges)
@@ -64,7 +70,41 @@ def build(src: Path, dst: Path, ranges: str) -> None:
     font.save(dst)
 
 
+def page_characters() -> str:
+    """The CJK characters the page can show on its own: its files' text and the mood presets."""
+    sys.path.insert(0, str(REPO))
+    from realtime.moods import BUILTIN
+
+    text = "".join(p.read_text() for p in sorted((REPO / "web").glob("*.*")) if p.suffix in (".html", ".js"))
+    text += "".join(m["name"] + "".join(m["phrases"]) for m in BUILTIN)
+    return "".join(sorted({c for c in text if 0x2E80 <= ord(c) <= 0x9FFF or 0xFF00 <= ord(c) <= 0xFFEF}))
+
+
+def build_page_font() -> None:
+    from realtime.fonts import text_font_path
+
+    opts = subset.Options()
+    opts.flavor = "woff2"
+    opts.layout_features = ["*"]
+    opts.hinting = False
+    sub = subset.Subsetter(opts)
+    sub.populate(text=page_characters())
+    font = TTFont(text_font_path())
+    sub.subset(font)
+    PAGE_FONT.parent.mkdir(exist_ok=True)
+    font.flavor = "woff2"
+    font.save(PAGE_FONT)
+    # The face's unicode-range in web/style.css lists exactly these characters (the whole font serves the rest).
+    css = REPO / "web" / "style.css"
+    ranges = ", ".join(f"U+{ord(c):X}" for c in page_characters())
+    css.write_text(re.sub(r"(/\* page-cjk characters \*/ unicode-range: )[^;]*;", rf"\g<1>{ranges};", css.read_text()))
+    print(f"{PAGE_FONT.name}: {PAGE_FONT.stat().st_size / 1024:.0f} KiB, {len(page_characters())} characters")
+
+
 def main() -> int:
+    build_page_font()
+    if "--page-only" in sys.argv:
+        return 0
     OUT.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for name, req, member, ranges in FONTS:

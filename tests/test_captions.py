@@ -131,3 +131,30 @@ def test_basic_layout_fallback_stays_close_to_harfbuzz() -> None:
     print("\nsample | ink IoU, basic fallback vs HarfBuzz\n" + "\n".join(f"{n} | {v:.3f}" for n, v in rows))
     for name, value in rows:
         assert value >= FLOORS[name], f"{name}: the fallback's drawing overlaps HarfBuzz's by only {value:.3f}"
+
+
+# ---------------------------------------------------------------- the web page's own CJK font
+
+
+def test_page_font_has_every_cjk_character_the_page_shows() -> None:
+    """web/fonts/page-cjk.woff2 and its unicode-range in web/style.css cover the page's strings and the moods
+    (rebuild both with scripts/build_fonts.py --page-only after adding such a character)."""
+    import re
+
+    from PIL import ImageFont
+
+    from realtime.moods import BUILTIN
+
+    web = REPO / "web"
+    text = "".join(p.read_text() for p in sorted(web.glob("*.*")) if p.suffix in (".html", ".js"))
+    text += "".join(m["name"] + "".join(m["phrases"]) for m in BUILTIN)
+    needed = {c for c in text if 0x2E80 <= ord(c) <= 0x9FFF or 0xFF00 <= ord(c) <= 0xFFEF}
+    assert "冲" in needed and "鸭" in needed
+    css = (web / "style.css").read_text()
+    ranges = re.search(r"/\* page-cjk characters \*/ unicode-range: ([^;]*);", css)
+    assert ranges is not None
+    listed = {chr(int(u.strip().removeprefix("U+"), 16)) for u in ranges.group(1).split(",")}
+    font = ImageFont.truetype(str(web / "fonts" / "page-cjk.woff2"), 32)
+    notdef = bytes(font.getmask("\uffff"))
+    missing = sorted(c for c in needed if c not in listed or bytes(font.getmask(c)) == notdef)
+    assert not missing, f"the page font lacks {''.join(missing)}: run scripts/build_fonts.py --page-only"
