@@ -944,6 +944,7 @@ def test_screenshots_desktop_and_phone(live: LivePage) -> None:
     live.send({"caption": {"text": "Monday again… 又是周一 ☕", "kind": "speech"}, "emoji": ["coffee", "tired"]})
     page.fill("#mood", "")
     page.evaluate("document.activeElement && document.activeElement.blur()")
+    page.evaluate("window.scrollTo(0, 0); document.querySelector('.panel').scrollTop = 0")
     time.sleep(1.5)
     docs = REPO / "docs"
     docs.mkdir(exist_ok=True)
