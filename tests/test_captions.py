@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from realtime import bidi
@@ -158,3 +160,22 @@ def test_page_font_has_every_cjk_character_the_page_shows() -> None:
     notdef = bytes(font.getmask("\uffff"))
     missing = sorted(c for c in needed if c not in listed or bytes(font.getmask(c)) == notdef)
     assert not missing, f"the page font lacks {''.join(missing)}: run scripts/build_fonts.py --page-only"
+
+
+# ---------------------------------------------------------------- any text
+
+
+_PIECES = list("aZ 1!(). ،؟مرحبا שלום नमस्ते क्षि ि् สวัสดี ่ ้ 你好 🎉👍🏽👨‍👩‍👧") + [
+    "\u200d", "\u200c", "\ufe0f", "\u0301", "\u064b", "\u05b0", "\u202e", "\n", "\u0d9a", "\U000f0000"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.one_of(st.text(st.characters(exclude_categories=("Cs",)), max_size=60),
+                 st.lists(st.sampled_from(_PIECES), max_size=40).map("".join)))
+def test_any_text_is_cleaned_and_drawn_inside_its_box(text: str) -> None:
+    clean, warnings = clean_text(text)
+    assert len(warnings) <= 2 and sum("no caption font" in w for w in warnings) <= 1
+    sprite = render_meme(text, 320, 180)
+    assert (sprite is None) == (clean == "")
+    if sprite is not None:
+        assert sprite.width <= 320 and sprite.height <= 180
