@@ -11,6 +11,7 @@ A message is one JSON object; every field is optional:
     {"caption_color": "#ffd23f"}                   caption text colour
     {"emoji": ["party", "1F525", "😴"]}            stickers (names, codes or emoji; at most 8); [] clears
     {"mood": "party time"}                         a preset: blend, strength, caption style, emoji
+    {"mirror": true}                               flip the picture left-right (captions still read)
     {"id": 7}                                      echoed back in the reply
 
 A mood is applied first, so explicit fields in the same message win over it.
@@ -32,7 +33,8 @@ from realtime.emoji import MAX_STICKERS, EmojiError, resolve
 from realtime.moods import MAX_MOOD_CHARS
 from realtime.overlay import KINDS, MAX_CAPTION_CHARS, parse_color
 
-FIELDS = ("style", "weights", "strength", "caption", "caption_kind", "caption_color", "emoji", "mood", "id")
+FIELDS = ("style", "weights", "strength", "caption", "caption_kind", "caption_color", "emoji", "mood", "mirror",
+          "id")
 MAX_MESSAGE_BYTES = 4096
 MAX_DEPTH = 4            # the protocol nests 2 deep ({"caption": {"text": ...}}); json recurses per level
 MAX_NUMBER_DIGITS = 20   # an integer literal longer than this is out of range (float() of 10**310 overflows)
@@ -51,6 +53,7 @@ class ControlUpdate:
     caption_color: str | None = None
     emoji: tuple[str, ...] | None = None  # resolved emoji sequences
     mood: str | None = None
+    mirror: bool | None = None
     id: int | str | None = None
 
 
@@ -224,11 +227,17 @@ def _parse(raw: str | bytes, style_names: tuple[str, ...]) -> ControlUpdate:
             raise ControlError(f"mood too long ({len(msg['mood'])} characters, limit {MAX_MOOD_CHARS})")
         mood = msg["mood"]
 
+    mirror = None
+    if "mirror" in msg:
+        if not isinstance(msg["mirror"], bool):
+            raise ControlError("mirror must be true or false")
+        mirror = msg["mirror"]
+
     mid = msg.get("id")
     if mid is not None and (isinstance(mid, bool) or not isinstance(mid, (int, str))):
         raise ControlError("id must be an integer or a string")
     return ControlUpdate(weights=weights, strength=strength, caption=caption, caption_kind=kind,
-                         caption_color=color, emoji=emoji, mood=mood, id=mid)
+                         caption_color=color, emoji=emoji, mood=mood, mirror=mirror, id=mid)
 
 
 def _caption_text(value: object) -> str:

@@ -14,7 +14,7 @@ from realtime.fonts import text_font_has
 
 MAX_STICKERS = 8
 
-VS16, VS15, ZWJ, KEYCAP = "\ufe0f", "\ufe0e", "\u200d", "\u20e3"
+VS16, VS15, ZWJ, ZWNJ, KEYCAP = "\ufe0f", "\ufe0e", "\u200d", "\u200c", "\u20e3"
 
 # Short casual names for the picker and the mood presets (Unicode names also work: "party popper").
 ALIASES: dict[str, str] = {
@@ -126,7 +126,7 @@ def _opens_emoji(text: str, i: int) -> bool:
         return True
     if ch.isascii():
         return False  # digits, '#', '*' are text unless a keycap follows
-    # Emoji presentation by default from the pictograph planes; older symbols only when the text font lacks them.
+    # Emoji presentation by default from the pictograph planes; older symbols only when no text font has them.
     return ord(ch) >= 0x1F000 or not text_font_has(ch)
 
 
@@ -150,7 +150,3 @@ def split_runs(text: str) -> list[tuple[bool, str]]:
     if buf:
         runs.append((False, buf))
     return runs
-
-
-def is_rtl(ch: str) -> bool:
-    return unicodedata.bidirectional(ch) in ("R", "AL")

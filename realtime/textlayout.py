@@ -1,35 +1,47 @@
-"""Caption text: cleaning, mixed-script wrapping and rasterizing (text font + colour emoji font).
+"""Caption text: cleaning, mixed-script wrapping and rasterizing (a chain of text fonts + a colour emoji font).
 
-A line is a list of runs; each run is drawn with the font that owns it, so
-"Hi 你好 こんにちは 🎉" is one caption. Rasterizing happens only when the
-content changes (callers cache); nothing here runs per frame.
+A line is a list of runs in logical (typed) order: emoji clusters and text. To measure or draw it, the line is
+cut into pieces of one font and one direction (`pieces`): each character goes to the first font of the chain
+that has it (realtime/fonts.py), the bidi algorithm (realtime/bidi.py) gives each a level, and the pieces are put
+in display order. So "Hi 你好 مرحبا 🎉" is one caption. Rasterizing happens only when the content changes
+(callers cache); nothing here runs per frame.
 """
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from realtime.emoji import VS15, VS16, ZWJ, is_rtl, split_runs
-from realtime.fonts import emoji_font, text_font, text_font_has
+from realtime import bidi
+from realtime.emoji import VS15, VS16, ZWJ, ZWNJ, split_runs
+from realtime.fonts import FALLBACK_GLYPH, PRIMARY, emoji_font, face_font, face_for, face_has, raqm, text_font_has
+from realtime.textshape import basic_visual, clusters
 
 MAX_LINES = 4
 EMOJI_SCALE = 1.12  # OpenMoji draws inside a padded em box: this matches Noto's visual height
 LINE_HEIGHT = 1.28
 
 
+FORMAT_KEPT = (ZWJ, ZWNJ, VS16, VS15)
+
+
 def _keep(ch: str) -> bool:
-    if ch == "\n" or ch in (ZWJ, VS16, VS15) or 0xE0020 <= ord(ch) <= 0xE007F:
-        return True  # emoji joiners, variation selectors and flag tags are format characters we need
-    return unicodedata.category(ch)[0] != "C"  # drops controls and bidi overrides (U+202E ...)
+    if ch == "\n" or ch in FORMAT_KEPT or 0xE0020 <= ord(ch) <= 0xE007F:
+        return True  # joiners, variation selectors and flag tags are format characters we need
+    # Controls, other format characters (bidi overrides such as U+202E: bidi.py orders the line) and surrogates go;
+    # private-use and unassigned code points stay, to be drawn as the fallback glyph and named.
+    return unicodedata.category(ch) not in ("Cc", "Cf", "Cs")
 
 
 def clean_text(text: str) -> tuple[str, list[str]]:
-    """Drop what cannot be drawn; returns (clean text, warnings in plain words)."""
+    """Drop what is not drawable text, and swap letters no font has for the fallback glyph.
+
+    Returns (clean text, warnings in plain words): one warning names every character no font covers.
+    """
     text = "".join(ch for ch in unicodedata.normalize("NFC", text) if _keep(ch))
-    rtl = 0
     missing: list[str] = []
     out = []
     for is_emoji, run in split_runs(text):
@@ -37,20 +49,17 @@ def clean_text(text: str) -> tuple[str, list[str]]:
             out.append(run)
             continue
         for ch in run:
-            if ch in (ZWJ, VS16, VS15) or 0xE0020 <= ord(ch) <= 0xE007F:
+            if ch in (VS16, VS15) or 0xE0020 <= ord(ch) <= 0xE007F:
                 continue
-            if is_rtl(ch):
-                rtl += 1
-            elif ch != "\n" and not text_font_has(ch):
-                missing.append(ch)
-            else:
+            if ch == "\n" or text_font_has(ch):
                 out.append(ch)
+            else:
+                missing.append(ch)
+                out.append(FALLBACK_GLYPH)
     warnings = []
-    if rtl:
-        warnings.append(f"right-to-left text (Arabic, Hebrew, ...) can't be drawn yet: {rtl} character(s) left out")
     if missing:
-        sample = "".join(dict.fromkeys(missing))[:5]
-        warnings.append(f"the caption font has no glyphs for {sample!r}: {len(missing)} character(s) left out")
+        names = ", ".join(f"{ch!r} (U+{ord(ch):04X})" for ch in dict.fromkeys(missing))
+        warnings.append(f"no caption font has {names}: drawn as {FALLBACK_GLYPH}")
     lines = [" ".join(ln.split()) for ln in "".join(out).split("\n")]
     lines = [ln for ln in lines if ln]
     if len(lines) > MAX_LINES:
@@ -72,21 +81,75 @@ class TextStyle:
 Run = tuple[bool, str]  # (is_emoji, text)
 
 
-def _run_width(run: Run, size: int) -> float:
-    is_emoji, s = run
-    if is_emoji:
-        return emoji_font(max(1, round(size * EMOJI_SCALE))).getlength(s)
-    return text_font(size).getlength(s)
+@dataclass(frozen=True)
+class Piece:
+    """Part of a line drawn by one font in one direction; `text` is in logical order. face -1: an emoji."""
+
+    face: int
+    text: str
+    rtl: bool
+
+
+def _face_of(ch: str, prev: int | None) -> int | None:
+    """The face for ch; marks, joiners and spaces stay with the face before them, so shaping sees whole words."""
+    joins = unicodedata.category(ch) in ("Mn", "Mc", "Me", "Zs") or ch in (ZWJ, ZWNJ)
+    if prev is not None and joins and (ch == " " or face_has(prev, ch)):
+        return prev
+    return face_for(ch)
+
+
+@functools.lru_cache(maxsize=512)
+def pieces(line: tuple[Run, ...]) -> tuple[Piece, ...]:
+    """The line as pieces of one font and one direction, in display order (left to right)."""
+    units: list[tuple[int, str]] = []  # (face, unit) in logical order; face -1: emoji
+    prev: int | None = None
+    for is_emoji, s in line:
+        if is_emoji:
+            units.append((-1, s))
+            prev = None
+            continue
+        for ch in s:
+            face = _face_of(ch, prev)
+            if face is None:
+                if ch in (ZWJ, ZWNJ):
+                    continue  # a joiner no font around it knows: nothing to draw
+                face, ch = PRIMARY, FALLBACK_GLYPH  # clean_text swapped these already; this is the backstop
+            units.append((face, ch))
+            prev = face
+    lv = bidi.levels([bidi.bidi_class(u) if f >= 0 else "ON" for f, u in units])
+    groups: list[tuple[int, int, str]] = []  # (face, level, text): logical runs of one face and one level
+    for (face, u), level in zip(units, lv):
+        if groups and face >= 0 and groups[-1][0] == face and groups[-1][1] == level:
+            groups[-1] = (face, level, groups[-1][2] + u)
+        else:
+            groups.append((face, level, u))
+    order = bidi.visual_order([g[1] for g in groups])
+    return tuple(Piece(groups[i][0], groups[i][2], groups[i][1] % 2 == 1) for i in order)
+
+
+def _drawn(p: Piece) -> tuple[str, str | None]:
+    """(text, direction) to hand Pillow: HarfBuzz shapes logical text itself; the basic layout gets display order."""
+    if raqm():
+        return p.text, "rtl" if p.rtl else "ltr"
+    return basic_visual(p.text, p.rtl), None
+
+
+@functools.lru_cache(maxsize=8192)
+def piece_width(p: Piece, size: int) -> float:
+    if p.face < 0:
+        return emoji_font(max(1, round(size * EMOJI_SCALE))).getlength(p.text)
+    text, direction = _drawn(p)
+    return face_font(p.face, size).getlength(text, direction=direction)
 
 
 def _units(line: str) -> list[Run]:
-    """Breakable units: each emoji cluster, and each character of text runs."""
+    """Breakable units: each emoji cluster, and each letter of text runs with its marks."""
     units: list[Run] = []
     for is_emoji, run in split_runs(line):
         if is_emoji:
             units.append((True, run))
         else:
-            units.extend((False, ch) for ch in run)
+            units.extend((False, c) for c in clusters(run))
     return units
 
 
@@ -101,7 +164,7 @@ def _merge(units: list[Run]) -> list[Run]:
 
 
 def line_width(runs: list[Run], size: int) -> float:
-    return sum(_run_width(r, size) for r in runs)
+    return sum(piece_width(p, size) for p in pieces(tuple(runs)))
 
 
 def wrap(text: str, size: int, max_width: float) -> list[list[Run]]:
@@ -169,7 +232,7 @@ def fit(text: str, size: int, max_width: int, max_height: int, min_size: int | N
 def _units_of(runs: list[Run]) -> list[Run]:
     units: list[Run] = []
     for is_emoji, s in runs:
-        units.extend([(True, s)] if is_emoji else [(False, c) for c in s])
+        units.extend([(True, s)] if is_emoji else [(False, c) for c in clusters(s)])
     return units
 
 
@@ -180,22 +243,23 @@ def draw_block(block: TextBlock, style: TextStyle, align: str = "center") -> Ima
     img = Image.new("RGBA", (max(1, w), max(1, h)), (0, 0, 0, 0))
     emoji_layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
     draw, edraw = ImageDraw.Draw(img), ImageDraw.Draw(emoji_layer)
-    tfont: ImageFont.FreeTypeFont = text_font(block.size)
     efont: ImageFont.FreeTypeFont = emoji_font(max(1, round(block.size * EMOJI_SCALE)))
+    ascent, descent = face_font(PRIMARY, block.size).getmetrics()
     has_emoji = False
     for i, line in enumerate(block.lines):
         lw = line_width(list(line), block.size)
         x = pad + {"center": (block.width() - lw) / 2, "left": 0.0}[align]
-        y = pad + block.line_height * (i + 0.5)  # vertical middle of the line: both fonts anchor there
-        for is_emoji, s in line:
-            if is_emoji:
-                edraw.text((x, y), s, font=efont, anchor="lm", embedded_color=True)
+        y = pad + block.line_height * (i + 0.5)  # vertical middle of the line: emoji anchor there
+        base = y + (ascent - descent) / 2  # every text face sits on the primary face's baseline
+        for p in pieces(line):
+            if p.face < 0:
+                edraw.text((x, y), p.text, font=efont, anchor="lm", embedded_color=True)
                 has_emoji = True
-                x += efont.getlength(s)
             else:
-                draw.text((x, y), s, font=tfont, anchor="lm", fill=style.fill,
-                          stroke_width=style.outline_width, stroke_fill=style.outline)
-                x += tfont.getlength(s)
+                text, direction = _drawn(p)
+                draw.text((x, base), text, font=face_font(p.face, block.size), anchor="ls", direction=direction,
+                          fill=style.fill, stroke_width=style.outline_width, stroke_fill=style.outline)
+            x += piece_width(p, block.size)
     if has_emoji:
         if style.outline_width:
             # Emoji get the same outline as text: a dilated silhouette in the outline colour underneath.

@@ -775,7 +775,9 @@ def test_bad_input_is_refused_clearly_and_the_stream_goes_on(live: LivePage) -> 
     err = page.evaluate("window.stylizer.send({caption: 'x'.repeat(500)})")
     assert err["type"] == "error" and "too long" in err["message"]
     ok = page.evaluate("window.stylizer.send({caption: 'hi שלום'})")
-    assert ok["type"] == "state" and "right-to-left" in ok["notice"]
+    assert ok["type"] == "state" and not ok.get("notice")   # right-to-left is drawn now
+    ok = page.evaluate("window.stylizer.send({caption: 'hi \u0d9a'})")
+    assert ok["type"] == "state" and "U+0D9A" in ok["notice"]   # Sinhala: no caption font, said by name
     # A flood straight onto the data channel: refused with a reason, and frames keep coming.
     page.evaluate("""() => {
         window.__flood = [];
@@ -806,12 +808,193 @@ def test_snapshot_button_downloads_a_png(live: LivePage) -> None:
     assert np.asarray(img.convert("RGB")).std() > 20
 
 
+# ---------------------------------------------------------------- the page around the video
+
+
+def _video_box_on_page(page, box: list[int]) -> dict:
+    """A box in video pixels (x, y, w, h) -> page CSS pixels, through the video element's object-fit: contain."""
+    return page.evaluate("""(b) => {
+        const v = window.stylizer.remote, r = v.getBoundingClientRect();
+        const s = Math.min(r.width / v.videoWidth, r.height / v.videoHeight);
+        const ox = r.left + (r.width - v.videoWidth * s) / 2, oy = r.top + (r.height - v.videoHeight * s) / 2;
+        return {x: ox + b[0] * s, y: oy + b[1] * s, width: b[2] * s, height: b[3] * s};
+    }""", box)
+
+
+def _uncovered_share(page, rect: dict) -> float:
+    """Share of a grid of points in rect where the stylized video itself is the topmost element."""
+    return page.evaluate("""(r) => {
+        let hit = 0, n = 0;
+        for (let i = 0; i < 8; i++) for (let j = 0; j < 4; j++) {
+            const x = r.x + r.width * (i + 0.5) / 8, y = r.y + r.height * (j + 0.5) / 4;
+            n++;
+            if (document.elementFromPoint(x, y) === window.stylizer.remote) hit++;
+        }
+        return hit / n;
+    }""", rect)
+
+
+@pytest.mark.parametrize("viewport", [(1280, 800), (390, 844)])
+def test_captions_are_never_under_the_camera_preview(live: LivePage, viewport: tuple[int, int]) -> None:
+    page = live.page
+    page.set_viewport_size({"width": viewport[0], "height": viewport[1]})
+    try:
+        live.send({"caption": {"text": "WHERE IS MY CAPTION", "kind": "meme-bottom"}, "emoji": []})
+        time.sleep(1.5)
+        box = _layout(live, "caption")
+        page.evaluate("window.scrollTo(0, 0)")
+        rect = _video_box_on_page(page, box)
+        assert rect["y"] + rect["height"] <= viewport[1], f"the caption is below the fold at {viewport}: {rect}"
+        uncovered = _uncovered_share(page, rect)
+        # The caption's pixels in a screenshot of the page: outlined white text (near-white and near-black).
+        shot = np.asarray(Image.open(io.BytesIO(page.screenshot(clip=rect))).convert("RGB")).astype(np.int16)
+        ink = float(((shot.min(axis=2) > 210) | (shot.max(axis=2) < 45)).mean())
+        print(f"\n[browser] {viewport[0]}x{viewport[1]}: caption at {box} -> page {rect}; "
+              f"video on top at {uncovered:.0%} of it; caption ink in the page screenshot {ink:.2f}")
+        assert uncovered == 1.0, "page chrome (camera preview, HUD) covers part of the caption"
+        assert ink > 0.12, "the caption's pixels are not visible in the page screenshot"
+        preview = page.evaluate("(() => { const r = document.getElementById('pip').getBoundingClientRect();"
+                                " return [r.width, r.height]; })()")
+        assert preview[0] > 60 and preview[1] > 30, f"the camera preview is gone: {preview}"
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 800})
+
+
+def test_video_stays_in_view_while_adjusting(live: LivePage) -> None:
+    page = live.page
+    in_view = """(sel) => { const r = document.querySelector(sel).getBoundingClientRect();
+                  return r.top >= 0 && r.bottom <= innerHeight && r.height > 0; }"""
+    for control in ("#strength", f'#blend input[data-style="{live.page.evaluate("window.stylizer.styles")[-1]}"]'):
+        page.locator(control).scroll_into_view_if_needed()
+        assert page.evaluate(in_view, control), f"{control} not reachable"
+        assert page.evaluate(in_view, "#remote"), f"the video scrolled away while {control} is in view"
+    page.locator("#strength").fill("70")
+    page.wait_for_function("Math.abs((window.stylizer.state || {}).strength - 0.7) < 1e-6", timeout=5_000)
+    assert page.evaluate(in_view, "#remote")
+    live.send({"strength": 1.0})
+
+
+def test_hotkeys(live: LivePage) -> None:
+    page = live.page
+    names = page.evaluate("window.stylizer.styles")
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    page.keyboard.press("2")
+    page.wait_for_function("(n) => { const w = (window.stylizer.state || {}).weights || {};"
+                           " return Object.keys(w).length === 1 && w[n] === 1; }", arg=names[1], timeout=5_000)
+    before = page.input_value("#caption")
+    page.keyboard.press("c")
+    assert page.evaluate("document.activeElement.id") == "caption"
+    assert page.input_value("#caption") == before, "the hotkey's 'c' was typed into the caption"
+    page.keyboard.press("1")  # typing in the caption box: not a hotkey
+    assert page.input_value("#caption") == before + "1"
+    page.keyboard.press("Backspace")
+    page.keyboard.press("Escape")
+    page.keyboard.press("m")
+    page.wait_for_function("(window.stylizer.state || {}).mirror === true", timeout=5_000)
+    assert page.get_attribute("#mirror", "aria-pressed") == "true"
+    page.keyboard.press("m")
+    page.wait_for_function("(window.stylizer.state || {}).mirror === false", timeout=5_000)
+    page.focus("#gallery .tile")  # Space on a focused button takes the snapshot, not the button
+    with page.expect_download(timeout=10_000) as info:
+        page.keyboard.press(" ")
+    assert info.value.suggested_filename.endswith(".png")
+    assert page.evaluate("Object.keys(window.stylizer.state.weights)") == [names[1]]
+
+
+def test_settings_survive_a_reload(live: LivePage) -> None:
+    page = live.page.context.new_page()  # the same storage as the live page, without taking its camera
+    try:
+        page.goto(live.server.url + "/")
+        page.wait_for_function("window.stylizer && window.stylizer.styles.length > 0")
+        names = page.evaluate("window.stylizer.styles")
+        page.click(f'#gallery .tile[data-style="{names[3]}"]')
+        page.locator(f'#blend input[data-style="{names[1]}"]').fill("50")
+        page.locator("#strength").fill("40")
+        page.click('#kinds button[data-kind="subtitle"]')
+        for text in ("first caption", "Hola 你好 🎉"):
+            page.fill("#caption", text)
+            page.press("#caption", "Enter")
+        page.click("#mirror")
+        page.reload()
+        page.wait_for_function("window.stylizer && window.stylizer.styles.length > 0")
+        got = page.evaluate("""() => ({
+            weights: Object.fromEntries([...document.querySelectorAll('#blend input')].map((i) => [i.dataset.style, +i.value])),
+            strength: +document.getElementById('strength').value,
+            kind: document.querySelector('#kinds [aria-checked="true"]').dataset.kind,
+            caption: document.getElementById('caption').value,
+            recent: [...document.querySelectorAll('#caption-history option')].map((o) => o.value),
+            mirror: document.getElementById('mirror').getAttribute('aria-pressed'),
+        })""")
+        assert got["weights"][names[3]] == 100 and got["weights"][names[1]] == 50
+        assert sum(got["weights"].values()) == 150
+        assert got["strength"] == 40 and got["kind"] == "subtitle" and got["mirror"] == "true"
+        assert got["caption"] == "Hola 你好 🎉" and got["recent"] == ["Hola 你好 🎉", "first caption"]
+    finally:
+        page.evaluate("localStorage.clear()")
+        page.close()
+
+
+def test_page_shows_cjk_with_its_own_font(live: LivePage) -> None:
+    """No tofu: the page's CJK comes from the font it serves, and a typed character loads the whole font."""
+    page = live.page.context.new_page()
+    try:
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.goto(live.server.url + "/")
+        page.wait_for_function("window.stylizer && window.stylizer.styles.length > 0"
+                               " && document.querySelectorAll('#mood-chips .chip').length > 0")
+        page.evaluate("document.fonts.ready")
+        chip = page.locator("#mood-chips .chip", has_text="冲鸭")
+        assert chip.count() == 1
+        # Each character on its own, in the chip's font: real glyphs differ from one another, tofu boxes do not.
+        crops = []
+        for ch in ("冲", "鸭", "\uffff"):
+            page.evaluate("""(ch) => { const s = document.createElement('span'); s.className = 'chip probe';
+                s.textContent = ch; s.style.fontSize = '40px';
+                document.getElementById('mood-chips').append(s); }""", ch)
+            png = page.locator("#mood-chips .probe").last.screenshot()
+            crops.append(np.asarray(Image.open(io.BytesIO(png)).convert("L")).astype(np.int16))
+        h = min(c.shape[0] for c in crops)
+        w = min(c.shape[1] for c in crops)
+        a, b, tofu = (c[:h, :w] for c in crops)
+        diff_glyphs, diff_tofu = float(np.abs(a - b).mean()), float(np.abs(a - tofu).mean())
+        print(f"\n[browser] 冲 vs 鸭: {diff_glyphs:.1f}; 冲 vs a missing glyph: {diff_tofu:.1f}")
+        assert diff_glyphs > 4 and diff_tofu > 4, "CJK shows as boxes (tofu)"
+        loaded = page.evaluate("performance.getEntriesByType('resource').map((e) => e.name)")
+        assert any(u.endswith("/static/fonts/page-cjk.woff2") for u in loaded)
+        assert not any("/fonts/caption/cjk.otf" in u for u in loaded), "the page alone loaded the 17 MB font"
+        # A character outside the page's own set, typed into the caption box, loads the whole caption font.
+        page.fill("#caption", "漢字 한국어")
+        page.wait_for_function("performance.getEntriesByType('resource').some((e) => e.name.includes('/fonts/caption/cjk.otf'))",
+                               timeout=20_000)
+        # Phone layout: the placeholder fits its box, the idle icon is a square, icon buttons lose their labels.
+        page.fill("#caption", "")
+        page.evaluate("document.activeElement.blur()")
+        fit = page.evaluate("""() => {
+            const i = document.getElementById('caption'), cs = getComputedStyle(i);
+            const ctx = document.createElement('canvas').getContext('2d');
+            ctx.font = `${cs.fontWeight} ${cs.fontSize} ${cs.fontFamily}`;
+            return [ctx.measureText(i.placeholder).width, i.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight)];
+        }""")
+        assert fit[0] <= fit[1], f"the caption placeholder is cut off: {fit[0]:.0f} px of text in {fit[1]:.0f} px"
+        art = page.evaluate("(() => { const e = document.querySelector('.placeholder-art');"
+                            " return [e.offsetWidth, e.offsetHeight]; })()")
+        assert art[0] == art[1] and art[0] >= 40, f"the idle icon is squeezed: {art}"
+        labels = page.evaluate("[...document.querySelectorAll('.btn-round .btn-label, #caption-clear .btn-label')]"
+                               ".map((e) => getComputedStyle(e).display)")
+        assert labels and set(labels) == {"none"}, labels
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        page.screenshot(path=str(Path(tempfile.gettempdir()) / "stylizer_phone_idle.png"))
+    finally:
+        page.close()
+
+
 def test_screenshots_desktop_and_phone(live: LivePage) -> None:
     page = live.page
-    # Latin + emoji in the page's own text box: CI machines may lack CJK fonts for the page (the video has its own).
-    live.send({"caption": {"text": "Monday again… ☕", "kind": "speech"}, "emoji": ["coffee", "tired"]})
+    # The page serves its own CJK font, so its caption box shows what the video draws on any machine.
+    live.send({"caption": {"text": "Monday again… 又是周一 ☕", "kind": "speech"}, "emoji": ["coffee", "tired"]})
     page.fill("#mood", "")
     page.evaluate("document.activeElement && document.activeElement.blur()")
+    page.evaluate("window.scrollTo(0, 0); document.querySelector('.panel').scrollTop = 0")
     time.sleep(1.5)
     docs = REPO / "docs"
     docs.mkdir(exist_ok=True)

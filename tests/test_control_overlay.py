@@ -37,6 +37,7 @@ def test_valid_messages() -> None:
         ('{"weights": {"picasso": 1}}', "unknown style"),
         ('{"weights": [1, 2]}', "object"),
         ('{"style": "picasso"}', "unknown style"),
+        ('{"mirror": 1}', "true or false"),
         ('{"style": "vangogh", "weights": {"vangogh": 1}}', "either"),
         ('{"caption": 5}', "string"),
         (json.dumps({"caption": "x" * 201}), "too long"),
@@ -96,3 +97,20 @@ def test_long_caption_wraps_inside_the_frame() -> None:
     assert s.x >= 0 and s.x + s.rgb.shape[1] <= w
     assert s.rgb.shape[0] > 2 * 0.075 * h  # more than one line tall
     assert render_caption("   \n\t  ", w, h) is None
+
+
+@pytest.mark.integration
+def test_mirror_flips_the_picture_and_captions_still_read() -> None:
+    from engines.backends import load_backend
+    from realtime.pipeline import FramePipeline, StyleState
+
+    backend = load_backend()
+    rng = np.random.default_rng(3)
+    frame = np.repeat(np.repeat(rng.integers(0, 255, (18, 32, 3), np.uint8), 20, 0), 20, 1)  # 360x640 blocks
+    mirrored = FramePipeline(backend, StyleState(weights={backend.style_names[0]: 1.0}, caption="Hi 你好"))
+    plain = FramePipeline(backend, StyleState(weights={backend.style_names[0]: 1.0}, caption="Hi 你好"))
+    assert parse_control('{"mirror": true}', backend.style_names).mirror is True
+    state = mirrored.apply(parse_control('{"mirror": true}', backend.style_names))
+    assert state.mirror and state.reply()["mirror"] is True
+    # The same as stylizing the flipped camera frame: the picture is mirrored, the caption is not.
+    assert np.array_equal(mirrored.process(frame), plain.process(np.ascontiguousarray(frame[:, ::-1])))

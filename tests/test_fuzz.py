@@ -36,7 +36,7 @@ from tests.whipclient import OfferClient, WhipPublisher, base_scene
 pytestmark = pytest.mark.filterwarnings("error::hypothesis.errors.HypothesisDeprecationWarning")
 
 STYLES = ("vangogh", "hokusai", "kandinsky", "monet", "klimt", "lineart")
-FIELDS = ("style", "weights", "strength", "caption", "caption_kind", "caption_color", "emoji", "mood", "id")
+FIELDS = ("style", "weights", "strength", "caption", "caption_kind", "caption_color", "emoji", "mood", "mirror", "id")
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=300),

@@ -209,3 +209,20 @@ def test_viewer_page_waits_for_the_stream_and_comes_back(viewer: Viewer) -> None
     page.wait_for_function("window.viewer.state === 'live' && document.getElementById('video').videoWidth > 0",
                            timeout=60_000)
     page.close()
+
+
+def test_viewer_page_says_why_without_the_right_token(viewer: Viewer) -> None:
+    for path, words in (("/view/show", "needs a token"), ("/view/show?token=not-it", "not the server's token")):
+        page = viewer.page(path)
+        page.wait_for_selector("#message:not([hidden])", timeout=15_000)
+        text = page.inner_text("#message")
+        print(f"\n[viewer] {path}: {text!r}")
+        assert words in text and page.evaluate("window.viewer.refused.status") == 401
+        if "needs" in words:
+            assert "/view/show?token=TOKEN" in text and "show" in page.inner_text("#message b")
+        page.close()
+    # The right token: the message is gone once the stream plays.
+    page = viewer.page(f"/view/show?token={TOKEN}")
+    page.wait_for_function("window.viewer && window.viewer.state === 'live'", timeout=60_000)
+    assert page.is_hidden("#message")
+    page.close()

@@ -3,6 +3,8 @@ import { setupMyStyles } from "./mystyles.js";
 // Stylizer web app: camera -> WebRTC -> server (stylize + captions, bubbles, stickers) -> back on the same transceiver.
 // Plain ES module, no build step. A small test hook is exposed as window.stylizer.
 
+import { MAX_RECENT, loadSettings, remember, saveSettings } from "./prefs.js";
+
 const SEND_INTERVAL_MS = 100;      // control messages: at most 10 per second (the server allows 20)
 const ICE_GATHER_TIMEOUT_MS = 3000;
 const OFFER_TIMEOUT_MS = 20000;
@@ -45,6 +47,8 @@ const el = {
   emojiGrid: $("emoji-grid"), emojiCode: $("emoji-code"), emojiAdd: $("emoji-add"), emojiClear: $("emoji-clear"),
   emojiCount: $("emoji-count"), moodForm: $("mood-form"), mood: $("mood"), moodList: $("mood-list"),
   moodChips: $("mood-chips"), moodResult: $("mood-result"),
+  screen: document.querySelector(".screen"), mirror: $("mirror"), fullscreen: $("fullscreen"),
+  captionHistory: $("caption-history"),
 };
 
 // ---------------------------------------------------------------- state
@@ -58,6 +62,8 @@ const app = {
   captionKind: "meme-bottom",
   captionColor: "#ffffff",
   emoji: [],               // names or codes as the user picked them (the server resolves them)
+  mirror: false,           // the server flips the picture (a selfie view); captions still read
+  recentCaptions: [],      // captions said before, newest first (offered under the caption box)
   emojiNames: {},          // short name -> emoji character (from /api/emoji)
   emojiLimit: 8,
   moods: [],
@@ -243,6 +249,7 @@ let flushTimer = null;
 
 function queueControl(patch) {
   // Coalesce updates and send at most one message per SEND_INTERVAL_MS.
+  persist();
   queued = { ...(queued || {}) };
   if ("style" in patch) delete queued.weights;
   if ("weights" in patch) delete queued.style;
@@ -339,13 +346,16 @@ function adoptServerState(st) {
   if (typeof st.caption_kind === "string") app.captionKind = st.caption_kind;
   if (typeof st.caption_color === "string") app.captionColor = st.caption_color;
   if (Array.isArray(st.emoji) && st.emoji.join("") !== app.emoji.map(emojiChar).join("")) app.emoji = st.emoji;
+  if (typeof st.mirror === "boolean") app.mirror = st.mirror;
   syncExpressionControls();
+  syncMirror();
+  persist();
 }
 
 function currentSettings() {
   const positive = Object.fromEntries(Object.entries(app.weights).filter(([, w]) => w > 0));
   const msg = { strength: app.strength, caption: app.caption, caption_kind: app.captionKind,
-                caption_color: app.captionColor, emoji: app.emoji };
+                caption_color: app.captionColor, emoji: app.emoji, mirror: app.mirror };
   if (Object.keys(positive).length) msg.weights = positive;
   return msg;
 }
@@ -879,6 +889,11 @@ el.strength.addEventListener("input", () => {
 function updateCaptionCount() {
   el.captionCount.textContent = `${el.caption.value.length} / ${app.captionLimit}`;
 }
+el.caption.addEventListener("change", () => {   // Enter, or leaving the box: a caption said
+  app.recentCaptions = remember(app.recentCaptions, el.caption.value);
+  renderCaptionHistory();
+  persist();
+});
 el.caption.addEventListener("input", () => {
   lastUserInput = performance.now();
   app.caption = el.caption.value.slice(0, app.captionLimit);
@@ -906,6 +921,7 @@ async function loadStyles() {
     updateCaptionCount();
     if (body.limits && body.limits.emoji) app.emojiLimit = body.limits.emoji;
     if (app.styles.length) app.weights = Object.fromEntries(app.styles.map((s, i) => [s.name, i === 0 ? 1 : 0]));
+    restoreSettings();
     renderStyles();
     myStyles.refresh();
     const [emoji, moods] = await Promise.all([fetch("/api/emoji").then((r) => r.json()), fetch("/api/moods").then((r) => r.json())]);
@@ -922,6 +938,103 @@ async function loadStyles() {
 
 const myStyles = setupMyStyles({ app, token: TOKEN, renderStyles, pickStyle, showError });
 
+// ---------------------------------------------------------------- settings kept between visits (prefs.js)
+
+function persist() {
+  saveSettings({ weights: app.weights, strength: app.strength, captionKind: app.captionKind,
+                 captionColor: app.captionColor, caption: app.caption, recent: app.recentCaptions,
+                 emoji: app.emoji, mirror: app.mirror });
+}
+
+function restoreSettings() {
+  const saved = loadSettings();
+  const unit = (v) => (typeof v === "number" && Number.isFinite(v) ? Math.min(1, Math.max(0, v)) : null);
+  if (saved.weights && typeof saved.weights === "object") {
+    const w = Object.fromEntries(app.styles.map(({ name }) => [name, unit(saved.weights[name]) || 0]));
+    if (Object.values(w).some((v) => v > 0)) app.weights = w;   // styles the server no longer has drop out
+  }
+  if (unit(saved.strength) !== null) {
+    app.strength = unit(saved.strength);
+    el.strength.value = String(Math.round(app.strength * 100));
+  }
+  const kinds = [...el.kinds.querySelectorAll("button[data-kind]")].map((b) => b.dataset.kind);
+  if (kinds.includes(saved.captionKind)) app.captionKind = saved.captionKind;
+  if (/^#[0-9a-f]{6}$/i.test(saved.captionColor || "")) app.captionColor = saved.captionColor.toLowerCase();
+  if (typeof saved.caption === "string") {
+    el.caption.value = app.caption = saved.caption.slice(0, app.captionLimit);
+    updateCaptionCount();
+  }
+  const strings = (v) => (Array.isArray(v) ? v.filter((x) => typeof x === "string" && x) : []);
+  app.recentCaptions = strings(saved.recent).slice(0, MAX_RECENT);
+  app.emoji = strings(saved.emoji).slice(0, app.emojiLimit);
+  if (typeof saved.mirror === "boolean") app.mirror = saved.mirror;
+  renderCaptionHistory();
+  syncExpressionControls();
+  syncMirror();
+}
+
+function renderCaptionHistory() {
+  el.captionHistory.replaceChildren(...app.recentCaptions.map((c) => new Option(c)));
+}
+
+// ---------------------------------------------------------------- mirror, full screen, hotkeys
+
+function syncMirror() {
+  el.mirror.setAttribute("aria-pressed", String(app.mirror));
+  document.body.classList.toggle("mirrored", app.mirror);
+}
+
+function toggleMirror() {
+  lastUserInput = performance.now();
+  app.mirror = !app.mirror;
+  syncMirror();
+  queueControl({ mirror: app.mirror });
+}
+
+function toggleFullscreen() {
+  if (document.fullscreenElement) { document.exitFullscreen().catch(() => {}); return; }
+  if (!el.screen.requestFullscreen) { showNotice("Full screen is not available in this browser."); return; }
+  el.screen.requestFullscreen().catch(() => showNotice("The browser did not allow full screen here."));
+}
+
+// A phone's caption box is too narrow for the whole placeholder: a shorter one there.
+const narrow = matchMedia("(max-width: 560px)");
+const longPlaceholder = el.caption.placeholder;
+const fitPlaceholder = () => { el.caption.placeholder = narrow.matches ? "Say something… 🎉" : longPlaceholder; };
+narrow.addEventListener("change", fitPlaceholder);
+fitPlaceholder();
+
+el.mirror.addEventListener("click", toggleMirror);
+el.fullscreen.addEventListener("click", toggleFullscreen);
+
+// 1-9: the styles in gallery order; Space: snapshot; C: the caption box; M: mirror; F: full screen.
+// Not while typing in a text box (Escape leaves the caption box), and not with Ctrl, Alt or Cmd.
+const TYPING = "input:not([type=range]):not([type=color]):not([type=checkbox]):not([type=radio]), textarea, select";
+document.addEventListener("keydown", (ev) => {
+  if (ev.ctrlKey || ev.metaKey || ev.altKey || ev.isComposing || ev.repeat) return;
+  const target = ev.target instanceof Element ? ev.target : null;
+  if (target && (target.matches(TYPING) || target.isContentEditable)) {
+    if (ev.key === "Escape" && target === el.caption) el.caption.blur();
+    return;
+  }
+  const key = ev.key.length === 1 ? ev.key.toLowerCase() : ev.key;
+  if (/^[1-9]$/.test(key)) {
+    const style = app.styles[Number(key) - 1];
+    if (style) pickStyle(style.name);
+  } else if (key === " ") {
+    snapshot();
+  } else if (key === "c") {
+    el.caption.focus();   // preventDefault below: the "c" is not typed into it
+  } else if (key === "m") {
+    toggleMirror();
+  } else if (key === "f") {
+    toggleFullscreen();
+  } else {
+    return;
+  }
+  ev.preventDefault();   // Space would also press a focused button or scroll the page
+});
+
 // Test hook (also handy from the devtools console).
 window.stylizer = {
   start,
@@ -931,6 +1044,7 @@ window.stylizer = {
   get stats() { return app.stats; },
   get lastError() { return app.lastError; },
   get running() { return app.running; },
+  get mirror() { return app.mirror; },
   get reconnecting() { return app.reconnect.active; },
   snapshot,
   applyMood,

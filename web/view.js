@@ -16,6 +16,7 @@ const el = {
   video: document.getElementById("video"),
   canvas: document.getElementById("overlay"),
   status: document.getElementById("status"),
+  message: document.getElementById("message"),
 };
 const bg = params.get("bg");
 if (bg === "checker" || bg === "black") document.body.classList.add(`bg-${bg}`);
@@ -24,13 +25,32 @@ el.status.hidden = params.get("debug") !== "1";
 // State for tests and debugging: window.viewer.
 const viewer = {
   stream: streamName, mode: overlayMode ? "overlay" : "video", state: "idle", lastError: null,
-  pc: null, resource: null, overlays: 0, drawn: 0, sprites: new Map(), current: null,
+  pc: null, resource: null, overlays: 0, drawn: 0, sprites: new Map(), current: null, refused: null,
 };
 window.viewer = viewer;
 
 function setState(state, detail = "") {
   viewer.state = state;
   el.status.textContent = `${streamName}: ${state}${detail ? ` (${detail})` : ""}`;
+}
+
+// A refusal the viewer can fix (401: no token or the wrong one; 403: the server takes no outside viewers) is
+// shown in the middle of the page; it goes away when the stream plays.
+function explain(status, why) {
+  const page = `/view/${encodeURIComponent(streamName)}`;
+  let html;
+  if (status === 401 && !token) {
+    html = `This server needs a token to show the stream <b></b>. Open <code>${page}?token=TOKEN</code> with the token the server was started with.`;
+  } else if (status === 401) {
+    html = "The token in this link is not the server's token: check the <code>token=</code> part of the address.";
+  } else {
+    html = "The server refused this viewer: <span></span>";
+  }
+  el.message.innerHTML = html;
+  const slot = el.message.querySelector("b, span");
+  if (slot) slot.textContent = slot.tagName === "B" ? streamName : why;   // text, never markup, from outside
+  el.message.hidden = false;
+  viewer.refused = { status, why };
 }
 
 function authHeaders(extra = {}) {
@@ -134,7 +154,7 @@ async function connect() {
   pc.addEventListener("connectionstatechange", () => {
     if (gen !== generation) return;
     const st = pc.connectionState;
-    if (st === "connected") { setState("live"); retryMs = RETRY_MIN_MS; }
+    if (st === "connected") { setState("live"); retryMs = RETRY_MIN_MS; el.message.hidden = true; viewer.refused = null; }
     else if (st === "failed" || st === "closed") retryLater(gen, "reconnecting", st);
   });
   try {
@@ -149,6 +169,10 @@ async function connect() {
       let why = `HTTP ${resp.status}`;
       try { why = (await resp.json()).error || why; } catch { /* not JSON */ }
       viewer.lastError = why;
+      if (resp.status === 401 || resp.status === 403) {
+        explain(resp.status, why);
+        retryMs = RETRY_MAX_MS;   // the token will not change by itself: retry slowly, for a server restarted
+      }
       retryLater(gen, resp.status === 404 ? "waiting" : "error", why);
       return;
     }
