@@ -288,7 +288,7 @@ def test_control_api_changes_the_running_stream(feeds: dict, backend) -> None:
     model, _ = _check_stylized(feeds["styled"], backend, backend.style_names[1])
     old, _ = _check_stylized(feeds["styled"], backend, backend.style_names[0])
     print(f"\n[feeds] after the API switched style: PSNR to new style {model:.1f} dB, old style {old:.1f} dB")
-    assert model > old + 2 and model > 22
+    assert model > old + 3 and model > 18  # the painted default's floor, as in the WHEP test above
     # The data channel's validation, word for word.
     errs = feeds["api_errors"]
     assert [s for s, _ in errs] == [400, 400, 400, 400, 415, 404]
