@@ -784,7 +784,9 @@ def test_bad_input_is_refused_clearly_and_the_stream_goes_on(live: LivePage) -> 
     assert ok["type"] == "state" and not ok.get("notice")   # right-to-left is drawn now
     ok = page.evaluate("window.stylizer.send({caption: 'hi \u0d9a'})")
     assert ok["type"] == "state" and "U+0D9A" in ok["notice"]   # Sinhala: no caption font, said by name
-    # A flood straight onto the data channel: refused with a reason, and frames keep coming.
+    # A flood straight onto the data channel: refused with a reason, and frames keep coming. The rate after
+    # is compared with the rate just before, in this run, so a loaded machine does not read as a stall.
+    before = page.evaluate("window.__probe.measure(2000)")
     page.evaluate("""() => {
         window.__flood = [];
         const ch = window.stylizer.channel;
@@ -797,7 +799,10 @@ def test_bad_input_is_refused_clearly_and_the_stream_goes_on(live: LivePage) -> 
     print(f"\n[browser] flood of 300: {len(replies)} replies, {len(limited)} rate-limit errors")
     assert limited, "a flood was not rate-limited with an error reply"
     m = page.evaluate("window.__probe.measure(2000)")
-    assert m["remoteCallbacks"] / m["seconds"] > 5, "the stream stalled after the flood"
+    fps_before = before["remoteCallbacks"] / before["seconds"]
+    fps_after = m["remoteCallbacks"] / m["seconds"]
+    print(f"[browser] fps before the flood {fps_before:.1f}, after {fps_after:.1f}")
+    assert fps_after > 0.5 * fps_before and m["remoteCallbacks"] >= 3, "the stream stalled after the flood"
 
 
 def test_snapshot_button_downloads_a_png(live: LivePage) -> None:

@@ -280,7 +280,7 @@ def test_eval_command_smoke(tmp_path: Path) -> None:
     env = {**os.environ, "STYLIZER_DATA": str(tmp_path / "data")}
     cmd = [sys.executable, "-m", "train", "eval", str(DEFAULT_MODEL_DIR), "--out", str(out),
            "--size", "48", "--frames", "4", "--height", "48"]
-    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
                          check=False)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "input (floor)" in res.stdout
