@@ -237,7 +237,7 @@ class Backend(ABC):
             yuvconv.composite_numpy(styl, overlay)
         return yuvconv.rgb_to_yuv420p_numpy(styl, out)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook: most back-ends hold nothing to release)
         """Release device memory and sessions (optional)."""
 
 

@@ -15,8 +15,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_LOG_LEVEL = {"serve": "info", "stylize": "warning", "bench": "warning"}
 
 BACKEND_HELP = ("inference back-end: " + ", ".join(CHOICES) + ". auto = what an engine folder was built for; "
-                "for a model folder torch-cuda on a CUDA GPU (with torch installed), else OpenVINO on the CPU (int8 where the folder ships "
-                "a current int8 file that measured faster), else ONNX Runtime, else PyTorch (default: auto)")
+                "for a model folder torch-cuda on a CUDA GPU (with torch installed), else OpenVINO on the CPU "
+                "(int8 where the folder ships a current int8 file that measured faster), else ONNX Runtime, else PyTorch (default: auto)")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -484,7 +484,7 @@ def test_controls_are_throttled_and_applied(live: LivePage) -> None:
     live.send({"weights": {names[0]: 0.6, names[1]: 0.4}})
 
 
-def test_measure_fps_latency_and_screenshot(live: LivePage) -> None:
+def test_measure_fps_latency_and_screenshot(live: LivePage, screenshot_dir: Path) -> None:
     page = live.page
     time.sleep(1.0)
     inbound_js = """async () => {
@@ -561,8 +561,7 @@ def test_measure_fps_latency_and_screenshot(live: LivePage) -> None:
     page.wait_for_function("document.querySelector('#hud-fps').textContent !== '–'", timeout=5_000)
     page.wait_for_function("document.querySelector('#caption').value === 'Hello from Stylizer'", timeout=5_000)
     time.sleep(1.0)
-    shot = REPO / "docs" / "screenshot_desktop.png"
-    shot.parent.mkdir(exist_ok=True)
+    shot = screenshot_dir / "screenshot_desktop.png"
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
 
@@ -994,7 +993,7 @@ def test_page_shows_cjk_with_its_own_font(live: LivePage) -> None:
         page.close()
 
 
-def test_screenshots_desktop_and_phone(live: LivePage) -> None:
+def test_screenshots_desktop_and_phone(live: LivePage, screenshot_dir: Path) -> None:
     page = live.page
     # The page serves its own CJK font, so its caption box shows what the video draws on any machine.
     live.send({"caption": {"text": "Monday again… 又是周一 ☕", "kind": "speech"}, "emoji": ["coffee", "tired"]})
@@ -1002,8 +1001,7 @@ def test_screenshots_desktop_and_phone(live: LivePage) -> None:
     page.evaluate("document.activeElement && document.activeElement.blur()")
     page.evaluate("window.scrollTo(0, 0); document.querySelector('.panel').scrollTop = 0")
     time.sleep(1.5)
-    docs = REPO / "docs"
-    docs.mkdir(exist_ok=True)
+    docs = screenshot_dir
     page.screenshot(path=str(docs / "screenshot_desktop.png"))
     page.set_viewport_size({"width": 390, "height": 844})
     time.sleep(1.0)

@@ -42,7 +42,7 @@ from train.evaluate import (
 from train.flow import flow, occlusion_mask, random_affine_flow, smooth_random_flow, warp, warp_np
 from train.metrics import edge_map, edge_ssim, psnr, ssim, style_distance, warping_error
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.train
 
 REPO = Path(__file__).resolve().parents[1]
 

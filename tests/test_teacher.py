@@ -79,7 +79,10 @@ def test_temporal_loss_is_zero_for_a_consistent_pair_under_a_known_warp() -> Non
     x = torch.rand(2, 3, 48, 64)
     for fl in (random_affine_flow(2, 48, 64, g), smooth_random_flow(2, 48, 64, g)):
         # A per-pixel affine colour transform commutes with (bilinear) warping exactly.
-        stylize = lambda im: torch.einsum("ij,njhw->nihw", torch.tensor([[0.5, 0.3, 0.1], [0.1, 0.6, 0.2], [0.2, 0.1, 0.4]]), im) + 0.1
+        def stylize(im: torch.Tensor) -> torch.Tensor:
+            mix = torch.tensor([[0.5, 0.3, 0.1], [0.1, 0.6, 0.2], [0.2, 0.1, 0.4]])
+            return torch.einsum("ij,njhw->nihw", mix, im) + 0.1
+
         consistent = temporal_loss(stylize(warp(x, fl)), stylize(x), fl)
         assert consistent.item() < 1e-6
         flicker = temporal_loss(stylize(warp(x, fl)) + 0.1 * torch.rand_like(x), stylize(x), fl)
