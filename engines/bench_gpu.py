@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.backends import Backend, BackendError, load_backend
+from engines.backends import Backend, BackendError
+from engines.loader import load_backend
 
 SIZES = ((640, 360), (1280, 720), (1920, 1080))
 BATCH = 8

@@ -40,7 +40,8 @@ from urllib.parse import quote
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from engines.backends import Backend, load_backend
+from engines.backends import Backend
+from engines.loader import load_backend
 from engines.style_fit import FitConfig
 from engines.style_library import StyleLibrary
 from realtime import feeds, fonts, ice, metrics, playout, style_api

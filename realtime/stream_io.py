@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engines.backends import Backend, BackendError, load_backend
+from engines.backends import Backend, BackendError
+from engines.loader import load_backend
 from realtime import stop
 from realtime.pipeline import FramePipeline
 from realtime.stylize_file import (

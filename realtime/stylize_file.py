@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engines.backends import Backend, BackendError, load_backend
+from engines.backends import Backend, BackendError
+from engines.loader import load_backend
 from realtime import stop
 from realtime.control import ControlError, parse_control
 from realtime.moods import MoodBook, MoodError

@@ -414,7 +414,7 @@ def test_stylized_frames_arrive_and_are_restyled(live: LivePage) -> None:
     assert r_plain < 10, f"strength 0 should return the input (codec noise only), residual {r_plain:.1f}"
     # Restyled by the model itself: the returned frames are closer to what the bundled model makes of the
     # input (run here, in the test) than to the input, beyond what a global colour map explains.
-    from engines.backends import load_backend
+    from engines.loader import load_backend
 
     backend = load_backend()
     state = live.send({"id": "probe"})
@@ -671,7 +671,7 @@ def test_bubble_and_emoji_change_the_expected_region(live: LivePage) -> None:
 
 
 def test_mood_phrase_changes_the_style(live: LivePage) -> None:
-    from engines.backends import load_backend
+    from engines.loader import load_backend
 
     page = live.page
     # Start from a style of its own, unlike the mood's (black-on-white lines against a colour blend), so the
@@ -728,7 +728,7 @@ def test_add_your_style_through_the_page_changes_the_video(live: LivePage, tmp_p
     gallery with its thumbnail, is selected, and the returned video now shows what the fitted style paints."""
     from PIL import ImageDraw
 
-    from engines.backends import load_backend
+    from engines.loader import load_backend
     from engines.style_library import StyleLibrary
 
     page = live.page

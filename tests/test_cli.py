@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engines.backends import load_backend
+from engines.loader import load_backend
 from realtime.cli import build_parser, main
 from realtime.progress import Progress
 from tests.conftest import free_port

@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from engines.backends import BackendError, load_backend
+from engines.backends import BackendError
+from engines.loader import load_backend
 from realtime import ice
 from realtime.cli import main
 from realtime.control import ControlError, ControlUpdate, parse_control

@@ -11,7 +11,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from engines.backends import load_backend
+from engines.loader import load_backend
 from realtime import ice
 from realtime.limits import Limits
 from realtime.server import SESSIONS_KEY, create_app

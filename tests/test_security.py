@@ -22,7 +22,7 @@ from aiohttp.test_utils import make_mocked_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engines.backends import load_backend
+from engines.loader import load_backend
 from realtime.auth import refusal
 from realtime.limits import Limits
 from realtime.security import POLICY_KEY, Policy, Redactor, SecurityError, TextFormatter, check_bind, ssl_context

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from aiortc import MediaStreamTrack
 
-from engines.backends import load_backend
+from engines.loader import load_backend
 from realtime.pipeline import FramePipeline
 from realtime.session import LatestFrameReader, StylizedTrack
 

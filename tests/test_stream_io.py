@@ -134,7 +134,7 @@ class Receiver(threading.Thread):
 
 
 def _stylized(pictures: list[np.ndarray], src: np.ndarray, style: str) -> tuple[float, float]:
-    from engines.backends import load_backend
+    from engines.loader import load_backend
 
     backend = load_backend()
     expected = backend.stylize(src, backend.contract.weights_vector({style: 1.0})).astype(np.float64)

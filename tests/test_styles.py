@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from engines.artifact import load_artifact
-from engines.backends import load_backend
+from engines.loader import load_backend
 from engines.student import film_weights, mix_film
 from engines.style_fit import FitConfig, FitDiverged, content_frames, fit_style
 from engines.style_library import (

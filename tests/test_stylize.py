@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engines.backends import load_backend
+from engines.loader import load_backend
 from realtime.cli import main
 from realtime.overlay import render_caption
 from realtime.stylize_file import FrameClock, StylizeError, parse_weights

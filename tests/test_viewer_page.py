@@ -141,7 +141,7 @@ def _png(data_url_or_bytes) -> np.ndarray:
 
 
 def test_viewer_page_plays_the_stylized_stream(viewer: Viewer) -> None:
-    from engines.backends import load_backend
+    from engines.loader import load_backend
 
     page = viewer.page(f"/view/show?token={TOKEN}")
     page.wait_for_function("window.viewer && window.viewer.state === 'live'", timeout=60_000)

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 
-from engines.backends import load_backend
+from engines.loader import load_backend
 from realtime import ice, playout
 from realtime.server import create_app
 

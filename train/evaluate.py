@@ -77,7 +77,7 @@ class StudentStylizer:
     """A student artifact folder on the PyTorch reference back-end."""
 
     def __init__(self, path: Path) -> None:
-        from engines.backends import load_backend
+        from engines.loader import load_backend
 
         self.backend = load_backend(path, "torch")
         self.style_names = self.backend.style_names
@@ -435,7 +435,7 @@ class SpeedPair:
 def cpu_backend(path: str | Path, threads: int) -> Backend:
     """The back-end `auto` picks for a model folder on a machine without a GPU (onnx-int8, onnx or torch).
     engines' own rule decides, told to leave any GPU out, so a GPU here cannot change the answer."""
-    from engines.backends import load_backend
+    from engines.loader import load_backend
 
     return load_backend(path, "auto", threads, allow_gpu=False)
 

@@ -42,7 +42,7 @@ def _weights_file(path: Path) -> Path:
 
 def student_scores(model_dir: str | Path, strips: list[np.ndarray], settings: list[dict]) -> list[list[float]]:
     """PSNR of the student on the default CPU back-end (what users run) against each stored teacher output."""
-    from engines.backends import load_backend
+    from engines.loader import load_backend
 
     backend = load_backend(model_dir, "auto", 1)
     out = []

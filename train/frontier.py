@@ -17,8 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engines.backends import Backend, load_backend
+from engines.backends import Backend
 from engines.guided_upsample import guided_upsample
+from engines.loader import load_backend
 from train.data import LOOK_PORTRAITS
 from train.evaluate import load_stylizer
 from train.look import LookScores, descriptor, face_rate, mean_descriptor, score
