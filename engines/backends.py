@@ -74,7 +74,7 @@ class BackendError(Exception):
 
 
 class OverlayPatch(Protocol):
-    """A premultiplied RGBA patch placed at (x, y), like realtime.overlay.Sprite."""
+    """A premultiplied RGBA patch placed at (x, y), like realtime.expression.overlay.Sprite."""
 
     x: int
     y: int

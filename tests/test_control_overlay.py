@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from realtime.control import ControlError, parse_control
-from realtime.overlay import render_caption
+from realtime.expression.overlay import render_caption
+from realtime.live.control import ControlError, parse_control
 
 pytestmark = pytest.mark.unit
 

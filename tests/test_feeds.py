@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from engines.loader import load_backend
-from realtime import ice
+from realtime.live import ice
 from tests.conftest import run_server
 from tests.whipclient import WhepViewer, WhipPublisher, base_scene, latencies_ms, numbered
 

@@ -13,8 +13,6 @@ pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.xfail(strict=True, reason="engines.backends, realtime.server/style_api and stream_io/stylize_file "
-                                       "import each other (function-locally) until the modules are split")
 def test_no_import_cycles_in_engines_and_realtime() -> None:
     res = subprocess.run([sys.executable, "scripts/import_cycles.py"], cwd=REPO, capture_output=True, text=True,
                          timeout=60)

@@ -19,8 +19,8 @@ import pytest
 from aiortc import MediaStreamTrack
 
 from engines.loader import load_backend
+from realtime.live.session import LatestFrameReader, StylizedTrack
 from realtime.pipeline import FramePipeline
-from realtime.session import LatestFrameReader, StylizedTrack
 
 pytestmark = pytest.mark.unit
 

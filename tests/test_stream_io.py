@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from realtime.cli import main
-from realtime.stream_io import is_stream, scheme
+from realtime.stylize.url import is_stream, scheme
 from tests.test_stylize import FPS, make_clip
 
 pytestmark = pytest.mark.integration

@@ -37,7 +37,7 @@ from engines.style_library import (
     StyleLibrary,
     read_picture,
 )
-from realtime import ice
+from realtime.live import ice
 from tests.apphelpers import loop_thread, private_rtc_randoms
 from tests.conftest import run_server
 from tests.whipclient import WhepViewer, WhipPublisher, base_scene

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from realtime import ice
+from realtime.live import ice
 from tests.conftest import run_server
 from tests.whipclient import WhipPublisher, base_scene, numbered
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from engines.loader import load_backend
-from realtime import ice
+from realtime.live import ice
 from tests.conftest import run_server
 from tests.whipclient import WhepViewer, base_scene, numbered
 

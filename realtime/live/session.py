@@ -3,7 +3,7 @@
 aiortc queues incoming frames without bound, so a slow consumer would build
 latency forever. The reader task drains the incoming track continuously and
 keeps only the newest frame; older ones are counted as dropped. The heavy work
-runs in the inference worker (realtime/worker.py), never on the event loop, and
+runs in the inference worker (realtime/live/worker.py), never on the event loop, and
 picks the newest frame again when it starts, so waiting for the worker never
 makes a frame stale.
 
@@ -29,9 +29,9 @@ import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from realtime.limits import HARD_PIXELS_FACTOR, MIN_FRAME_SIDE, Limits, scaled_size
+from realtime.live.limits import HARD_PIXELS_FACTOR, MIN_FRAME_SIDE, Limits, scaled_size
+from realtime.live.ratelimit import TokenBucket
 from realtime.pipeline import FramePipeline
-from realtime.ratelimit import TokenBucket
 
 log = logging.getLogger("realtime.session")
 

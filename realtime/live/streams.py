@@ -32,12 +32,12 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError
 
 from engines.backends import Backend
-from realtime.limits import Limits, Slot
-from realtime.moods import MoodBook
-from realtime.overlay import Sprite
+from realtime.expression.moods import MoodBook
+from realtime.expression.overlay import Sprite
+from realtime.live.limits import Limits, Slot
+from realtime.live.ratelimit import TokenBucket
+from realtime.live.session import FrameCheck, LatestFrameReader, StormGuard, _rate, close_pc, drain, frame_to_rgb
 from realtime.pipeline import FramePipeline, StyleState
-from realtime.ratelimit import TokenBucket
-from realtime.session import FrameCheck, LatestFrameReader, StormGuard, _rate, close_pc, drain, frame_to_rgb
 
 log = logging.getLogger("realtime.streams")
 
