@@ -39,7 +39,7 @@ from train.data import SHARED_DATA, sample_style_weights
 from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
 from train.flow import random_affine_flow, smooth_random_flow, warp
 from train.settings import load_settings, sample_strength
-from train.teacher import load_stylizer
+from train.teacher_checkpoint import load_teacher
 from train.teacher_data import DataSpec, TeacherBatches
 from train.teacher_losses import temporal_loss
 from train.teacher_net import count_macs as teacher_macs
@@ -178,7 +178,7 @@ def _train_distill(cfg: DistillConfig, teacher_path: str | Path, critic_path: st
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    teacher = load_stylizer(teacher_path)
+    teacher = load_teacher(teacher_path)
     teacher.net.to(device).eval()
     names = teacher.style_names
     s_count = len(names)
