@@ -42,8 +42,8 @@ from realtime.live.limits import (
     refuse_peer,
     watch_connect,
 )
-from realtime.live.session import close_pc
 from realtime.live.streams import LiveStream, Publisher, StreamHub, Viewer
+from realtime.live.track import close_pc
 
 log = logging.getLogger("realtime.feeds")
 

@@ -101,8 +101,8 @@ async def stats_loop(session: Session) -> None:
         await asyncio.sleep(STATS_INTERVAL_S)
         track = session.track
         if track is not None:
-            while track.check.notices:  # frame-size notices (once per size); not replies, so their own type
-                _send(session, {"type": "notice", "message": track.check.notices.popleft()})
+            while track.step.check.notices:  # frame-size notices (once per size); not replies, so their own type
+                _send(session, {"type": "notice", "message": track.step.check.notices.popleft()})
         ch = session.channel
         if ch is not None and ch.bufferedAmount > CHANNEL_BUFFER_LIMIT:
             continue  # the client does not read: skip rather than queue
