@@ -79,17 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _quantize(model: Path | None, int8: bool, calibration: Path | None = None, margin: float | None = None,
               speed_check: bool = True) -> int:
     from engines.artifact import load_artifact, write_film_table
-    from engines.backends import cpu_runtime, load_backend
-    from engines.onnx_export import export_onnx, stamp
-    from engines.parity import THRESHOLD_DB, measure, parity_frames, parity_mixes
-    from engines.quantize import (
-        INT8_MIN_SPEEDUP,
-        SELECTION_MARGIN_DB,
-        STAMP_INT8_RUNTIME,
-        calibration_frames,
-        int8_speedup,
-        quantize_int8,
-    )
+    from engines.loader import cpu_runtime, load_backend
+    from engines.onnx_export import STAMP_INT8_RUNTIME, export_onnx, stamp
+    from engines.parity import THRESHOLD_DB, calibration_frames, measure, parity_frames, parity_mixes
+    from engines.quantize import INT8_MIN_SPEEDUP, SELECTION_MARGIN_DB, int8_speedup, quantize_int8
 
     art = load_artifact(model)
     net = art.load_student()

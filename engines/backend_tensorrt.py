@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from engines.artifact import Artifact, ArtifactError
 from engines.backends import BackendError
 from engines.contract import INPUT_FILM, INPUT_IMAGE, INPUT_STRENGTH, OUTPUT_IMAGE
-from engines.device_backend import DeviceBackend, _Slot
+from engines.device_backend import DeviceBackend, DeviceSlot
 
 if TYPE_CHECKING:
     from engines.engine_spec import EngineSpec
@@ -146,7 +146,7 @@ class TensorRTBackend(DeviceBackend):
             raise BackendError(f"frame batch {n} at {wp}x{hp} is outside this engine's profile "
                                f"({lo[0]}-{hi[0]} frames, {lo[2]}x{lo[1]} to {hi[2]}x{hi[1]}); rebuild with --dynamic")
 
-    def _network(self, slot: _Slot) -> Any:
+    def _network(self, slot: DeviceSlot) -> Any:
         out = slot.extra.get("out")
         if out is None:
             out = slot.extra["out"] = self.torch.empty(slot.image.shape, dtype=self.dtype, device=self.dev)

@@ -11,7 +11,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from engines.artifact import Artifact
-from engines.device_backend import DeviceBackend, _Slot
+from engines.device_backend import DeviceBackend, DeviceSlot
 from engines.fused_student import fuse
 
 if TYPE_CHECKING:
@@ -43,5 +43,5 @@ class TorchCudaBackend(DeviceBackend):
     def name(self) -> str:
         return super().name + ("-compiled" if self.compiled else "")
 
-    def _network(self, slot: _Slot) -> Any:
+    def _network(self, slot: DeviceSlot) -> Any:
         return self.net(slot.image, slot.film, slot.strength)

@@ -1,4 +1,4 @@
-"""Back-ends that run the student behind one small interface, their registry and the loader.
+"""Back-ends that run the student behind one small interface, and their registry (engines/loader.py opens one).
 
 A back-end takes RGB uint8 frames (H, W, 3), one or a batch, or yuv420p frames,
 and returns stylized frames in the same layout and size. Padding to the
@@ -18,22 +18,19 @@ optional packages (onnxruntime, openvino, tensorrt) load lazily.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
-import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from engines.artifact import Artifact, ArtifactError, load_artifact
+from engines.artifact import Artifact, ArtifactError
 from engines.contract import IOContract, padded_size
 from engines.style_bank import StyleBank
 
 if TYPE_CHECKING:
-    from engines.engine_spec import EngineSpec
+    pass
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
@@ -68,7 +65,8 @@ DEFAULT_CPU_PRECISION = "int8"
 # The CPU runtimes "auto" tries, fastest first (BENCHMARKS.md, "CPU back-end choice"): OpenVINO with its
 # resize rewrite ran the fused FP32 student 1.2-1.3x faster than ONNX Runtime at 640x360, interleaved.
 CPU_RUNTIMES = ("openvino", "onnx")
-_RUNTIME_MODULE = {"openvino": "openvino", "onnx": "onnxruntime"}
+# The package each CPU runtime needs (engines/loader.py checks it is installed).
+RUNTIME_MODULE = {"openvino": "openvino", "onnx": "onnxruntime"}
 
 
 class BackendError(Exception):
@@ -76,7 +74,7 @@ class BackendError(Exception):
 
 
 class OverlayPatch(Protocol):
-    """A premultiplied RGBA patch placed at (x, y), like realtime.overlay.Sprite."""
+    """A premultiplied RGBA patch placed at (x, y), like realtime.expression.overlay.Sprite."""
 
     x: int
     y: int
@@ -237,7 +235,7 @@ class Backend(ABC):
             yuvconv.composite_numpy(styl, overlay)
         return yuvconv.rgb_to_yuv420p_numpy(styl, out)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook: most back-ends hold nothing to release)
         """Release device memory and sessions (optional)."""
 
 
@@ -247,105 +245,3 @@ def __getattr__(name: str) -> Any:
         if info.cls == name:
             return getattr(importlib.import_module(info.module), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-# ---------------------------------------------------------------- choosing and loading
-
-
-def cuda_available() -> bool:
-    if not _have("torch"):
-        return False  # a serving install without torch (the lean `scripts/serve.sh` set): CPU back-ends only
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except Exception:  # a broken CUDA install means "no GPU" here, not a crash
-        return False
-
-
-def _have(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ImportError:  # a parent package that fails to import
-        return False
-
-
-def cpu_runtime() -> str | None:
-    """The CPU runtime "auto" uses for ONNX files: the first installed of CPU_RUNTIMES."""
-    return next((kind for kind in CPU_RUNTIMES if _have(_RUNTIME_MODULE[kind])), None)
-
-
-def _auto(art: Artifact, allow_gpu: bool = True) -> tuple[str, str]:
-    """The fastest back-end this machine can run for a plain model folder (its CPUs only, without allow_gpu)."""
-    if allow_gpu and cuda_available():
-        return "torch-cuda", "fp16"
-    runtime = cpu_runtime()
-    if runtime is not None and art.onnx_path.is_file():
-        # `python -m engines quantize` keeps an int8 file only when it held the parity floor and ran
-        # faster than fp32, and stamps the runtime it was faster on; elsewhere fp32 runs.
-        if DEFAULT_CPU_PRECISION == "int8" and art.int8_onnx_path.is_file():
-            from engines.backend_onnx import stale_reason
-            from engines.onnx_export import read_stamp
-            from engines.quantize import STAMP_INT8_RUNTIME
-
-            reason = stale_reason(art, art.int8_onnx_path)
-            if reason is None:
-                faster_on = read_stamp(art.int8_onnx_path).get(STAMP_INT8_RUNTIME)
-                if faster_on in (None, runtime):
-                    return runtime, "int8"
-            else:
-                print(f"engines: note: {reason}; using the fp32 ONNX", file=sys.stderr)
-        return runtime, "fp32"
-    return "torch", "fp32"
-
-
-def _create(kind: str, precision: str, art: Artifact, spec: EngineSpec | None, threads: int | None) -> Backend:
-    info = REGISTRY[kind]
-    if precision not in info.precisions:
-        raise BackendError(f"back-end {kind} runs {', '.join(info.precisions)}, not {precision}")
-    if kind in ("torch", "torch-cuda") and not _have("torch"):
-        raise BackendError(f"the {kind} back-end needs PyTorch, which the serving install leaves out: "
-                           "pip install 'stylizer[torch]'")
-    module = importlib.import_module(info.module)
-    cls = getattr(module, info.cls)
-    return cls(art, precision=precision, threads=threads, spec=spec)
-
-
-def load_backend(path: str | Path | None = None, backend: str = "auto", threads: int | None = None,
-                 allow_gpu: bool = True) -> Backend:
-    """Open a model folder or a built engine folder (None: the bundled default) on the named back-end.
-
-    For an engine folder (engine.json), "auto" runs what the engine was built for. For a model
-    folder, "auto" picks torch-cuda on a CUDA GPU, else OpenVINO where installed, else ONNX Runtime
-    (either: int8 where the folder ships a current student.int8.onnx, else fp32), else PyTorch.
-    """
-    from engines.engine_spec import ENGINE_FILE, read_engine
-
-    kind, precision = parse_choice(backend)
-    p = Path(path) if path is not None else None
-    spec = None
-    try:
-        if p is not None and p.is_file() and p.name == ENGINE_FILE:
-            p = p.parent
-        if p is not None and (p / ENGINE_FILE).is_file():
-            spec = read_engine(p)
-        art = load_artifact(p)
-        if spec is not None:
-            spec.check_matches(art)
-    except ArtifactError as exc:
-        raise BackendError(str(exc)) from exc
-    if kind == "auto":
-        kind, precision = (spec.backend, spec.precision) if spec is not None else _auto(art, allow_gpu)
-    if spec is not None:
-        if spec.backend == kind and precision in (None, spec.precision):
-            precision = spec.precision
-        else:
-            spec = None  # the folder is self-contained: another back-end runs from its model files
-    if precision is None:
-        precision = REGISTRY[kind].precisions[0]
-    try:
-        if spec is not None:
-            spec.check_file()  # a truncated or edited engine file fails here, by hash, not mid-stream
-        return _create(kind, precision, art, spec, threads)
-    except ArtifactError as exc:
-        raise BackendError(str(exc)) from exc

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.backends import Backend, BackendError, load_backend
+from engines.backends import Backend, BackendError
+from engines.loader import load_backend
 
 SIZES = ((640, 360), (1280, 720), (1920, 1080))
 BATCH = 8
@@ -30,7 +31,7 @@ BATCH = 8
 
 @dataclass
 class Patch:
-    """A caption-like premultiplied RGBA patch (the same fields as realtime.overlay.Sprite)."""
+    """A caption-like premultiplied RGBA patch (the same fields as realtime.expression.overlay.Sprite)."""
 
     x: int
     y: int
@@ -174,7 +175,7 @@ def run_bench_gpu(args: argparse.Namespace) -> int:
     if args.record:
         path = Path(args.record)
         new = not path.exists() or path.stat().st_size == 0
-        with path.open("a", encoding="utf-8") as f:  # realtime.bench.record's format, without importing PyAV
+        with path.open("a", encoding="utf-8") as f:  # realtime.benches.bench.record's format, without importing PyAV
             if new:
                 f.write("# Benchmarks\n\nAppended by `realtime bench --record` and `python -m engines bench-gpu "
                         "--record`. Numbers depend on the machine and its load.\n")

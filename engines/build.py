@@ -133,7 +133,8 @@ def _produce(cfg: BuildConfig, art: Artifact, out: Path, profile: dict[str, list
     if kind in ("onnx", "openvino") and precision in ("fp32", "bf16"):
         return ONNX_FILE
     if precision == "int8":
-        from engines.quantize import calibration_frames, quantize_int8
+        from engines.parity import calibration_frames
+        from engines.quantize import quantize_int8
 
         _log("int8: calibrating on the bundled real frames and choosing the convs by sensitivity "
              "(up to a few minutes on 2 cores)")
@@ -167,7 +168,7 @@ def _produce(cfg: BuildConfig, art: Artifact, out: Path, profile: dict[str, list
 
 def _check_parity(out: Path, precision: str, size: Size) -> dict | None:
     """Parity of the built engine vs PyTorch FP32, or None where this machine cannot run it."""
-    from engines.backends import load_backend
+    from engines.loader import load_backend
     from engines.parity import THRESHOLD_DB, measure, parity_frames, parity_mixes
 
     try:

@@ -1,6 +1,6 @@
 """The frame path around a network that runs on a torch device (the GPU back-ends' shared half).
 
-Per frame shape and mode, one _Slot holds every buffer the path needs, allocated once:
+Per frame shape and mode, one DeviceSlot holds every buffer the path needs, allocated once:
 pinned host staging in and out, device input, the network's input tensors, overlay
 planes and the device output. A frame is then: copy into pinned memory, one
 non-blocking upload, one CUDA graph replay (colour conversion -> pad -> network ->
@@ -34,7 +34,7 @@ GRAPH_WARMUP = 3  # eager runs before capture: cuDNN/TensorRT pick kernels and a
 
 
 @dataclass
-class _Slot:
+class DeviceSlot:
     """Every buffer one (mode, N, H, W) needs. Owned by the back-end; reused by every frame of that shape."""
 
     mode: str
@@ -80,12 +80,12 @@ class DeviceBackend(Backend):
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.device = self.dev.type
         self.use_graph = cuda_graph and self.dev.type == "cuda"
-        self._slots: dict[tuple[str, int, int, int], _Slot] = {}
+        self._slots: dict[tuple[str, int, int, int], DeviceSlot] = {}
 
     # ------------------------------------------------------------ subclass hooks
 
     @abstractmethod
-    def _network(self, slot: _Slot) -> Any:
+    def _network(self, slot: DeviceSlot) -> Any:
         """Run the network on slot.image / slot.film / slot.strength; return (N, 3, Hp, Wp) in its dtype."""
 
     def _check_shape(self, n: int, hp: int, wp: int) -> None:
@@ -99,7 +99,7 @@ class DeviceBackend(Backend):
             return t.zeros(shape, dtype=dtype, pin_memory=self.dev.type == "cuda")
         return t.zeros(shape, dtype=dtype, device=self.dev)
 
-    def _slot(self, mode: str, n: int, h: int, w: int) -> _Slot:
+    def _slot(self, mode: str, n: int, h: int, w: int) -> DeviceSlot:
         key = (mode, n, h, w)
         slot = self._slots.get(key)
         if slot is not None:
@@ -119,7 +119,7 @@ class DeviceBackend(Backend):
         image = self._alloc((n, 3, hp, wp), self.dtype)
         if self.channels_last:
             image = image.contiguous(memory_format=t.channels_last)
-        slot = _Slot(
+        slot = DeviceSlot(
             mode=mode, n=n, h=h, w=w, hp=hp, wp=wp,
             host_in=self._alloc(io_shape, io_dtype, pinned=True), dev_in=self._alloc(io_shape, io_dtype),
             host_film=self._alloc((n, s), t.float32, pinned=True),
@@ -137,7 +137,7 @@ class DeviceBackend(Backend):
         self._slots[key] = slot
         return slot
 
-    def _body(self, slot: _Slot) -> None:
+    def _body(self, slot: DeviceSlot) -> None:
         """Everything between upload and download, on the device. Captured into the CUDA graph."""
         t = self.torch
         h, w = slot.h, slot.w
@@ -172,7 +172,7 @@ class DeviceBackend(Backend):
                 # +0.5 then the truncating cast rounds; values are clamped first so the cast is safe.
                 slot.dev_out.copy_(y.mul_(255.0).add_(0.5).clamp_(0.0, 255.0).permute(0, 2, 3, 1))
 
-    def _capture(self, slot: _Slot) -> None:
+    def _capture(self, slot: DeviceSlot) -> None:
         t = self.torch
         if not self.use_graph:
             return
@@ -187,13 +187,13 @@ class DeviceBackend(Backend):
             self._body(slot)
         slot.graph = graph
 
-    def _launch(self, slot: _Slot) -> None:
+    def _launch(self, slot: DeviceSlot) -> None:
         if slot.graph is not None:
             slot.graph.replay()
         else:
             self._body(slot)
 
-    def _set_overlay(self, slot: _Slot, overlay: OverlayPatch | None) -> None:
+    def _set_overlay(self, slot: DeviceSlot, overlay: OverlayPatch | None) -> None:
         """Upload a caption only when it changes (the patch object is cached upstream while the text holds)."""
         if overlay is slot.overlay_src:
             return
@@ -206,7 +206,7 @@ class DeviceBackend(Backend):
             slot.alpha.copy_(self.torch.from_numpy(alpha)[None], non_blocking=False)
         slot.overlay_src = overlay
 
-    def _roundtrip(self, slot: _Slot, data: np.ndarray, film: np.ndarray, strength: np.ndarray,
+    def _roundtrip(self, slot: DeviceSlot, data: np.ndarray, film: np.ndarray, strength: np.ndarray,
                    out: np.ndarray | None) -> np.ndarray:
         """Host arrays in -> one upload, one launch, one download -> host array (into `out` if given)."""
         slot.host_in.numpy()[...] = data

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.artifact import Artifact, ArtifactError
+from engines.backends import REGISTRY
 from engines.contract import IOContract
 
 ENGINE_FILE = "engine.json"
@@ -147,8 +148,6 @@ class EngineSpec:
 
 def read_engine(path: str | Path) -> EngineSpec:
     """Parse DIR/engine.json; every problem is one ArtifactError line."""
-    from engines.backends import REGISTRY
-
     p = Path(path)
     meta_path = p / ENGINE_FILE
     try:

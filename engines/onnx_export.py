@@ -22,6 +22,8 @@ OPSET = 18
 STAMP_WEIGHTS = "stylizer.weights_sha256"
 STAMP_PRECISION = "stylizer.precision"
 STAMP_GRAPH = "stylizer.graph"
+# The runtime an int8 file measured faster on (`python -m engines quantize` stamps it; "auto" runs int8 only there).
+STAMP_INT8_RUNTIME = "stylizer.int8_runtime"
 # fused-2: the graph takes the mixed FiLM vector (`film`) instead of style weights (fused-1).
 GRAPH_VERSION = "fused-2"
 

@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from engines.backends import Backend
 from engines.contract import IOContract
+
+FIXTURE_FRAMES = Path(__file__).resolve().parent / "calibration"
+
+
+def calibration_frames(folder: Path | None = None, height: int = 360, width: int = 640,
+                       limit: int | None = None) -> list[np.ndarray]:
+    """RGB uint8 frames for calibration: JPEG/PNG files in `folder` (default: the bundled Kodak set).
+
+    `limit` takes that many files spread evenly over the sorted list (video frame folders are long)."""
+    from PIL import Image, ImageOps
+
+    folder = folder or FIXTURE_FRAMES
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    if not paths:
+        raise FileNotFoundError(f"no calibration images in {folder}")
+    if limit is not None and len(paths) > limit:
+        paths = [paths[round(i * (len(paths) - 1) / max(1, limit - 1))] for i in range(limit)]
+    return [np.asarray(ImageOps.fit(Image.open(p).convert("RGB"), (width, height))) for p in paths]
+
 
 # The acceptance floor per precision (dB, 8-bit RGB output).
 THRESHOLD_DB = {"fp32": 45.0, "fp16": 35.0, "bf16": 35.0, "int8": 32.0}
@@ -20,8 +40,6 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def parity_frames(height: int = 360, width: int = 640, real: int = 4, seed: int = 0) -> list[np.ndarray]:
     """`real` bundled calibration photos (Kodak, Intel) fitted to the size, plus one uniform-noise frame."""
-    from engines.quantize import calibration_frames
-
     frames = calibration_frames(height=height, width=width)[:real]
     frames.append(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
     return frames

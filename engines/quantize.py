@@ -43,29 +43,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engines.contract import INPUT_FILM, INPUT_IMAGE, INPUT_STRENGTH, padded_size
+from engines.parity import THRESHOLD_DB, parity_frames, psnr
 from engines.style_bank import StyleBank
 
 if TYPE_CHECKING:
     from engines.artifact import Artifact
-
-FIXTURE_FRAMES = Path(__file__).resolve().parent / "calibration"
-
-
-def calibration_frames(folder: Path | None = None, height: int = 360, width: int = 640,
-                       limit: int | None = None) -> list[np.ndarray]:
-    """RGB uint8 frames for calibration: JPEG/PNG files in `folder` (default: the bundled Kodak set).
-
-    `limit` takes that many files spread evenly over the sorted list (video frame folders are long)."""
-    from PIL import Image, ImageOps
-
-    folder = folder or FIXTURE_FRAMES
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
-    if not paths:
-        raise FileNotFoundError(f"no calibration images in {folder}")
-    if limit is not None and len(paths) > limit:
-        paths = [paths[round(i * (len(paths) - 1) / max(1, limit - 1))] for i in range(limit)]
-    return [np.asarray(ImageOps.fit(Image.open(p).convert("RGB"), (width, height))) for p in paths]
-
 
 def _style_mixes(bank: StyleBank) -> list[np.ndarray]:
     """The FiLM vector (1, F) of every trained style and of their even blend, at full strength."""
@@ -115,7 +97,6 @@ CALIB_PERCENTILE = 99.99
 # fp32 (one thread, 640x360, interleaved), and stamps the runtime it was measured on: "auto" runs
 # int8 there and fp32 elsewhere (partly quantized graphs were slower than fp32 in ONNX Runtime).
 INT8_MIN_SPEEDUP = 1.03
-STAMP_INT8_RUNTIME = "stylizer.int8_runtime"
 
 
 @dataclass
@@ -204,7 +185,6 @@ class _Quantizer:
 
     def score(self, path: Path) -> float:
         """Worst PSNR (8-bit output) of the model at `path` against the FP32 graph over the selection feeds."""
-        from engines.parity import psnr
 
         if self._feeds is None:
             # Selection feeds: every calibration frame x every pure style and the even blend, plus a
@@ -252,7 +232,6 @@ def quantize_int8(onnx_in: Path, onnx_out: Path, bank: StyleBank, frames: Iterab
     module docstring); `select=False` quantizes every candidate conv. Returns the plan that was written.
     """
     from engines.onnx_export import STAMP_PRECISION, STAMP_WEIGHTS, stamp
-    from engines.parity import THRESHOLD_DB
 
     onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
     frames = list(frames)
@@ -282,8 +261,7 @@ def int8_speedup(art: Artifact, runtime: str, rounds: int = 16, chunk: int = 4) 
     busy machine inflates less than wall time; the medians are compared."""
     import time
 
-    from engines.backends import load_backend
-    from engines.parity import parity_frames
+    from engines.loader import load_backend
 
     frames = parity_frames()[:4]
     pair = [load_backend(art.path, f"{runtime}-fp32", 1), load_backend(art.path, f"{runtime}-int8", 1)]

@@ -96,7 +96,7 @@ def pooled_style_stats(features: ExpansionFeatures, refs: list[list[torch.Tensor
                       rgb_mu=torch.cat([r.rgb_mu for r in rows]), rgb_sigma=torch.cat([r.rgb_sigma for r in rows]))
 
 
-def _inner(f: torch.Tensor, margin: float) -> torch.Tensor:
+def crop_border(f: torch.Tensor, margin: float) -> torch.Tensor:
     """Drop a border of `margin` (fraction) from a feature map."""
     mh, mw = int(f.shape[2] * margin), int(f.shape[3] * margin)
     return f[:, :, mh : f.shape[2] - mh, mw : f.shape[3] - mw]
@@ -114,13 +114,13 @@ def style_loss(feats: dict[int, torch.Tensor], target: StyleStats, taps: tuple[i
     for k in taps:
         tm, ts = target.mu[k], target.sigma[k]
         norm = (tm.pow(2).mean() + ts.pow(2).mean()).clamp_min(1e-8)
-        for region in _regions(_inner(feats[k], margin), grid):
+        for region in grid_tiles(crop_border(feats[k], margin), grid):
             mu, sigma = mean_std(region)
             total = total + (F.mse_loss(mu, tm) + F.mse_loss(sigma, ts)) / (norm * grid * grid)
     return total / len(taps)
 
 
-def _regions(f: torch.Tensor, grid: int) -> list[torch.Tensor]:
+def grid_tiles(f: torch.Tensor, grid: int) -> list[torch.Tensor]:
     """Split a feature map into grid x grid tiles (the last row/column takes the remainder)."""
     if grid == 1:
         return [f]
@@ -133,7 +133,7 @@ def _regions(f: torch.Tensor, grid: int) -> list[torch.Tensor]:
 def colour_loss(image: torch.Tensor, target: StyleStats, margin: float = 0.0, grid: int = 1) -> torch.Tensor:
     """Image-space palette: per-channel RGB mean/std against the mixture's (border and tiles as above)."""
     total = image.new_zeros(())
-    for region in _regions(_inner(image, margin), grid):
+    for region in grid_tiles(crop_border(image, margin), grid):
         mu, sigma = mean_std(region)
         total = total + F.mse_loss(mu, target.rgb_mu) + F.mse_loss(sigma, target.rgb_sigma)
     return total / (grid * grid)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from engines.backends import CHOICES
+
+if TYPE_CHECKING:
+    from realtime.live.limits import Limits
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # What each command logs without -q/-v/--log-level: the server's log is its record of peers and streams;
@@ -15,8 +18,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_LOG_LEVEL = {"serve": "info", "stylize": "warning", "bench": "warning"}
 
 BACKEND_HELP = ("inference back-end: " + ", ".join(CHOICES) + ". auto = what an engine folder was built for; "
-                "for a model folder torch-cuda on a CUDA GPU (with torch installed), else OpenVINO on the CPU (int8 where the folder ships "
-                "a current int8 file that measured faster), else ONNX Runtime, else PyTorch (default: auto)")
+                "for a model folder torch-cuda on a CUDA GPU (with torch installed), else OpenVINO on the CPU "
+                "(int8 where the folder ships a current int8 file that measured faster), else ONNX Runtime, else PyTorch (default: auto)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="realtime",
         description="Live video stylizer: turn a webcam, a file or a stream into moving artwork, with captions.",
     )
-    from realtime.overlay import KINDS as CAPTION_KINDS
-    from realtime.stylize_file import FORMAT_NAMES as FORMAT_CHOICES
+    from realtime.expression.overlay import KINDS as CAPTION_KINDS
+    from realtime.stylize.media import FORMAT_NAMES as FORMAT_CHOICES
 
     parser.add_argument("--version", action="version", version=f"%(prog)s (stylizer) {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -255,6 +258,31 @@ def _list_styles(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """--max-resolution: "1280x720" -> (1280, 720)."""
+    from realtime.live.security import SecurityError
+
+    w, sep, h = text.lower().partition("x")
+    if not sep or not w.isdigit() or not h.isdigit() or int(w) < 16 or int(h) < 16:
+        raise SecurityError(f"--max-resolution must look like 1280x720, got {text!r}")
+    return int(w), int(h)
+
+
+def limits_from_args(args: argparse.Namespace) -> Limits:
+    """`realtime serve`'s limit options on top of the defaults (SecurityError for a bad --max-resolution)."""
+    from realtime.live.limits import Limits
+
+    lim = Limits()
+    for name in ("max_peers", "max_peers_per_client", "offer_rate", "offer_burst", "budget_ms", "connect_timeout_s",
+                 "idle_timeout_s", "worker_timeout_s", "body_timeout_s", "header_timeout_s"):
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(lim, name, value)
+    if getattr(args, "max_resolution", None):
+        lim.max_width, lim.max_height = parse_size(args.max_resolution)
+    return lim
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -267,9 +295,15 @@ def main(argv: list[str] | None = None) -> int:
         args.offer_burst = max(1.0, 5 * args.offer_rate)
     try:
         if args.command == "serve":
-            from realtime.server import run_server
+            from realtime.live.security import SecurityError
+            from realtime.live.server import run_server
 
-            return run_server(args)
+            try:
+                limits = limits_from_args(args)
+            except SecurityError as exc:
+                print(f"realtime: error: {exc}", file=sys.stderr)
+                return 2
+            return run_server(args, limits)
         if args.command == "stylize":
             if args.list_styles:
                 return _list_styles(args)
@@ -277,8 +311,8 @@ def main(argv: list[str] | None = None) -> int:
                 print("realtime stylize: error: INPUT and OUTPUT are required (or --list-styles) (see --help)",
                       file=sys.stderr)
                 return 2
-            from realtime.stop import install_stop_signals
-            from realtime.stylize_file import run_stylize
+            from realtime.live.stop import install_stop_signals
+            from realtime.stylize.command import run_stylize
 
             with install_stop_signals():
                 return run_stylize(args)
@@ -287,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_style(args)
         if args.command == "bench":
-            from realtime.bench import run_bench
+            from realtime.benches.bench import run_bench
 
             return run_bench(args)
     except BackendError as exc:

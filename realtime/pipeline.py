@@ -14,9 +14,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from engines.backends import Backend
-from realtime.control import ControlUpdate
-from realtime.expression import Expression, ExpressionLayer
-from realtime.moods import MoodBook
+from realtime.expression.layer import Expression, ExpressionLayer
+from realtime.expression.moods import MoodBook
+from realtime.live.control import ControlUpdate
 
 log = logging.getLogger("realtime.pipeline")
 
@@ -55,7 +55,7 @@ class StageTimes:
 
     size: int = 120
     samples: dict[str, deque[float]] = field(default_factory=dict)
-    # Also told every sample, in seconds: the server's /metrics histograms (realtime/metrics.py).
+    # Also told every sample, in seconds: the server's /metrics histograms (realtime/live/metrics.py).
     observer: Callable[[str, float], None] | None = None
 
     def add(self, stage: str, ms: float) -> None:
@@ -131,7 +131,7 @@ class FramePipeline:
             self._vector = self.backend.weights_vector(s.weights, strict=False)
             self.state = s
         if update.caption:
-            from realtime.textlayout import clean_text
+            from realtime.expression.textlayout import clean_text
 
             notes += clean_text(update.caption)[1]  # e.g. right-to-left letters left out
         return s, notes
@@ -160,7 +160,7 @@ class FramePipeline:
 
     def _current_vector(self) -> tuple[StyleState, np.ndarray]:
         """The state and its weight vector over the back-end's bank as it is now: a style added, renamed or
-        deleted since (realtime/style_jobs.py) makes a new bank, and the vector is recomputed from the names
+        deleted since (realtime/live/style_jobs.py) makes a new bank, and the vector is recomputed from the names
         (a deleted style's weight is dropped; nothing left means the first style)."""
         with self._lock:
             if self._bank is not self.backend.styles:

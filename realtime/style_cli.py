@@ -90,7 +90,7 @@ def run_style(args: argparse.Namespace) -> int:
             lib.remove(args.name)
             print(f"realtime: deleted {args.name}", file=sys.stderr)
             return 0
-        from engines.backends import load_backend
+        from engines.loader import load_backend
         from engines.style_fit import FitConfig, check_fit_available, fit_style
 
         check_fit_available()

@@ -1,4 +1,4 @@
-"""Rebuilds the committed fonts: the caption fonts in realtime/fontfiles/ and the page's CJK subset in web/fonts/.
+"""Rebuilds the committed fonts: the caption fonts in realtime/expression/fontfiles/ and the page's CJK subset in web/fonts/.
 
 Caption fonts: Noto's variable fonts from PyPI (OFL 1.1), each instanced at Bold (wght 700, wdth 100, to match
 Noto Sans CJK Bold) and subset to its script, so the repository carries about 0.65 MB instead of 4.5 MB.
@@ -73,7 +73,7 @@ def build(src: Path, dst: Path, ranges: str) -> None:
 def page_characters() -> str:
     """The CJK characters the page can show on its own: its files' text and the mood presets."""
     sys.path.insert(0, str(REPO))
-    from realtime.moods import BUILTIN
+    from realtime.expression.moods import BUILTIN
 
     text = "".join(p.read_text() for p in sorted((REPO / "web").glob("*.*")) if p.suffix in (".html", ".js"))
     text += "".join(m["name"] + "".join(m["phrases"]) for m in BUILTIN)
@@ -81,7 +81,7 @@ def page_characters() -> str:
 
 
 def build_page_font() -> None:
-    from realtime.fonts import text_font_path
+    from realtime.expression.fonts import text_font_path
 
     opts = subset.Options()
     opts.flavor = "woff2"

@@ -23,14 +23,14 @@ if str(REPO) not in sys.path:
 from engines.features import ExpansionFeatures
 from engines.style_losses import colour_loss, pooled_style_stats, style_loss
 from train.data import held_out_images, load_rgb, to_tensor
-from train.evaluate import _short_side, _stylize, load_stylizer
+from train.eval_metrics import load_student_or_teacher, run_stylizer, short_side
 from train.metrics import edge_ssim
 
 SIZE = 384
 
 
 def report(path: str, features: ExpansionFeatures, photos: list) -> None:
-    model = load_stylizer(path)
+    model = load_student_or_teacher(path)
     refs = [[to_tensor(load_rgb(p, SIZE, max_long=2 * SIZE)) for p in ps] for ps in model.style_refs]
     n, taps = len(model.style_names), features.taps
     eye = torch.eye(n)
@@ -38,8 +38,8 @@ def report(path: str, features: ExpansionFeatures, photos: list) -> None:
     dist, edge, rgb = np.zeros((n, len(taps))), np.zeros(n), np.zeros(n)
     with torch.no_grad():
         for img in photos:
-            x = to_tensor(_short_side(img, SIZE))[None]
-            y = _stylize(model, x.expand(n, -1, -1, -1), eye, torch.ones(n, 1)).float()
+            x = to_tensor(short_side(img, SIZE))[None]
+            y = run_stylizer(model, x.expand(n, -1, -1, -1), eye, torch.ones(n, 1)).float()
             feats = features(y)
             for i in range(n):
                 one = target.row(i)

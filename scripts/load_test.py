@@ -128,7 +128,7 @@ async def run_client(url: str, seconds: float, warmup: float, size: tuple[int, i
     """One web-app-like peer for `seconds`; returns what it measured after `warmup` seconds."""
     import aiohttp
 
-    from realtime import ice
+    from realtime.live import ice
     from tests.whipclient import OfferClient, base_scene
 
     ice.enable_loopback()
@@ -171,7 +171,7 @@ async def run_whip_client(url: str, seconds: float, size: tuple[int, int]) -> No
     """A WHIP publisher for `seconds` (prints READY once published); the churn kills it with SIGKILL."""
     import aiohttp
 
-    from realtime import ice
+    from realtime.live import ice
     from tests.whipclient import WhipPublisher, base_scene
 
     ice.enable_loopback()
@@ -362,7 +362,7 @@ def _killed_cycle(cmd: list[str]) -> None:
 
 async def churn(url: str, cycles: int, size: str, warmup_cycles: int = 4, log=print) -> dict:
     """Run `cycles` connect/disconnect cycles (4 kinds in turn); returns resource figures before and after."""
-    from realtime import ice
+    from realtime.live import ice
 
     ice.enable_loopback()  # this process's peers gather 127.0.0.1 only
     loop = asyncio.get_running_loop()

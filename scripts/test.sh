@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set up (first run only) and run the whole test suite: unit, integration (real aiortc peers)
-# and browser (real headless Chromium). Extra arguments go to pytest, e.g. -m unit.
+# Set up (first run only), lint (ruff), and run the whole test suite: unit, train, integration (real aiortc
+# peers) and browser (real headless Chromium). Extra arguments go to pytest, e.g. -m unit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x /usr/bin/chromium ]; then
@@ -12,4 +12,5 @@ if [ ! -x /usr/bin/chromium ]; then
   fi
 fi
 bash scripts/setup_env.sh test
+.venv/bin/python -m ruff check .
 exec .venv/bin/python -m pytest "$@"

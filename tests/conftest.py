@@ -118,8 +118,36 @@ def pytest_runtest_makereport(item, call):
                     report.sections.append((title, text))
 
 
+@pytest.fixture
+def screenshot_dir(tmp_path: Path) -> Path:
+    """Where the browser tests write their screenshots: a temporary folder, so a test run never changes a
+    tracked file; docs/ (the pictures docs/web_app.md and docs/obs.md show) with STYLIZER_SCREENSHOTS=docs."""
+    if os.environ.get("STYLIZER_SCREENSHOTS") == "docs":
+        return REPO / "docs"
+    return tmp_path
+
+
+# Every test carries one of these (pyproject.toml's markers say what each means); `-m unit` etc. pick them.
+CATEGORIES = ("unit", "train", "integration", "browser", "gpu")
+
+
+def _refuse_uncategorised(items) -> None:
+    """A test module whose tests do not all carry a category marker is an error, not a silently unselected test."""
+    missing: dict[str, list[str]] = {}
+    for item in items:
+        if not any(item.get_closest_marker(name) for name in CATEGORIES):
+            missing.setdefault(item.nodeid.split("::")[0], []).append(item.name)
+    if missing:
+        lines = [f"  {module}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+                 for module, names in sorted(missing.items())]
+        raise pytest.UsageError("test modules without a category marker (give the module a `pytestmark = "
+                                f"pytest.mark.unit` or another of {', '.join(CATEGORIES)}):\n" + "\n".join(lines))
+
+
 def pytest_collection_modifyitems(config, items):
-    """Skip `gpu` tests where there is no CUDA GPU (CI, laptops); scripts/gpu_check.sh runs them on one."""
+    """Refuse tests without a category; skip `gpu` tests where there is no CUDA GPU (CI, laptops):
+    scripts/gpu_check.sh runs them on one."""
+    _refuse_uncategorised(items)
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_items:
         return

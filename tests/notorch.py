@@ -21,7 +21,7 @@ class _NoTorch(importlib.abc.MetaPathFinder):
             return  # not ours: the next finder looks
         stack = traceback.extract_stack()[:-1]
         # An import statement goes through _find_and_load; importlib.util.find_spec (a probe for "is it
-        # installed?", as engines.backends does) does not, and is answered "no" without a report.
+        # installed?", as engines.loader does) does not, and is answered "no" without a report.
         if any(f.name == "_find_and_load" for f in stack):
             caller = next((f"{f.filename}:{f.lineno}" for f in reversed(stack)
                            if "importlib" not in f.filename and "<frozen" not in f.filename), "?")

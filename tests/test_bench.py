@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from realtime import bench
+from realtime.benches import bench
 from realtime.cli import main
 
 

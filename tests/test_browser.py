@@ -414,7 +414,7 @@ def test_stylized_frames_arrive_and_are_restyled(live: LivePage) -> None:
     assert r_plain < 10, f"strength 0 should return the input (codec noise only), residual {r_plain:.1f}"
     # Restyled by the model itself: the returned frames are closer to what the bundled model makes of the
     # input (run here, in the test) than to the input, beyond what a global colour map explains.
-    from engines.backends import load_backend
+    from engines.loader import load_backend
 
     backend = load_backend()
     state = live.send({"id": "probe"})
@@ -484,7 +484,7 @@ def test_controls_are_throttled_and_applied(live: LivePage) -> None:
     live.send({"weights": {names[0]: 0.6, names[1]: 0.4}})
 
 
-def test_measure_fps_latency_and_screenshot(live: LivePage) -> None:
+def test_measure_fps_latency_and_screenshot(live: LivePage, screenshot_dir: Path) -> None:
     page = live.page
     time.sleep(1.0)
     inbound_js = """async () => {
@@ -561,8 +561,7 @@ def test_measure_fps_latency_and_screenshot(live: LivePage) -> None:
     page.wait_for_function("document.querySelector('#hud-fps').textContent !== '–'", timeout=5_000)
     page.wait_for_function("document.querySelector('#caption').value === 'Hello from Stylizer'", timeout=5_000)
     time.sleep(1.0)
-    shot = REPO / "docs" / "screenshot_desktop.png"
-    shot.parent.mkdir(exist_ok=True)
+    shot = screenshot_dir / "screenshot_desktop.png"
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
 
@@ -672,7 +671,7 @@ def test_bubble_and_emoji_change_the_expected_region(live: LivePage) -> None:
 
 
 def test_mood_phrase_changes_the_style(live: LivePage) -> None:
-    from engines.backends import load_backend
+    from engines.loader import load_backend
 
     page = live.page
     # Start from a style of its own, unlike the mood's (black-on-white lines against a colour blend), so the
@@ -729,7 +728,7 @@ def test_add_your_style_through_the_page_changes_the_video(live: LivePage, tmp_p
     gallery with its thumbnail, is selected, and the returned video now shows what the fitted style paints."""
     from PIL import ImageDraw
 
-    from engines.backends import load_backend
+    from engines.loader import load_backend
     from engines.style_library import StyleLibrary
 
     page = live.page
@@ -999,7 +998,7 @@ def test_page_shows_cjk_with_its_own_font(live: LivePage) -> None:
         page.close()
 
 
-def test_screenshots_desktop_and_phone(live: LivePage) -> None:
+def test_screenshots_desktop_and_phone(live: LivePage, screenshot_dir: Path) -> None:
     page = live.page
     # The page serves its own CJK font, so its caption box shows what the video draws on any machine.
     live.send({"caption": {"text": "Monday again… 又是周一 ☕", "kind": "speech"}, "emoji": ["coffee", "tired"]})
@@ -1007,8 +1006,7 @@ def test_screenshots_desktop_and_phone(live: LivePage) -> None:
     page.evaluate("document.activeElement && document.activeElement.blur()")
     page.evaluate("window.scrollTo(0, 0); document.querySelector('.panel').scrollTop = 0")
     time.sleep(1.5)
-    docs = REPO / "docs"
-    docs.mkdir(exist_ok=True)
+    docs = screenshot_dir
     page.screenshot(path=str(docs / "screenshot_desktop.png"))
     page.set_viewport_size({"width": 390, "height": 844})
     time.sleep(1.0)

@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from realtime import bidi
 from realtime.cli import main
-from realtime.fonts import FACES, FALLBACK_GLYPH, raqm
-from realtime.overlay import render_caption, render_meme
-from realtime.textlayout import clean_text, pieces, wrap
+from realtime.expression import bidi
+from realtime.expression.fonts import FACES, FALLBACK_GLYPH, raqm
+from realtime.expression.overlay import render_caption, render_meme
+from realtime.expression.textlayout import clean_text, pieces, wrap
 
 pytestmark = pytest.mark.unit
 
@@ -100,7 +100,7 @@ FLOORS = {"latin+greek+cyrillic": 0.9, "arabic+emoji": 0.85, "hebrew+emoji": 0.9
 _MASKS = """
 import json, sys
 import numpy as np
-from realtime.overlay import render_meme
+from realtime.expression.overlay import render_meme
 texts = json.loads(sys.argv[1])
 print(json.dumps({k: (render_meme(t, 640, 360).alpha[..., 0] > 0.5).astype(int).tolist() for k, t in texts.items()}))
 """
@@ -145,7 +145,7 @@ def test_page_font_has_every_cjk_character_the_page_shows() -> None:
 
     from PIL import ImageFont
 
-    from realtime.moods import BUILTIN
+    from realtime.expression.moods import BUILTIN
 
     web = REPO / "web"
     text = "".join(p.read_text() for p in sorted(web.glob("*.*")) if p.suffix in (".html", ".js"))

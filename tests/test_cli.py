@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engines.backends import load_backend
+from engines.loader import load_backend
 from realtime.cli import build_parser, main
-from realtime.progress import Progress
+from realtime.stylize.progress import Progress
 from tests.conftest import free_port
 from tests.test_stylize import N, make_clip, read_video
 

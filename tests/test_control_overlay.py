@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from realtime.control import ControlError, parse_control
-from realtime.overlay import render_caption
+from realtime.expression.overlay import render_caption
+from realtime.live.control import ControlError, parse_control
 
 pytestmark = pytest.mark.unit
 
@@ -101,7 +101,7 @@ def test_long_caption_wraps_inside_the_frame() -> None:
 
 @pytest.mark.integration
 def test_mirror_flips_the_picture_and_captions_still_read() -> None:
-    from engines.backends import load_backend
+    from engines.loader import load_backend
     from realtime.pipeline import FramePipeline, StyleState
 
     backend = load_backend()

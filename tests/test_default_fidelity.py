@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engines.backends import load_backend
+from engines.loader import load_backend
 from tests.test_engines import psnr
 
 pytestmark = pytest.mark.unit

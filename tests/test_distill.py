@@ -18,7 +18,7 @@ from tests.traindata import make_data_root
 from train.distill import DistillConfig, init_from_artifact, texture_loss, train_distill
 from train.teacher import TeacherConfig, train_teacher
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.train
 
 
 def test_distillation_smoke_step_writes_student_and_ablation(tmp_path: Path) -> None:

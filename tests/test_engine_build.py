@@ -16,11 +16,12 @@ import pytest
 import torch
 
 from engines.artifact import Artifact, save_artifact
-from engines.backends import BackendError, cuda_available, load_backend, parse_choice
+from engines.backends import BackendError, parse_choice
 from engines.build import BuildConfig, build, parse_dynamic, parse_size
 from engines.contract import IOContract
 from engines.engine_spec import ENGINE_FILE, cache_key, file_sha256, read_engine
 from engines.fused_student import fuse
+from engines.loader import cuda_available, load_backend
 from engines.onnx_export import STAMP_PRECISION, STAMP_WEIGHTS, export_onnx, read_stamp, stamp
 from engines.parity import THRESHOLD_DB, measure, parity_frames, parity_mixes, psnr
 from engines.student import StudentConfig, StudentNet, film_weights, mix_film
@@ -221,7 +222,8 @@ def test_stale_int8_is_refused_and_auto_falls_back(tiny: Artifact, tmp_path: Pat
 
 def _auto_cpu(precision: str) -> str:
     """What "auto" names on this machine's CPU runtime: OpenVINO where installed, else ONNX Runtime."""
-    from engines.backends import backend_name, cpu_runtime
+    from engines.backends import backend_name
+    from engines.loader import cpu_runtime
 
     return backend_name(cpu_runtime() or "torch", precision)
 
@@ -229,8 +231,8 @@ def _auto_cpu(precision: str) -> str:
 @pytest.mark.unit
 def test_auto_runs_int8_only_on_the_runtime_it_was_measured_faster_on(built: dict[str, Path], tiny: Artifact,
                                                                       tmp_path: Path) -> None:
-    from engines.backends import cpu_runtime
-    from engines.quantize import STAMP_INT8_RUNTIME
+    from engines.loader import cpu_runtime
+    from engines.onnx_export import STAMP_INT8_RUNTIME
 
     if cuda_available():
         pytest.skip("auto picks the GPU here")

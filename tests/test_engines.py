@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from engines.artifact import DEFAULT_MODEL_DIR, load_artifact, save_artifact
-from engines.backends import BackendError, OnnxBackend, TorchBackend, load_backend
+from engines.backends import BackendError, OnnxBackend, TorchBackend
 from engines.contract import IOContract, padded_size
+from engines.loader import load_backend
 from engines.student import StudentConfig, StudentNet, count_macs
 
 pytestmark = pytest.mark.unit

@@ -12,16 +12,16 @@ import pytest
 from PIL import Image
 
 from engines.style_bank import StyleBank
-from realtime.control import ControlError, parse_control
-from realtime.emoji import EmojiError, resolve, split_runs
-from realtime.expression import Expression, ExpressionLayer
-from realtime.faces import Box, FaceTracker, load_detector
-from realtime.moods import MoodBook, MoodError, normalise
-from realtime.overlay import Sprite, composite_torch, render_bubble, render_meme
+from realtime.expression.emoji import EmojiError, resolve, split_runs
+from realtime.expression.faces import Box, FaceTracker, load_detector
+from realtime.expression.layer import Expression, ExpressionLayer
+from realtime.expression.moods import MoodBook, MoodError, normalise
+from realtime.expression.overlay import Sprite, composite_torch, render_bubble, render_meme
+from realtime.expression.placement import MIN_DWELL, SWITCH_AFTER, BusyMap, Choice, Flag
+from realtime.expression.textlayout import clean_text, fit
+from realtime.live.control import ControlError, parse_control
+from realtime.live.ratelimit import TokenBucket
 from realtime.pipeline import FramePipeline
-from realtime.placement import MIN_DWELL, SWITCH_AFTER, BusyMap, Choice, Flag
-from realtime.ratelimit import TokenBucket
-from realtime.textlayout import clean_text, fit
 
 pytestmark = pytest.mark.unit
 
@@ -155,13 +155,13 @@ class _Channel:
 
 
 def test_control_flood_is_rate_limited_with_an_error_reply() -> None:
-    from realtime.server import _on_control
-    from realtime.session import Session
+    from realtime.live.session import Session
+    from realtime.live.signalling import on_control
 
     session = Session(SimpleNamespace(), FramePipeline(_FakeBackend()))
     session.channel = _Channel()
     for i in range(200):
-        _on_control(session, json.dumps({"strength": 0.5, "id": i}))
+        on_control(session, json.dumps({"strength": 0.5, "id": i}))
     replies = session.channel.sent
     states = [r for r in replies if r["type"] == "state"]
     errors = [r for r in replies if r["type"] == "error"]
@@ -178,15 +178,15 @@ def test_token_bucket_refills() -> None:
 
 
 def test_state_reply_names_the_characters_no_font_has() -> None:
-    from realtime.server import _on_control
-    from realtime.session import Session
+    from realtime.live.session import Session
+    from realtime.live.signalling import on_control
 
     session = Session(SimpleNamespace(), FramePipeline(_FakeBackend()))
     session.channel = _Channel()
-    _on_control(session, json.dumps({"caption": "hi שלום", "id": 5}))
+    on_control(session, json.dumps({"caption": "hi שלום", "id": 5}))
     reply = session.channel.sent[-1]
     assert reply["type"] == "state" and reply["id"] == 5 and not reply.get("notice")
-    _on_control(session, json.dumps({"caption": "hi \u0d9a שלום", "id": 6}))  # Sinhala: no caption font has it
+    on_control(session, json.dumps({"caption": "hi \u0d9a שלום", "id": 6}))  # Sinhala: no caption font has it
     reply = session.channel.sent[-1]
     assert reply["id"] == 6 and "U+0D9A" in reply["notice"] and "drawn as" in reply["notice"]
 

@@ -15,10 +15,10 @@ import aiohttp
 import av
 import pytest
 
-from engines.backends import load_backend
-from realtime import ice
-from realtime.limits import Limits
-from realtime.server import SESSIONS_KEY, create_app
+from engines.loader import load_backend
+from realtime.live import ice
+from realtime.live.limits import Limits
+from realtime.live.server import SESSIONS_KEY, create_app
 from tests.apphelpers import serve_app
 from tests.conftest import REPO, run_server
 from tests.test_stylize import leftovers, make_clip

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engines.backends import load_backend
-from realtime import ice
+from engines.loader import load_backend
+from realtime.live import ice
 from tests.conftest import run_server
 from tests.whipclient import WhepViewer, WhipPublisher, base_scene, latencies_ms, numbered
 

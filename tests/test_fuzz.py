@@ -19,15 +19,17 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from engines.backends import BackendError, load_backend
-from realtime import ice
+from engines.backends import BackendError
+from engines.loader import load_backend
 from realtime.cli import main
-from realtime.control import ControlError, ControlUpdate, parse_control
-from realtime.limits import Limits
+from realtime.live import ice
+from realtime.live.control import ControlError, ControlUpdate, parse_control
+from realtime.live.limits import Limits
+from realtime.live.ratelimit import TokenBucket
+from realtime.live.server import SESSIONS_KEY, create_app
 from realtime.pipeline import FramePipeline, StyleState
-from realtime.ratelimit import TokenBucket
-from realtime.server import SESSIONS_KEY, create_app
-from realtime.stylize_file import StylizeError, atomic_output, stylize_video
+from realtime.stylize.file import stylize_video
+from realtime.stylize.media import StylizeError, atomic_output
 from tests.apphelpers import loop_thread, private_rtc_randoms, serve_app
 from tests.test_stylize import leftovers, make_clip
 from tests.whipclient import OfferClient, WhipPublisher, base_scene
@@ -158,7 +160,7 @@ class LiveServer:
     def unlimit(self) -> None:
         for s in self.app[SESSIONS_KEY].values():
             s.control_bucket = TokenBucket(rate=1e6, burst=1e6)
-        from realtime.feeds import FEEDS_KEY
+        from realtime.live.feeds import FEEDS_KEY
 
         for stream in self.app[FEEDS_KEY].hub.streams.values():
             stream.control_bucket = TokenBucket(rate=1e6, burst=1e6)
@@ -248,7 +250,7 @@ def test_whip_and_whep_bodies(live, sdp: bytes, route: str) -> None:
     status, reply = live.post(route, sdp, "application/sdp")
     _clear_answer(status, reply, (201,))
     if route == "/whip/fuzz" and status == 201:
-        live.lt.run(live.app[__import__("realtime.feeds").feeds.FEEDS_KEY].hub.end("fuzz"))
+        live.lt.run(live.app[__import__("realtime.live.feeds").live.feeds.FEEDS_KEY].hub.end("fuzz"))
 
 
 @pytest.mark.integration

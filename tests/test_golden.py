@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from realtime.expression import Expression, ExpressionLayer
-from realtime.fonts import raqm
+from realtime.expression.fonts import raqm
+from realtime.expression.layer import Expression, ExpressionLayer
 
 pytestmark = pytest.mark.unit
 
@@ -57,7 +57,7 @@ CASES = {
     "speech_no_face": (gradient, Expression(caption="where is everyone?", kind="speech")),
     "stickers_face": (photo, Expression(emoji=("🎉", "🔥", "👍🏽"))),
     "stickers_no_face": (gradient, Expression(emoji=("😴", "💤"))),
-    # Each script of the font chain (realtime/fonts.py), right-to-left mixed with emoji, and the fallback glyph.
+    # Each script of the font chain (realtime/expression/fonts.py), right-to-left mixed with emoji, and the fallback glyph.
     "script_latin_ext": (gradient, Expression(caption="Łódź · İstanbul · Ελλάδα · Привет", kind="meme-bottom")),
     "script_arabic_emoji": (gradient, Expression(caption="مرحبا بالعالم 🎉 (123)", kind="meme-bottom")),
     "script_arabic_wrapped": (gradient, Expression(

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from engines.artifact import load_artifact
-from engines.backends import BackendError, load_backend
+from engines.backends import BackendError
+from engines.loader import load_backend
 from engines.parity import THRESHOLD_DB, measure, parity_frames, parity_mixes, psnr
 
 pytestmark = pytest.mark.gpu

@@ -2,8 +2,11 @@
 
 import cv2
 import numpy as np
+import pytest
 
 from engines.guided_upsample import guided_upsample
+
+pytestmark = pytest.mark.unit
 
 
 def _scene(h: int = 180, w: int = 320) -> np.ndarray:

@@ -28,12 +28,12 @@ from aiortc import RTCPeerConnection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from realtime import ice
-from realtime.control import MAX_DEPTH, ControlError, parse_control
-from realtime.guard import guarded
-from realtime.security import TracebackLimiter
-from realtime.server import encode_reply
-from realtime.static import resolve
+from realtime.live import ice
+from realtime.live.control import MAX_DEPTH, ControlError, parse_control
+from realtime.live.guard import guarded
+from realtime.live.security import TracebackLimiter
+from realtime.live.signalling import encode_reply
+from realtime.live.static import resolve
 from tests.apphelpers import LoopThread, loop_thread, private_rtc_randoms
 from tests.conftest import ServerProcess, run_server
 from tests.whipclient import NumberedTrack, OfferClient, WhipPublisher, base_scene

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 
-from realtime import ice
+from realtime.live import ice
 from tests.conftest import run_server
 from tests.framecode import draw_index, read_index
 

@@ -11,10 +11,10 @@ import aiohttp
 import numpy as np
 import pytest
 
-from engines.backends import load_backend
-from realtime import ice
-from realtime.limits import Limits
-from realtime.server import SESSIONS_KEY, create_app
+from engines.loader import load_backend
+from realtime.live import ice
+from realtime.live.limits import Limits
+from realtime.live.server import SESSIONS_KEY, create_app
 from tests.apphelpers import serve_app
 from tests.whipclient import OfferClient, WhepViewer, WhipPublisher, base_scene
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engines.backends import load_backend
+from engines.loader import load_backend
 from train.look import LookScores, descriptor, distance, face_rate, mean_descriptor, reinhard, score
 
 pytestmark = pytest.mark.unit

@@ -23,26 +23,22 @@ from PIL import Image
 from engines.artifact import DEFAULT_MODEL_DIR, META_FILE
 from engines.features import ExpansionFeatures
 from engines.style_losses import pooled_style_stats, style_stats
-from train.evaluate import (
-    LABEL_BAR,
-    SPEED_WARMUP,
+from train.eval_metrics import (
     ModelResult,
     Reference,
     Stylizer,
-    evaluate,
     fidelity,
-    load_stylizer,
+    load_student_or_teacher,
     sheet_columns,
-    side_by_side,
     style_map,
-    time_interleaved,
-    write_tables,
-    write_video,
 )
+from train.eval_report import LABEL_BAR, side_by_side, slug, write_tables, write_video
+from train.eval_speed import SPEED_WARMUP, time_interleaved
+from train.evaluate import evaluate
 from train.flow import flow, occlusion_mask, random_affine_flow, smooth_random_flow, warp, warp_np
 from train.metrics import edge_map, edge_ssim, psnr, ssim, style_distance, warping_error
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -216,7 +212,7 @@ def test_pooled_stats_of_one_reference_are_its_own(features: ExpansionFeatures) 
 
 
 def test_student_stylizer_and_sheet_columns() -> None:
-    model = load_stylizer(DEFAULT_MODEL_DIR)
+    model = load_student_or_teacher(DEFAULT_MODEL_DIR)
     assert model.style_names[0] == "vangogh" and len(model.style_refs) == len(model.style_names)
     x = torch.rand(2, 3, 37, 50)  # not a multiple of 8: padded and cropped back
     w = torch.eye(len(model.style_names))[:2]
@@ -225,7 +221,7 @@ def test_student_stylizer_and_sheet_columns() -> None:
     labels = [c for c, _, _ in sheet_columns(("a", "b", "c"))]
     assert labels == ["a", "b", "c", "a+b", "b+c", "a x0.25", "a x0.5", "a x0.75"]
     with pytest.raises(ValueError):
-        load_stylizer(REPO / "README.md")
+        load_student_or_teacher(REPO / "README.md")
 
 
 def _fake_data(root: Path) -> None:
@@ -360,7 +356,7 @@ def test_style_map_matches_by_name() -> None:
 
 
 def test_fidelity_per_setting_and_the_teacher_against_itself(distilled: Distilled, one_thread: None) -> None:
-    teacher, student = load_stylizer(distilled.teacher), load_stylizer(distilled.student)
+    teacher, student = load_student_or_teacher(distilled.teacher), load_student_or_teacher(distilled.student)
     ref = Reference.build("teacher", teacher, [Image.fromarray(_texture(40, 56, seed=30))], size=32)
     itself = fidelity(teacher, "teacher", ref)
     assert list(itself.scores) == ["a", "b", "a+b", "a x0.25", "a x0.5", "a x0.75"]
@@ -429,7 +425,6 @@ def test_eval_with_teacher_end_to_end(distilled: Distilled, tmp_path: Path) -> N
     """`python -m train eval STUDENT ABLATION TEACHER --teacher TEACHER` on a fresh clone: no ../shared."""
     import av
 
-    from train.evaluate import _slug
 
     out = tmp_path / "eval"
     # One thread: a thread pool only costs on these tiny images (and starves on a busy machine).
@@ -459,8 +454,8 @@ def test_eval_with_teacher_end_to_end(distilled: Distilled, tmp_path: Path) -> N
     assert md.count("| torch eager FP32 |") == 2  # the teacher's row in each of the two timed pairs
     assert len(list(out.glob("sheet_*.png"))) == 3
     assert sorted(p.name for p in out.glob("side_by_side_*.mp4")) == sorted(
-        f"side_by_side_{_slug(x)}.mp4" for x in (student, ablation))
-    with av.open(str(out / f"side_by_side_{_slug(student)}.mp4")) as c:
+        f"side_by_side_{slug(x)}.mp4" for x in (student, ablation))
+    with av.open(str(out / f"side_by_side_{slug(student)}.mp4")) as c:
         decoded = list(c.decode(video=0))
     assert len(decoded) == 2 * 4  # the first style, then the first blend
     assert (decoded[0].width, decoded[0].height) == (3 * 64, LABEL_BAR + 48)

@@ -1,4 +1,4 @@
-"""The playout-delay RTP header extension (realtime/playout.py): its bytes, its negotiation, its packets.
+"""The playout-delay RTP header extension (realtime/live/playout.py): its bytes, its negotiation, its packets.
 
 The end-to-end effect (every decoded frame reaches Chromium's screen) is measured by the browser test; the
 aiortc round trip checks that the extension is negotiated and carried (tests/test_webrtc_roundtrip.py).
@@ -10,7 +10,7 @@ import pytest
 from aiortc import rtp
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 
-from realtime import playout
+from realtime.live import playout
 
 pytestmark = pytest.mark.unit
 

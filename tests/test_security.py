@@ -22,11 +22,11 @@ from aiohttp.test_utils import make_mocked_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engines.backends import load_backend
-from realtime.auth import refusal
-from realtime.limits import Limits
-from realtime.security import POLICY_KEY, Policy, Redactor, SecurityError, TextFormatter, check_bind, ssl_context
-from realtime.server import create_app
+from engines.loader import load_backend
+from realtime.live.auth import refusal
+from realtime.live.limits import Limits
+from realtime.live.security import POLICY_KEY, Policy, Redactor, SecurityError, TextFormatter, check_bind, ssl_context
+from realtime.live.server import create_app
 from tests.apphelpers import free_port, loop_thread, raw_request, serve_app
 from tests.conftest import REPO
 

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from aiortc import MediaStreamTrack
 
-from engines.backends import load_backend
+from engines.loader import load_backend
+from realtime.live.session import LatestFrameReader, StylizedTrack
 from realtime.pipeline import FramePipeline
-from realtime.session import LatestFrameReader, StylizedTrack
 
 pytestmark = pytest.mark.unit
 
@@ -102,15 +102,15 @@ def test_the_next_frame_is_stylized_while_the_last_one_is_encoded() -> None:
             # "Encoding" the first frame: no recv() for now. The next frame arrives meanwhile.
             await source.queue.put(frame(6000, 200))
             for _ in range(3000):
-                if len(track.process_ms) >= 2:
+                if len(track.step.process_ms) >= 2:
                     break
                 await asyncio.sleep(0.01)
-            done_before_asked = len(track.process_ms)
+            done_before_asked = len(track.step.process_ms)
             loop = asyncio.get_running_loop()
             t0 = loop.time()
             second = await asyncio.wait_for(track.recv(), 30)
             handover_ms = (loop.time() - t0) * 1e3
-            return first.pts, second.pts, done_before_asked, handover_ms / max(track.process_ms[-1], 1e-3)
+            return first.pts, second.pts, done_before_asked, handover_ms / max(track.step.process_ms[-1], 1e-3)
         finally:
             track.stop()
             reader.stop()

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from realtime.cli import main
-from realtime.stream_io import is_stream, scheme
+from realtime.stylize.url import is_stream, scheme
 from tests.test_stylize import FPS, make_clip
 
 pytestmark = pytest.mark.integration
@@ -134,7 +134,7 @@ class Receiver(threading.Thread):
 
 
 def _stylized(pictures: list[np.ndarray], src: np.ndarray, style: str) -> tuple[float, float]:
-    from engines.backends import load_backend
+    from engines.loader import load_backend
 
     backend = load_backend()
     expected = backend.stylize(src, backend.contract.weights_vector({style: 1.0})).astype(np.float64)

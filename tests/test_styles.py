@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from engines.artifact import load_artifact
-from engines.backends import load_backend
+from engines.loader import load_backend
 from engines.student import film_weights, mix_film
 from engines.style_fit import FitConfig, FitDiverged, content_frames, fit_style
 from engines.style_library import (
@@ -37,7 +37,7 @@ from engines.style_library import (
     StyleLibrary,
     read_picture,
 )
-from realtime import ice
+from realtime.live import ice
 from tests.apphelpers import loop_thread, private_rtc_randoms
 from tests.conftest import run_server
 from tests.whipclient import WhepViewer, WhipPublisher, base_scene

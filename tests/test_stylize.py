@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engines.backends import load_backend
+from engines.loader import load_backend
 from realtime.cli import main
-from realtime.overlay import render_caption
-from realtime.stylize_file import FrameClock, StylizeError, parse_weights
+from realtime.expression.overlay import render_caption
+from realtime.stylize.file import FrameClock, parse_weights
+from realtime.stylize.media import StylizeError
 
 REPO = Path(__file__).resolve().parents[1]
 W, H, FPS, N = 256, 144, 15, 20

@@ -25,14 +25,8 @@ from train.budget import TimeBudget
 from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss
 from train.flow import random_affine_flow, smooth_random_flow, warp
 from train.metrics import edge_ssim
-from train.teacher import (
-    StyleBank,
-    TeacherConfig,
-    load_stylizer,
-    style_boost_vector,
-    style_intensity_vector,
-    train_teacher,
-)
+from train.teacher import StyleBank, TeacherConfig, style_boost_vector, style_intensity_vector, train_teacher
+from train.teacher_checkpoint import load_teacher
 from train.teacher_losses import (
     edge_ssim_loss,
     expression_loss,
@@ -79,7 +73,10 @@ def test_temporal_loss_is_zero_for_a_consistent_pair_under_a_known_warp() -> Non
     x = torch.rand(2, 3, 48, 64)
     for fl in (random_affine_flow(2, 48, 64, g), smooth_random_flow(2, 48, 64, g)):
         # A per-pixel affine colour transform commutes with (bilinear) warping exactly.
-        stylize = lambda im: torch.einsum("ij,njhw->nihw", torch.tensor([[0.5, 0.3, 0.1], [0.1, 0.6, 0.2], [0.2, 0.1, 0.4]]), im) + 0.1
+        def stylize(im: torch.Tensor) -> torch.Tensor:
+            mix = torch.tensor([[0.5, 0.3, 0.1], [0.1, 0.6, 0.2], [0.2, 0.1, 0.4]])
+            return torch.einsum("ij,njhw->nihw", mix, im) + 0.1
+
         consistent = temporal_loss(stylize(warp(x, fl)), stylize(x), fl)
         assert consistent.item() < 1e-6
         flicker = temporal_loss(stylize(warp(x, fl)) + 0.1 * torch.rand_like(x), stylize(x), fl)
@@ -223,7 +220,7 @@ def test_one_step_smoke_run_and_checkpoint_round_trip(data_root: Path, tmp_path:
     assert float(rows[0]["clip_temporal"]) > 0  # the generated clip produced a real pair with flow
     assert float(rows[0]["loss_d"]) > 0  # the critic took a step (adv_start = 0 in the tiny preset)
 
-    stylizer = load_stylizer(ckpt)
+    stylizer = load_teacher(ckpt)
     assert stylizer.style_names == ("a", "b", "ab")
     assert [len(r) for r in stylizer.style_refs] == [1, 1, 2]
     raw = torch.load(ckpt, map_location="cpu", weights_only=True)
@@ -234,7 +231,7 @@ def test_one_step_smoke_run_and_checkpoint_round_trip(data_root: Path, tmp_path:
     w, s = torch.tensor([[0.2, 0.3, 0.5]]), torch.ones(1, 1)
     assert torch.equal(stylizer(x, w, s), rebuilt.eval()(x, w, s))
     # The inference copy (fp16 EMA weights) gives the same picture within fp16 rounding.
-    small = load_stylizer(tmp_path / "run" / "teacher.pt")
+    small = load_teacher(tmp_path / "run" / "teacher.pt")
     assert (small(x, w, s) - stylizer(x, w, s)).abs().max().item() < 5e-3
 
     # Resume in chunks: stop at step 2, then go on to 3, same styles and one log.
@@ -257,9 +254,9 @@ def test_runs_repeat_with_the_same_seed(data_root: Path, tmp_path: Path) -> None
     # snapshot_every keeps each step's EMA generator; the last is the exported teacher.
     snaps = sorted(p.name for p in (tmp_path / "a").glob("teacher_step*.pt"))
     assert snaps == ["teacher_step00001.pt", "teacher_step00002.pt"]
-    first, last = (load_stylizer(tmp_path / "a" / n) for n in snaps)
+    first, last = (load_teacher(tmp_path / "a" / n) for n in snaps)
     assert (first.step, last.step) == (1, 2)
-    final = load_stylizer(tmp_path / "a" / "teacher.pt")
+    final = load_teacher(tmp_path / "a" / "teacher.pt")
     x, w, s = torch.rand(1, 3, 32, 48), torch.tensor([[1.0, 0.0]]), torch.ones(1, 1)
     assert torch.equal(last(x, w, s), final(x, w, s))
     assert not torch.equal(first(x, w, s), last(x, w, s))
@@ -271,7 +268,7 @@ def test_bad_settings_are_clear_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable teacher checkpoint"):
-        load_stylizer(bad)
+        load_teacher(bad)
     with pytest.raises(ValueError, match="unknown style"):
         style_intensity_vector({"lineartt": 0.5}, ("vangogh", "lineart"))
     with pytest.raises(ValueError, match=r"in \(0, 1\]"):
@@ -353,7 +350,7 @@ def test_style_filter_banks_warm_start_and_stay_per_style() -> None:
 def test_init_turns_a_shared_checkpoint_into_style_banks(data_root: Path, tmp_path: Path) -> None:
     first = train_teacher(_tiny(data_root, tmp_path / "shared", steps=1))
     ckpt = train_teacher(_tiny(data_root, tmp_path / "banked", steps=1, style_filters=1, init=str(first)))
-    stylizer = load_stylizer(ckpt)
+    stylizer = load_teacher(ckpt)
     assert stylizer.net.config.style_filters == 1
     assert stylizer.net.head.conv.weight.dim() == 5  # per-style banks, rebuilt from the stored config
     with pytest.raises(ValueError, match="styles"):

@@ -1,8 +1,8 @@
 """The viewer page (/view/NAME) in real headless Chromium, fed by a real WHIP publisher (aiortc, in a thread).
 
 Video mode plays the stylized stream over WHEP; overlay mode draws only the expression layer on a
-transparent page. Also writes docs/screenshot_overlay.png (overlay mode over a checkerboard, since
-transparency shows as whatever is behind it).
+transparent page. Also takes screenshot_overlay.png (overlay mode over a checkerboard, since transparency
+shows as whatever is behind it): into a temporary folder, or docs/ with STYLIZER_SCREENSHOTS=docs.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from realtime import ice
+from realtime.live import ice
 from tests.conftest import run_server
 from tests.whipclient import WhipPublisher, base_scene, numbered
 
@@ -141,7 +141,7 @@ def _png(data_url_or_bytes) -> np.ndarray:
 
 
 def test_viewer_page_plays_the_stylized_stream(viewer: Viewer) -> None:
-    from engines.backends import load_backend
+    from engines.loader import load_backend
 
     page = viewer.page(f"/view/show?token={TOKEN}")
     page.wait_for_function("window.viewer && window.viewer.state === 'live'", timeout=60_000)
@@ -170,7 +170,7 @@ def test_viewer_page_plays_the_stylized_stream(viewer: Viewer) -> None:
     page.close()
 
 
-def test_overlay_mode_draws_only_the_expression_layer(viewer: Viewer) -> None:
+def test_overlay_mode_draws_only_the_expression_layer(viewer: Viewer, screenshot_dir: Path) -> None:
     reply = api(viewer.server.url, {"caption": {"text": "when the build is green", "kind": "meme-bottom"},
                                     "emoji": ["party", "fire", "sparkles"]})
     assert reply["type"] == "state"
@@ -192,7 +192,7 @@ def test_overlay_mode_draws_only_the_expression_layer(viewer: Viewer) -> None:
     page = viewer.page(f"/view/show?overlay=1&bg=checker&token={TOKEN}")
     page.wait_for_function("window.viewer && window.viewer.drawn >= 2", timeout=60_000)
     page.wait_for_timeout(500)
-    shot = REPO / "docs" / "screenshot_overlay.png"
+    shot = screenshot_dir / "screenshot_overlay.png"
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
     page.close()

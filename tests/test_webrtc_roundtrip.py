@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import fractions
 import json
 import socket
 
@@ -14,9 +13,9 @@ import pytest
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 
-from engines.backends import load_backend
-from realtime import ice, playout
-from realtime.server import create_app
+from engines.loader import load_backend
+from realtime.live import ice, playout
+from realtime.live.server import create_app
 
 pytestmark = pytest.mark.integration
 
@@ -233,7 +232,7 @@ def test_caption_appears_on_video(roundtrip: dict) -> None:
 
 def test_the_stylized_video_asks_for_low_latency_playout(roundtrip: dict) -> None:
     """The answer accepts the playout-delay extension and the stylized video's packets carry 0..50 ms (the
-    value the last parsed packet held), which puts Chromium on its low-latency render path (realtime/playout.py)."""
+    value the last parsed packet held), which puts Chromium on its low-latency render path (realtime/live/playout.py)."""
     video = roundtrip["answer"].split("m=video", 1)[1].split("m=", 1)[0]
     assert f" {playout.URI}" in video
     assert roundtrip["playout_delay"] == (playout.DEFAULT_MIN_MS, playout.DEFAULT_MAX_MS)

@@ -19,8 +19,8 @@ import av
 import numpy as np
 import pytest
 
-from engines.backends import load_backend
-from realtime import ice
+from engines.loader import load_backend
+from realtime.live import ice
 from tests.conftest import run_server
 from tests.whipclient import WhepViewer, base_scene, numbered
 

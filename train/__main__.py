@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         path = train_perceptual(PerceptualConfig(**{k: v for k, v in vars(args).items() if k in fields}))
         print(f"model written to {path}")
     elif args.command == "frontier":
-        from engines.backends import load_backend
+        from engines.loader import load_backend
         from train.frontier import frontier, frontier_md
 
         rows = frontier(args.models, args.scales)

@@ -40,7 +40,7 @@ class PatchDiscriminator(nn.Module):
         super().__init__()
         convs: list[nn.Module] = []
         cin, cout = 3, channels
-        for i in range(layers):
+        for _ in range(layers):
             convs.append(spectral_norm(nn.Conv2d(cin, cout, 4, stride=2, padding=1)))
             cin, cout = cout, min(cout * 2, 8 * channels)
         convs.append(spectral_norm(nn.Conv2d(cin, cin, 4, stride=1, padding=1)))

@@ -33,13 +33,13 @@ from engines.features import ExpansionFeatures, mean_std
 from engines.numerics import flushed_denormals
 from engines.student import StudentConfig, StudentNet
 from engines.student import count_macs as student_macs
-from engines.style_losses import _regions
+from engines.style_losses import grid_tiles
 from train.budget import TimeBudget, fit_schedule
 from train.data import SHARED_DATA, sample_style_weights
 from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
 from train.flow import random_affine_flow, smooth_random_flow, warp
 from train.settings import load_settings, sample_strength
-from train.teacher import load_stylizer
+from train.teacher_checkpoint import load_teacher
 from train.teacher_data import DataSpec, TeacherBatches
 from train.teacher_losses import temporal_loss
 from train.teacher_net import count_macs as teacher_macs
@@ -145,7 +145,7 @@ def texture_loss(fy: dict[int, torch.Tensor], ft: dict[int, torch.Tensor], taps:
     tile a stroke lies, so a texture the student cannot place exactly still counts as present."""
     total = fy[taps[0]].new_zeros(())
     for k in taps:
-        for ry, rt in zip(_regions(fy[k], grid), _regions(ft[k], grid)):
+        for ry, rt in zip(grid_tiles(fy[k], grid), grid_tiles(ft[k], grid)):
             mu, sigma = mean_std(ry)
             tmu, tsigma = mean_std(rt)
             norm = (tmu.pow(2).mean(1) + tsigma.pow(2).mean(1)).clamp_min(1e-8)
@@ -178,7 +178,7 @@ def _train_distill(cfg: DistillConfig, teacher_path: str | Path, critic_path: st
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    teacher = load_stylizer(teacher_path)
+    teacher = load_teacher(teacher_path)
     teacher.net.to(device).eval()
     names = teacher.style_names
     s_count = len(names)

@@ -24,7 +24,7 @@ from PIL import Image
 from engines.artifact import WEIGHTS_FILE
 from engines.engine_spec import file_sha256
 from train.data import SHARED_DATA
-from train.evaluate import _short_side, _stylize, _to_uint8, load_stylizer, sheet_columns
+from train.eval_metrics import load_student_or_teacher, run_stylizer, sheet_columns, short_side, to_uint8
 from train.metrics import psnr
 
 PHOTOS = ("content/kodak/kodim04.jpg", "content/kodak/kodim23.jpg")  # held out of training; Kodak: unrestricted
@@ -42,7 +42,7 @@ def _weights_file(path: Path) -> Path:
 
 def student_scores(model_dir: str | Path, strips: list[np.ndarray], settings: list[dict]) -> list[list[float]]:
     """PSNR of the student on the default CPU back-end (what users run) against each stored teacher output."""
-    from engines.backends import load_backend
+    from engines.loader import load_backend
 
     backend = load_backend(model_dir, "auto", 1)
     out = []
@@ -61,7 +61,7 @@ def student_scores(model_dir: str | Path, strips: list[np.ndarray], settings: li
 def make_fixture(teacher: str | Path, out: str | Path, student: str | Path | None) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model = load_stylizer(teacher)
+    model = load_student_or_teacher(teacher)
     names = list(model.style_names)
     cols = sheet_columns(names)
     settings = [{"label": label, "weights": {n: round(float(v), 6) for n, v in zip(names, w) if v > 0},
@@ -72,9 +72,9 @@ def make_fixture(teacher: str | Path, out: str | Path, student: str | Path | Non
     for rel in PHOTOS:
         if not (SHARED_DATA / rel).is_file():
             raise FileNotFoundError(f"{SHARED_DATA / rel}: missing; set STYLIZER_DATA to the shared data folder")
-        img = _short_side(Image.open(SHARED_DATA / rel).convert("RGB"), SIZE)
+        img = short_side(Image.open(SHARED_DATA / rel).convert("RGB"), SIZE)
         x = torch.from_numpy(np.asarray(img)).permute(2, 0, 1).float()[None] / 255
-        y = _to_uint8(_stylize(model, x.expand(len(cols), -1, -1, -1), weights, strength))
+        y = to_uint8(run_stylizer(model, x.expand(len(cols), -1, -1, -1), weights, strength))
         strip = np.concatenate([np.asarray(img)] + list(y), axis=1)
         Image.fromarray(strip).save(out / f"{Path(rel).stem}.png", optimize=True)
         strips.append(strip)

@@ -17,10 +17,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engines.backends import Backend, load_backend
+from engines.backends import Backend
 from engines.guided_upsample import guided_upsample
+from engines.loader import load_backend
 from train.data import LOOK_PORTRAITS
-from train.evaluate import load_stylizer
+from train.eval_metrics import load_student_or_teacher
 from train.look import LookScores, descriptor, face_rate, mean_descriptor, score
 from train.look_eval import look_photos, reference_images
 
@@ -71,7 +72,7 @@ def frontier(models: Sequence[str], scales: Sequence[float] = (1.0, 0.75, 0.5)) 
     frame = cv2.resize(photos[0], FRAME, interpolation=cv2.INTER_AREA)
     rows = []
     for path in models:
-        ref_model = load_stylizer(path)
+        ref_model = load_student_or_teacher(path)
         styles = tuple(ref_model.style_names)
         refs = [mean_descriptor([descriptor(r) for r in reference_images(p)]) for p in ref_model.style_refs]
         backend = load_backend(path)

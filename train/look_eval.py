@@ -40,7 +40,7 @@ def look_photos(root: Path = SHARED_DATA, names: Sequence[str] = LOOK_PHOTOS) ->
 
 
 def render(model, rgb: np.ndarray, style: int, strength: float = 1.0) -> np.ndarray:
-    """One photo through a Stylizer (train.evaluate's protocol) in one style: RGB uint8 in, RGB uint8 out."""
+    """One photo through a Stylizer (train.eval_metrics' protocol) in one style: RGB uint8 in, RGB uint8 out."""
     x = torch.from_numpy(rgb.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
     w = torch.zeros(1, len(model.style_names))
     w[0, style] = 1.0

@@ -190,7 +190,8 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
         target = stats.mix(w)
         if paint:
             target = towards_input(target, fc, x, strength)
-        ls, lc = style_loss(fy, target, tuple(cfg.style_taps), margin=cfg.style_margin, grid=cfg.style_grid), content_loss(fy, fc, tuple(cfg.content_taps))
+        ls = style_loss(fy, target, tuple(cfg.style_taps), margin=cfg.style_margin, grid=cfg.style_grid)
+        lc = content_loss(fy, fc, tuple(cfg.content_taps))
         lcol, ltv = colour_loss(y, target, margin=cfg.style_margin), tv_loss(y)
         loss = cfg.style_weight * ls + cfg.content_weight * lc + cfg.colour_weight * lcol + cfg.tv_weight * ltv
         ldist = torch.zeros(())

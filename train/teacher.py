@@ -5,6 +5,8 @@ temporal terms (synthetic motion with an exact flow; real clip pairs with DIS fl
 masks). Style weights are sampled one-hot and as Dirichlet mixtures, so blends are trained for.
 Strengths are sampled too: s = 1 trains the style (and the critic), s < 1 the expression knob.
 
+Checkpoint I/O and the teacher loader are train/teacher_checkpoint.py.
+
 Runs on the CPU or one GPU (AMP in bf16, channels_last), or on several processes under torchrun
 (DDP; NCCL on GPUs, gloo on CPUs). Checkpoints store the whole config, so `--resume` and
 `python -m train eval` rebuild the exact networks.
@@ -19,7 +21,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -35,6 +37,7 @@ from train.data import HELD_OUT, SHARED_DATA, load_rgb, resolve_style, sample_st
 from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
 from train.flow import random_affine_flow, smooth_random_flow, warp
 from train.settings import load_settings, sample_strength
+from train.teacher_checkpoint import export_generator, save_checkpoint
 from train.teacher_data import DataSpec, TeacherBatches
 from train.teacher_losses import (
     edge_ssim_loss,
@@ -113,9 +116,8 @@ class TeacherConfig:
     # eval's measure), at this weight. It is what teaches `chroma` colour texture; the luma features cannot see it.
     style_rgb_weight: float = 0.0
     # Scale each style's RGB term by its references' colourfulness (the most colourful style gets 1): a grey
-    # reference then asks for no colour texture. Off: with chroma_lowpass 48 (run c3l48) the woodcut's RGB
-    # statistics were met with green and magenta patches, but at lowpass 16 unscaled (c3) the woodcut and the
-    # cliparts painted no chroma at all, and the scaled run (c3w) traded 0.004 of distance per 0.01 of edges.
+    # reference then asks for no colour texture. Off by default: unscaled, a wide chroma lowpass met the
+    # woodcut's RGB statistics with green and magenta patches (runs c3 / c3l48 / c3w in docs/training.md).
     style_rgb_by_colour: bool = False
     # Per-style cap on how far the statistics targets go from the content's: {name: k in (0, 1]}. At
     # strength s the targets are (1 - s*k)*content + s*k*style. A two-tone reference (the woodcut, RGB std
@@ -123,14 +125,14 @@ class TeacherConfig:
     style_intensity: dict[str, float] = field(default_factory=dict)
     # Per-style weight on the style/expression and colour terms: {name: w in (0, 10]}, 1 where not given.
     # One global weight leaves some styles far from their references while others already trade edges
-    # for style (t360ic: kandinsky's edge SSIM 0.963 and distance 0.121, vangogh's 0.851 and 0.105).
+    # for style (run t360ic in docs/training.md).
     style_boost: dict[str, float] = field(default_factory=dict)
     content_weight: float = 8.0
     content_taps: list[int] = field(default_factory=lambda: [4, 7])
     colour_weight: float = 20.0
     grad_weight: float = 2.0
     # 1 - SSIM of full-resolution edge maps (the eval's edge measure): charges texture on flat content,
-    # which gradient_loss leaves free. 0 = off in every preset (runs e20 / e60 in docs/training.md).
+    # which gradient_loss leaves free. 0 = off in every preset (why: runs e20 / e60 in docs/training.md).
     edge_weight: float = 0.0
     tv_weight: float = 10.0
     local_colour_weight: float = 0.0  # colour blobs that no global palette change explains
@@ -241,69 +243,6 @@ def build_networks(cfg: TeacherConfig, num_styles: int) -> tuple[TeacherNet, Mul
     d = MultiScaleDiscriminator(DiscriminatorConfig(num_styles=num_styles, scales=cfg.d_scales,
                                                     channels=cfg.d_channels, layers=cfg.d_layers))
     return g, d
-
-
-def save_checkpoint(path: Path, cfg: TeacherConfig, bank: StyleBank, step: int, g: TeacherNet, g_ema: TeacherNet,
-                    d: MultiScaleDiscriminator, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({
-        "format": "stylizer-teacher/1",
-        "config": asdict(cfg),
-        "style_names": list(bank.names),
-        "style_refs": [[str(p) for p in refs] for refs in bank.refs],
-        "generator_config": g.config.to_dict(),
-        "step": step,
-        "generator": g.state_dict(),
-        "generator_ema": g_ema.state_dict(),
-        "discriminator": d.state_dict(),
-        "opt_g": opt_g.state_dict(),
-        "opt_d": opt_d.state_dict(),
-    }, tmp)
-    os.replace(tmp, path)  # atomic: a crash mid-save never leaves a broken checkpoint
-
-
-def export_generator(path: Path, ckpt_path: Path, half: bool = True) -> Path:
-    """A small inference-only file (EMA generator, config, styles), for distillation and evaluation."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ckpt["generator_ema"].items()}
-    keep = {k: ckpt[k] for k in ("format", "config", "style_names", "style_refs", "generator_config", "step")}
-    torch.save({**keep, "generator_ema": state}, path)
-    return path
-
-
-class TeacherStylizer:
-    """The EMA generator of a checkpoint as a stylizer: (x, weights, strength) -> image, no grad."""
-
-    def __init__(self, ckpt: dict) -> None:
-        self.net = TeacherNet(TeacherNetConfig.from_dict(ckpt["generator_config"]))
-        self.net.load_state_dict({k: v.float() for k, v in ckpt["generator_ema"].items()})
-        self.net.eval()
-        self.style_names = tuple(ckpt["style_names"])
-        self.style_refs = [[_local_ref(Path(p)) for p in refs] for refs in ckpt["style_refs"]]
-        self.step = int(ckpt["step"])
-
-    @torch.no_grad()
-    def __call__(self, x: torch.Tensor, weights: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
-        return self.net(x, weights, strength)
-
-
-def _local_ref(path: Path) -> Path:
-    """A reference path stored by another machine (a lent GPU) -> the same file in this machine's styles folder."""
-    if path.is_file():
-        return path
-    local = SHARED_DATA / "styles" / path.name
-    return local if local.is_file() else path
-
-
-def load_stylizer(path: str | Path) -> TeacherStylizer:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable teacher checkpoint ({exc.__class__.__name__})") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "stylizer-teacher/1":
-        raise ValueError(f"{path}: not a teacher checkpoint (no stylizer-teacher/1 format tag)")
-    return TeacherStylizer(ckpt)
 
 
 # ----------------------------------------------------------------------------- training

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from engines.features import mean_std
-from engines.style_losses import StyleStats, _inner, _regions
+from engines.style_losses import StyleStats, crop_border, grid_tiles
 from train.flow import warp
 from train.metrics import edge_map, ssim_per_sample
 
@@ -37,10 +37,10 @@ def expression_loss(feats: dict[int, torch.Tensor], content_feats: dict[int, tor
     for k in taps:
         tm, ts = target.mu[k], target.sigma[k]  # (N, C)
         norm = (tm.pow(2).mean(1) + ts.pow(2).mean(1)).clamp_min(1e-8)
-        out_regions = _regions(_inner(feats[k], margin), grid)
-        content_regions = _regions(_inner(content_feats[k], margin), grid)
+        out_regions = grid_tiles(crop_border(feats[k], margin), grid)
+        content_regions = grid_tiles(crop_border(content_feats[k], margin), grid)
         if relative:
-            gmu, gsigma = mean_std(_inner(content_feats[k], margin))
+            gmu, gsigma = mean_std(crop_border(content_feats[k], margin))
             gain = (ts / gsigma.clamp_min(1e-4)).clamp(max=10.0)  # a near-constant channel is not amplified 1e4x
         for region, content in zip(out_regions, content_regions):
             mu, sigma = mean_std(region)
@@ -55,8 +55,8 @@ def expression_colour_loss(image: torch.Tensor, content: torch.Tensor, target: S
                            margin: float = 0.0) -> torch.Tensor:
     """Per-sample (N,) image-space palette loss against (1-s)*content + s*style RGB statistics."""
     s = strength.view(-1, 1)
-    mu, sigma = mean_std(_inner(image, margin))
-    cmu, csigma = mean_std(_inner(content, margin))
+    mu, sigma = mean_std(crop_border(image, margin))
+    cmu, csigma = mean_std(crop_border(content, margin))
     goal_mu, goal_sigma = (1 - s) * cmu + s * target.rgb_mu, (1 - s) * csigma + s * target.rgb_sigma
     return (mu - goal_mu).pow(2).mean(1) + (sigma - goal_sigma).pow(2).mean(1)
 

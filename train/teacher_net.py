@@ -49,7 +49,8 @@ class TeacherNetConfig:
     # > 0: the last `style_filters` residual blocks and the decoder own one filter bank per style (see BankConv).
     style_filters: int = 0
     # The painted residual is grey (one value added to R, G and B): texture without chroma. Colour comes only
-    # from the per-style colour maps; a free-colour residual drew magenta/green fringes along edges (run H).
+    # from the per-style colour maps; a free-colour residual drew magenta/green fringes along edges
+    # (docs/training.md, "Per-style filter banks").
     grey_residual: bool = False
     # > 0 (with grey_residual): the residual also paints colour texture that leaves BT.601 luma untouched, box-
     # blurred over this many pixels (odd) so it cannot draw sharp fringes. Structure, the edge terms and the

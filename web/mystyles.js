@@ -1,6 +1,6 @@
 // "Add your style": 1 to 3 pictures (drop, picker or phone camera), optional weights, a progress bar with an
 // ETA while the server fits, then the style is in the gallery and the blend like any other. Your styles get
-// rename and delete buttons. Talks to /api/styles (realtime/style_api.py); app.js owns the gallery.
+// rename and delete buttons. Talks to /api/styles (realtime/live/style_api.py); app.js owns the gallery.
 
 const MAX_PICTURES = 3;
 const POLL_MS = 500;

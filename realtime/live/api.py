@@ -6,7 +6,7 @@
                                         (docs/protocol.md) -> {"type": "state", ...} like the data channel's reply
     GET   /api/streams/{stream}/stats   the stats alone
 
-Validation is the data channel's (realtime.control.parse_control), and so is the rate limit
+Validation is the data channel's (realtime.live.control.parse_control), and so is the rate limit
 (20 per second, bursts of 40, per stream: 429 past that). POST bodies must be
 Content-Type: application/json, which also keeps other web sites from posting here
 (a cross-origin JSON POST needs a CORS preflight, which this server does not grant).
@@ -14,7 +14,7 @@ Bodies are at most 4 KiB (413 past that); each client address may make 20 API re
 (bursts of 40) besides the per-stream limit.
 A body not received within --body-timeout is answered 408. A message the parser refuses (bad JSON, invalid
 UTF-8, lone surrogates, numbers out of range, deep nesting) is a 400 with the data channel's error text.
-Errors: {"error": message} with 400, 401/403 (realtime/auth.py), 404, 408, 413, 415 or 429.
+Errors: {"error": message} with 400, 401/403 (realtime/live/auth.py), 404, 408, 413, 415 or 429.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from realtime.auth import refusal
-from realtime.control import MAX_MESSAGE_BYTES, ControlError, parse_control
-from realtime.limits import RUNTIME_KEY, Limits, read_body
-from realtime.streams import LiveStream, StreamHub
+from realtime.live.auth import refusal
+from realtime.live.control import MAX_MESSAGE_BYTES, ControlError, parse_control
+from realtime.live.limits import RUNTIME_KEY, Limits, read_body
+from realtime.live.streams import LiveStream, StreamHub
 
 
 @dataclass

@@ -1,27 +1,24 @@
-"""One viewer's live session: newest-frame reader, stylized output track, stats.
+"""The parts of a live track that a web session (session.py) and a WHIP stream (streams.py) share.
 
-aiortc queues incoming frames without bound, so a slow consumer would build
-latency forever. The reader task drains the incoming track continuously and
-keeps only the newest frame; older ones are counted as dropped. The heavy work
-runs in the inference worker (realtime/worker.py), never on the event loop, and
-picks the newest frame again when it starts, so waiting for the worker never
-makes a frame stale.
+- LatestFrameReader drains an incoming track and keeps only its newest frame (aiortc queues without bound);
+- FrameCheck decides the size a frame is stylized at (tiny ones pass through, big ones are scaled down, huge
+  ones end the session); StormGuard tells when every frame has failed for too long;
+- FrameStep is one frame's trip: in the inference worker, a fresher frame if one came in, the plan, the
+  conversion and the pipeline; on the event loop, its error, storm, budget and stats accounting.
 
-Each frame has a budget (`Limits.budget_ms`): its time in the server, from decoded
-to stylized and handed to the encoder. Frames over it are counted (`budget_misses`).
+Each frame has a budget (`Limits.budget_ms`): its time in the server, from decoded to stylized and handed to
+the encoder. Frames over it are counted (`budget_misses`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import fractions
 import logging
 import threading
 import time
-import uuid
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 import av
@@ -29,9 +26,8 @@ import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from realtime.limits import HARD_PIXELS_FACTOR, MIN_FRAME_SIDE, Limits, scaled_size
+from realtime.live.limits import HARD_PIXELS_FACTOR, MIN_FRAME_SIDE, Limits, scaled_size
 from realtime.pipeline import FramePipeline
-from realtime.ratelimit import TokenBucket
 
 log = logging.getLogger("realtime.session")
 
@@ -164,36 +160,54 @@ def frame_to_rgb(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
     return frame.to_ndarray(width=size[0], height=size[1], format="rgb24")
 
 
-class StylizedTrack(MediaStreamTrack):
-    """The video track sent back: each recv() stylizes the newest incoming frame."""
+def rate(times: deque[float]) -> float:
+    """Events per second over the times kept (monotonic seconds, oldest first); 0 for fewer than two."""
+    if len(times) < 2:
+        return 0.0
+    span = times[-1] - times[0]
+    return (len(times) - 1) / span if span > 0 else 0.0
 
-    kind = "video"
 
-    def __init__(self, reader: LatestFrameReader, pipeline: FramePipeline,
-                 executor: concurrent.futures.Executor, limits: Limits | None = None,
-                 on_fatal: Callable[[str], None] | None = None) -> None:
-        super().__init__()
-        self.reader = reader
+class FrameStep:
+    """One frame through the stylizer, with the accounting a track keeps (errors, storm, budget, stats).
+
+    `work` runs in the inference worker: the reader's fresher frame if one came in meanwhile, the size plan,
+    the conversion to RGB, the pipeline, the conversion back (to `out_format`). `run` is its event-loop side:
+    one bad frame is sent back as it came and counted, and `on_fatal` hears of an error storm or a frame too
+    big to take. `handed` is called when the stylized frame goes to the encoder(s): age, budget and rate.
+    """
+
+    def __init__(self, pipeline: FramePipeline, executor: concurrent.futures.Executor, limits: Limits, *,
+                 out_format: str = "rgb24", fatal_suffix: str = "", logger: logging.Logger = log) -> None:
         self.pipeline = pipeline
         self.executor = executor
-        self.limits = limits or Limits()
-        self.check = FrameCheck(self.limits)
-        self.storm = StormGuard(self.limits.storm_s)
-        self.on_fatal = on_fatal
-        self.frames_out = 0
-        self.process_ms: deque[float] = deque(maxlen=120)
-        self.out_times: deque[float] = deque(maxlen=120)
-        self.size = (0, 0)
+        self.limits = limits
+        self.check = FrameCheck(limits)
+        self.storm = StormGuard(limits.storm_s)
+        # rgb24 for one encoder; yuv420p where several encoders share the frame: each would otherwise call
+        # frame.reformat() on it at once, from several threads, through the frame's one cached SwsContext
+        # (which is not thread-safe: a viewer's sender stalled).
+        self.out_format = out_format
+        self.fatal_suffix = fatal_suffix      # added to fatal messages, e.g. "; session ended"
+        self.log = logger
+        self.on_fatal: Callable[[str], None] | None = None
+        # Inference thread, after the pipeline: (the RGB frame it stylized), e.g. the overlay feed's snapshot.
+        self.on_processed: Callable[[np.ndarray], None] | None = None
+        self.processed = 0                    # frames through the pipeline (the network ran)
+        self.frames_out = 0                   # frames handed to the encoder(s)
         self.errors = 0
         self.budget_misses = 0
         self.last_error = ""
-        self._pending: asyncio.Future[tuple[av.VideoFrame, av.VideoFrame, float]] | None = None
+        self.process_ms: deque[float] = deque(maxlen=120)
+        self.out_times: deque[float] = deque(maxlen=120)
+        self.size = (0, 0)
 
-    def _work(self, frame: av.VideoFrame, arrival: float) -> tuple[av.VideoFrame, av.VideoFrame, float]:
+    def work(self, reader: LatestFrameReader, frame: av.VideoFrame,
+             arrival: float) -> tuple[av.VideoFrame, av.VideoFrame, float]:
         """Inference thread: newest frame -> stylized frame (or the frame itself when it cannot be).
 
-        Returns (the frame used, the stylized frame, its arrival time), as StreamTrack._work does."""
-        frame, arrival = self.reader.fresher(frame, arrival)
+        Returns (the frame used, the stylized frame, its arrival time): the worker may take a fresher frame."""
+        frame, arrival = reader.fresher(frame, arrival)
         size = self.check.plan(frame.width, frame.height)
         if size is None:
             return frame, frame, arrival
@@ -201,138 +215,71 @@ class StylizedTrack(MediaStreamTrack):
         rgb = frame_to_rgb(frame, size)
         t1 = time.perf_counter()
         out = self.pipeline.process(rgb)
+        self.processed += 1
+        if self.on_processed is not None:
+            self.on_processed(rgb)
         t2 = time.perf_counter()
         new = av.VideoFrame.from_ndarray(out, format="rgb24")
+        if self.out_format != "rgb24":
+            new = new.reformat(format=self.out_format)
         self.pipeline.times.add("convert", (t1 - t0 + time.perf_counter() - t2) * 1e3)
         return frame, new, arrival
 
-    async def _stylize_next(self) -> tuple[av.VideoFrame, av.VideoFrame, float]:
-        """Wait for the newest frame and stylize it in the worker: (frame used, stylized, arrival)."""
-        frame, arrival = await self.reader.next_timed()
+    async def run(self, reader: LatestFrameReader, frame: av.VideoFrame,
+                  arrival: float) -> tuple[av.VideoFrame, av.VideoFrame, float]:
+        """Event loop: `work` in the executor, with its accounting; (frame used, stylized, arrival)."""
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
         ok = True
         try:
-            frame, new, arrival = await loop.run_in_executor(self.executor, self._work, frame, arrival)
-        except Exception as exc:  # one bad frame must not end the session
+            frame, new, arrival = await loop.run_in_executor(self.executor, self.work, reader, frame, arrival)
+        except Exception as exc:  # one bad frame must not end the session or stream
             ok = False
             self.errors += 1
             self.last_error = str(exc) or type(exc).__name__
             if self.errors <= 3 or self.errors % 100 == 0:
-                log.exception("frame processing failed (%d so far)", self.errors)
+                self.log.exception("frame processing failed (%d so far)", self.errors)
             new = frame
         if self.storm.record(ok) and self.on_fatal is not None:
             self.on_fatal(f"the stylizer failed on every frame for {self.limits.storm_s:g} s "
-                          f"({self.last_error}); session ended")
+                          f"({self.last_error}){self.fatal_suffix}")
         if self.check.fatal is not None and self.on_fatal is not None:
-            self.on_fatal(self.check.fatal + "; session ended")
+            self.on_fatal(self.check.fatal + self.fatal_suffix)
         self.process_ms.append((time.perf_counter() - t0) * 1e3)
         return frame, new, arrival
 
-    async def recv(self) -> av.VideoFrame:
-        # aiortc encodes a frame before it asks for the next one. Stylizing the next frame meanwhile
-        # overlaps the two instead of taking turns: at 640x360 on 2 cores their sum came within a few ms
-        # of the 33 ms frame interval, and every spike over it cost a frame.
-        pending = self._pending or asyncio.ensure_future(self._stylize_next())
-        self._pending = None
-        frame, new, arrival = await pending  # MediaStreamError once the input has ended
-        if self.readyState == "live":
-            self._pending = asyncio.ensure_future(self._stylize_next())
-        age_ms = (time.monotonic() - arrival) * 1e3  # arrival to handed to the encoder
+    def handed(self, new: av.VideoFrame, arrival: float) -> None:
+        """The stylized frame goes to the encoder(s) now: its age in the server, the budget, the output rate."""
+        age_ms = (time.monotonic() - arrival) * 1e3
         self.pipeline.times.add("age", age_ms)
         if age_ms > self.limits.budget_ms:
             self.budget_misses += 1
-        new.pts = frame.pts  # the frame actually drawn (the worker may have taken a fresher one)
-        new.time_base = frame.time_base or fractions.Fraction(1, 90000)
         self.frames_out += 1
         self.out_times.append(time.monotonic())
         self.size = (new.width, new.height)
-        return new
 
-    def stop(self) -> None:
-        super().stop()
-        pending, self._pending = self._pending, None
-        if pending is None:
-            return
-        if not pending.done():
-            pending.cancel()
-        elif not pending.cancelled():
-            pending.exception()  # retrieved: the input's end (MediaStreamError) is no error to log
+    def stats(self) -> dict[str, Any]:
+        """The output side of a session's or stream's stats (the input side is the reader's)."""
+        return output_stats(self.pipeline, self.limits, self)
 
 
-def _rate(times: deque[float]) -> float:
-    if len(times) < 2:
-        return 0.0
-    span = times[-1] - times[0]
-    return (len(times) - 1) / span if span > 0 else 0.0
-
-
-class Session:
-    """Peer connection, pipeline and tracks of one client."""
-
-    def __init__(self, pc, pipeline: FramePipeline, limits: Limits | None = None) -> None:  # pc: RTCPeerConnection
-        self.id = uuid.uuid4().hex[:8]
-        self.pc = pc
-        self.pipeline = pipeline
-        self.limits = limits or Limits()
-        self.reader: LatestFrameReader | None = None
-        self.track: StylizedTrack | None = None
-        self.channel = None
-        self.created = time.time()
-        self.control_bucket = TokenBucket()     # control messages this client may send
-        self.error_bucket = TokenBucket(rate=10, burst=10)  # error replies to refused ones
-        self.control_dropped = 0
-        self.tasks: list[asyncio.Task] = []     # stats loop, connect/idle watch, drains: cancelled on close
-        self.ignored_tracks: list[MediaStreamTrack] = []
-        self.closed = False
-
-    def start(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run `coro` as one of this session's tasks (cancelled on close); after close, not at all.
-
-        aiortc can deliver an event (a data channel opening) after the session was closed; a stats loop
-        started then would never be cancelled, and would hold the session and its peer connection."""
-        if self.closed:
-            coro.close()
-            return
-        self.tasks.append(asyncio.ensure_future(coro))
-
-    def stats(self) -> dict:
-        r, t = self.reader, self.track
-        times = self.pipeline.times
-        return {
-            "type": "stats",
-            "session": self.id,
-            "frames_in": r.frames_in if r else 0,
-            "frames_out": t.frames_out if t else 0,
-            "fps_in": round(_rate(r.in_times), 1) if r else 0.0,
-            "fps_out": round(_rate(t.out_times), 1) if t else 0.0,
-            "dropped": r.dropped if r else 0,
-            "network_ms": round(times.p50("network"), 2),
-            "overlay_ms": round(times.p50("overlay"), 2),
-            "process_ms": round(float(np.median(t.process_ms)), 2) if t and t.process_ms else 0.0,
-            "age_ms": round(times.p50("age"), 1),
-            "age_p95_ms": round(times.pct("age", 95), 1),
-            "budget_ms": self.limits.budget_ms,
-            "budget_misses": t.budget_misses if t else 0,
-            "width": t.size[0] if t else 0,
-            "height": t.size[1] if t else 0,
-            "errors": t.errors if t else 0,
-            "overlay_errors": self.pipeline.overlay_errors,
-        }
-
-    async def close(self) -> None:
-        self.closed = True
-        me = asyncio.current_task()
-        for task in self.tasks:
-            if task is not me:  # a watch task may be the one closing this
-                task.cancel()
-        if self.reader is not None:
-            self.reader.stop()
-        if self.track is not None:
-            self.track.stop()
-        for track in self.ignored_tracks:
-            track.stop()
-        await close_pc(self.pc)
+def output_stats(pipeline: FramePipeline, limits: Limits, step: FrameStep | None = None) -> dict[str, Any]:
+    """Stats of the frames handed on: the pipeline's stage times, and the step's counters (0 before a step)."""
+    times = pipeline.times
+    return {
+        "fps_out": round(rate(step.out_times), 1) if step else 0.0,
+        "network_ms": round(times.p50("network"), 2),
+        "overlay_ms": round(times.p50("overlay"), 2),
+        "process_ms": round(float(np.median(step.process_ms)), 2) if step and step.process_ms else 0.0,
+        "age_ms": round(times.p50("age"), 1),
+        "age_p95_ms": round(times.pct("age", 95), 1),
+        "budget_ms": limits.budget_ms,
+        "budget_misses": step.budget_misses if step else 0,
+        "width": step.size[0] if step else 0,
+        "height": step.size[1] if step else 0,
+        "errors": step.errors if step else 0,
+        "overlay_errors": pipeline.overlay_errors,
+    }
 
 
 async def close_pc(pc, timeout_s: float = 10.0) -> None:

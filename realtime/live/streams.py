@@ -1,6 +1,6 @@
 """Named live streams: one publisher (WHIP), one inference per frame, any number of viewers (WHEP).
 
-    publisher track -> LatestFrameReader (newest frame only) -> StreamTrack (stylize once, in the executor)
+    publisher track -> LatestFrameReader (newest frame only) -> StreamTrack (stylize once: FrameStep, track.py)
                     -> MediaRelay(buffered=False) -> one proxy per WHEP viewer (each encodes for itself)
                     -> OverlayFeed -> overlay-only viewers (sprites + places over a data channel)
     publisher audio -> AudioFanout -> a short queue per viewer
@@ -32,12 +32,12 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError
 
 from engines.backends import Backend
-from realtime.limits import Limits, Slot
-from realtime.moods import MoodBook
-from realtime.overlay import Sprite
+from realtime.expression.moods import MoodBook
+from realtime.expression.overlay import Sprite
+from realtime.live.limits import Limits, Slot
+from realtime.live.ratelimit import TokenBucket
+from realtime.live.track import FrameStep, LatestFrameReader, close_pc, drain, rate
 from realtime.pipeline import FramePipeline, StyleState
-from realtime.ratelimit import TokenBucket
-from realtime.session import FrameCheck, LatestFrameReader, StormGuard, _rate, close_pc, drain, frame_to_rgb
 
 log = logging.getLogger("realtime.streams")
 
@@ -144,26 +144,27 @@ class StreamTrack(MediaStreamTrack):
                  overlay: OverlayFeed, limits: Limits | None = None) -> None:
         super().__init__()
         self.pipeline = pipeline
-        self.executor = executor
         self.overlay = overlay
-        self.limits = limits or Limits()
-        self.check = FrameCheck(self.limits)
-        self.storm = StormGuard(self.limits.storm_s)
-        self.budget_misses = 0
-        self.last_error = ""
+        # One conversion to yuv420p for every viewer's encoder (see FrameStep.out_format).
+        self.step = FrameStep(pipeline, executor, limits or Limits(), out_format="yuv420p", logger=log)
+        self.step.on_processed = self._snapshot
         self.reader: LatestFrameReader | None = None
         self.wanted = asyncio.Event()       # set while anyone watches: inference pauses otherwise
         self._changed = asyncio.Event()     # a new publisher, or the end
         self.ended = False
-        self.inferences = 0                 # frames stylized (the only place the network runs for this stream)
-        self.errors = 0
-        self.process_ms: deque[float] = deque(maxlen=120)
-        self.out_times: deque[float] = deque(maxlen=120)
-        self.size = (0, 0)
         self._last_t: float | None = None   # seconds on the output clock of the last frame
         self._offset = 0.0                  # publisher clock -> output clock
         self._offset_for: LatestFrameReader | None = None
-        self.on_fatal: Callable[[str], None] | None = None  # set by the stream: ends the publish
+
+    @property
+    def inferences(self) -> int:
+        """Frames stylized: the only place the network runs for this stream, whatever the viewer count."""
+        return self.step.processed
+
+    def _snapshot(self, rgb: np.ndarray) -> None:
+        """Inference thread, after each frame: what the overlay-only viewers should show now."""
+        if self.overlay.wanted:
+            self.overlay.snapshot(list(self.pipeline.layer.sprites), rgb.shape[1], rgb.shape[0])
 
     def set_reader(self, reader: LatestFrameReader | None) -> None:
         old, self.reader = self.reader, reader
@@ -204,53 +205,13 @@ class StreamTrack(MediaStreamTrack):
         self._last_t = out
         return out
 
-    def _work(self, reader: LatestFrameReader, frame: av.VideoFrame,
-              arrival: float) -> tuple[av.VideoFrame, av.VideoFrame, float]:
-        """Inference thread: newest frame -> stylize + overlays -> new frame (and the overlay snapshot).
-
-        Returns (the frame used, the stylized frame, its arrival time)."""
-        frame, arrival = reader.fresher(frame, arrival)
-        size = self.check.plan(frame.width, frame.height)
-        if size is None:
-            return frame, frame, arrival
-        rgb = frame_to_rgb(frame, size)
-        out = self.pipeline.process(rgb)
-        self.inferences += 1
-        if self.overlay.wanted:
-            self.overlay.snapshot(list(self.pipeline.layer.sprites), rgb.shape[1], rgb.shape[0])
-        # Convert once here: every viewer's encoder gets the same frame, and an rgb24 frame would make each of
-        # them call frame.reformat() on it at once, from several threads, through the frame's one cached
-        # SwsContext (which is not thread-safe: a viewer's sender stalled).
-        return frame, av.VideoFrame.from_ndarray(out, format="rgb24").reformat(format="yuv420p"), arrival
-
     async def recv(self) -> av.VideoFrame:
         await self.wanted.wait()
         reader, frame, arrival = await self._next_frame()
-        t0 = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        ok = True
-        try:
-            frame, new, arrival = await loop.run_in_executor(self.executor, self._work, reader, frame, arrival)
-        except Exception as exc:  # one bad frame must not end the stream
-            ok = False
-            self.errors += 1
-            self.last_error = str(exc) or type(exc).__name__
-            if self.errors <= 3 or self.errors % 100 == 0:
-                log.exception("frame processing failed (%d so far)", self.errors)
-            new = frame
-        if self.storm.record(ok) and self.on_fatal is not None:
-            self.on_fatal(f"the stylizer failed on every frame for {self.limits.storm_s:g} s ({self.last_error})")
-        if self.check.fatal is not None and self.on_fatal is not None:
-            self.on_fatal(self.check.fatal)
-        self.process_ms.append((time.perf_counter() - t0) * 1e3)
-        age_ms = (time.monotonic() - arrival) * 1e3
-        self.pipeline.times.add("age", age_ms)
-        if age_ms > self.limits.budget_ms:
-            self.budget_misses += 1
+        frame, new, arrival = await self.step.run(reader, frame, arrival)
+        self.step.handed(new, arrival)
         new.pts = round(self._out_time(reader, frame) / VIDEO_CLOCK)
         new.time_base = VIDEO_CLOCK
-        self.out_times.append(time.monotonic())
-        self.size = (new.width, new.height)
         self.overlay.publish()
         return new
 
@@ -482,21 +443,10 @@ class LiveStream:
             "viewers": sum(1 for v in self.viewers.values() if v.video),
             "overlay_viewers": sum(1 for v in self.viewers.values() if v.overlay_channel is not None),
             "frames_in": self.frames_in_before + (r.frames_in if r else 0),
-            "fps_in": round(_rate(r.in_times), 1) if r else 0.0,
+            "fps_in": round(rate(r.in_times), 1) if r else 0.0,
             "inferences": t.inferences,
-            "fps_out": round(_rate(t.out_times), 1),
             "dropped": self.dropped_before + (r.dropped if r else 0),
-            "network_ms": round(self.pipeline.times.p50("network"), 2),
-            "overlay_ms": round(self.pipeline.times.p50("overlay"), 2),
-            "process_ms": round(float(np.median(t.process_ms)), 2) if t.process_ms else 0.0,
-            "width": t.size[0],
-            "height": t.size[1],
-            "errors": t.errors,
-            "overlay_errors": self.pipeline.overlay_errors,
-            "age_ms": round(self.pipeline.times.p50("age"), 1),
-            "age_p95_ms": round(self.pipeline.times.pct("age", 95), 1),
-            "budget_ms": self.limits.budget_ms,
-            "budget_misses": t.budget_misses,
+            **t.step.stats(),
             "layout": self.pipeline.layer.layout,
         }
 
@@ -545,7 +495,7 @@ class StreamHub:
                     log.error("stream %s: %s; the stream is ended", name, message)
                     asyncio.ensure_future(self.end(name))
 
-            stream.track.on_fatal = fatal
+            stream.track.step.on_fatal = fatal
         return stream
 
     async def end(self, name: str, publisher_id: str | None = None) -> bool:

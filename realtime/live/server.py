@@ -1,34 +1,33 @@
-"""`realtime serve`: aiohttp signaling + aiortc media, the web app and its API.
+"""`realtime serve`: the aiohttp app (aiortc media), its routes, health and metrics, and `run_server`.
 
 Routes:
     GET  /               the web app (web/index.html)
-    GET  /static/{file}  web/ assets (realtime/static.py: nothing outside web/, no symlinks; odd paths are 404)
+    GET  /static/{file}  web/ assets (realtime/live/static.py: nothing outside web/, no symlinks; odd paths are 404)
     GET  /thumbs/{name}  style thumbnails of the loaded model
     GET  /api/styles     the style bank and limits; POST/PATCH/DELETE add, rename and delete your own
-                         styles (realtime/style_api.py)
+                         styles (realtime/live/style_api.py)
     GET  /api/moods      the mood presets in force
     GET  /api/emoji      the short emoji names (for the picker)
     GET  /fonts/openmoji.woff2  the colour emoji font the video uses, so the page shows the same emoji
-    GET  /fonts/caption/NAME  a caption font (cjk.otf, arabic.ttf, ...: realtime/fonts.py WEB_FONTS) for the page
+    GET  /fonts/caption/NAME  a caption font (cjk.otf, arabic.ttf, ...: realtime/expression/fonts.py WEB_FONTS) for the page
     GET  /healthz        liveness and a few counters (no token needed; nothing secret)
     GET  /metrics        Prometheus metrics (token / loopback, like the API)
     GET  /debug/resources  tasks, threads, fds, peers, memory: for leak checks (token / loopback)
     POST /offer          {"sdp", "type": "offer"} -> {"sdp", "type": "answer"} (ICE fully gathered); only the
                          offer's first video track is received, every other media section is answered inactive
-    WHIP, WHEP, /view/{stream} and /api/streams: realtime/feeds.py and realtime/api.py
+                         (realtime/live/signalling.py)
+    WHIP, WHEP, /view/{stream} and /api/streams: realtime/live/feeds.py and realtime/live/api.py
 
-Limits (realtime/limits.py), access (realtime/auth.py, realtime/security.py), the inference worker
-(realtime/worker.py) and metrics (realtime/metrics.py) are shared by the web sessions and the feeds.
+Limits (realtime/live/limits.py), access (realtime/live/auth.py, realtime/live/security.py), the inference worker
+(realtime/live/worker.py) and metrics (realtime/live/metrics.py) are shared by the web sessions and the feeds.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import concurrent.futures
 import errno
 import gc
-import json
 import logging
 import socket
 import sys
@@ -38,21 +37,20 @@ from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
-from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from engines.backends import Backend, load_backend
+from engines.backends import Backend
+from engines.loader import load_backend
 from engines.style_fit import FitConfig
 from engines.style_library import StyleLibrary
-from realtime import feeds, fonts, ice, metrics, playout, style_api
-from realtime.auth import refusal, token_from_env
-from realtime.control import ControlError, parse_control
-from realtime.emoji import ALIASES, MAX_STICKERS
-from realtime.guard import guarded, install_sctp_guard
-from realtime.limits import MAX_OFFER_BYTES, RUNTIME_KEY, Limits, Runtime, read_body, refuse_peer
-from realtime.moods import MAX_MOOD_CHARS, MoodBook, MoodError
-from realtime.overlay import KINDS, MAX_CAPTION_CHARS
-from realtime.pipeline import FramePipeline
-from realtime.security import (
+from realtime.expression import fonts
+from realtime.expression.emoji import ALIASES
+from realtime.expression.moods import MoodBook, MoodError
+from realtime.live import feeds, ice, metrics, playout, signalling, style_api
+from realtime.live.appkeys import BACKEND_KEY, EXECUTOR_KEY, HISTOGRAMS_KEY, METRICS_KEY, MOODS_KEY, SESSIONS_KEY
+from realtime.live.auth import refusal, token_from_env
+from realtime.live.guard import install_sctp_guard
+from realtime.live.limits import MAX_OFFER_BYTES, RUNTIME_KEY, Limits, Runtime
+from realtime.live.security import (
     POLICY_KEY,
     Policy,
     SecurityError,
@@ -62,26 +60,11 @@ from realtime.security import (
     setup_logging,
     ssl_context,
 )
-from realtime.session import LatestFrameReader, Session, StylizedTrack
-from realtime.static import static_file, web_dir
-from realtime.style_jobs import FitQueue
-from realtime.worker import InferenceWorker
+from realtime.live.static import static_file, web_dir
+from realtime.live.style_jobs import FitQueue
+from realtime.live.worker import InferenceWorker
 
 log = logging.getLogger("realtime.server")
-
-BACKEND_KEY = web.AppKey("backend", Backend)
-SESSIONS_KEY = web.AppKey("sessions", dict)
-EXECUTOR_KEY = web.AppKey("executor", concurrent.futures.Executor)
-MOODS_KEY = web.AppKey("moods", MoodBook)
-METRICS_KEY = web.AppKey("metrics", object)
-HISTOGRAMS_KEY = web.AppKey("histograms", metrics.StageHistograms)
-STATS_INTERVAL_S = 1.0
-CHANNEL_BUFFER_LIMIT = 256 * 1024   # bytes queued on a data channel before stats messages are skipped
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
-
 
 def _tune_vp8_bitrate() -> None:
     """aiortc starts VP8 at 500 kbps; stylized frames are detailed and look blocky there."""
@@ -93,12 +76,6 @@ def _tune_vp8_bitrate() -> None:
 
 async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(web_dir() / "index.html")
-
-
-def page_limits() -> dict[str, Any]:
-    """What GET /api/styles tells the page besides the styles (realtime/style_api.py serves the route)."""
-    limits = {"caption_chars": MAX_CAPTION_CHARS, "emoji": MAX_STICKERS, "mood_chars": MAX_MOOD_CHARS}
-    return {"limits": limits, "caption_kinds": list(KINDS)}
 
 
 async def moods_table(request: web.Request) -> web.Response:
@@ -228,232 +205,6 @@ async def debug_resources(request: web.Request) -> web.Response:
     return web.json_response(out)
 
 
-def encode_reply(payload: dict) -> str:
-    """JSON text for the data channel. Anything a reply echoes that UTF-8 cannot carry (a lone surrogate)
-    is written as a JSON escape instead of making the send raise."""
-    text = json.dumps(payload, ensure_ascii=False)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = json.dumps(payload)  # ASCII with \u escapes: always sendable, and the same JSON value
-    return text
-
-
-def _send(session: Session, payload: dict) -> None:
-    ch = session.channel
-    if ch is not None and ch.readyState == "open":
-        ch.send(encode_reply(payload))
-
-
-def _request_id(message: str | bytes) -> int | str | None:
-    """Best-effort id of a refused message, so the client can match the error to its request."""
-    try:
-        msg = json.loads(message)
-    except (ValueError, TypeError, RecursionError):
-        return None
-    mid = msg.get("id") if isinstance(msg, dict) else None
-    return mid if isinstance(mid, (int, str)) and not isinstance(mid, bool) else None
-
-
-def _refuse(session: Session, message: str | bytes, why: str) -> None:
-    reply: dict = {"type": "error", "message": why}
-    mid = _request_id(message) if len(message) <= 4096 else None
-    if mid is not None:
-        reply["id"] = mid
-    _send(session, reply)
-
-
-def _on_control(session: Session, message: str | bytes) -> None:
-    if isinstance(message, (bytes, bytearray)):
-        if session.error_bucket.allow():
-            _send(session, {"type": "error", "message": "binary messages are not control messages: send JSON text"})
-        return
-    if not session.control_bucket.allow():
-        session.control_dropped += 1
-        # Error replies are limited too (session.error_bucket), so a flood does not turn into a flood back.
-        if session.error_bucket.allow():
-            _refuse(session, message, f"too many control messages: at most {session.control_bucket.rate:g} per second "
-                                  f"(burst {session.control_bucket.burst:g}); this one was dropped")
-        return
-    style_names = session.pipeline.backend.style_names
-    try:
-        update = parse_control(message, style_names)
-    except ControlError as exc:
-        _refuse(session, message, str(exc))
-        return
-    state, notes = session.pipeline.apply_with_notes(update)
-    reply = state.reply()
-    if notes:
-        reply["notice"] = " / ".join(notes)
-    if update.id is not None:
-        reply["id"] = update.id
-    _send(session, reply)
-
-
-async def _stats_loop(session: Session) -> None:
-    while not session.closed:
-        await asyncio.sleep(STATS_INTERVAL_S)
-        track = session.track
-        if track is not None:
-            while track.check.notices:  # frame-size notices (once per size); not replies, so their own type
-                _send(session, {"type": "notice", "message": track.check.notices.popleft()})
-        ch = session.channel
-        if ch is not None and ch.bufferedAmount > CHANNEL_BUFFER_LIMIT:
-            continue  # the client does not read: skip rather than queue
-        stats = session.stats()
-        stats["layout"] = session.pipeline.layer.layout  # where overlays are (x, y, w, h)
-        stats["control_dropped"] = session.control_dropped
-        _send(session, stats)
-
-
-async def _watch_session(session: Session, limits: Limits, close) -> None:
-    """Close a session that never connects, or whose client stopped sending video (gone without a goodbye)."""
-    deadline = time.monotonic() + limits.connect_timeout_s  # started when the answer is sent
-    while True:
-        # Wake at the connect deadline itself, so a peer that never connects is reaped within the timeout.
-        await asyncio.sleep(max(0.0, min(0.5, deadline - time.monotonic())))
-        state = session.pc.connectionState
-        if state in ("failed", "closed"):
-            await close(f"connection {state}")
-            return
-        if state != "connected" and time.monotonic() >= deadline:
-            await close(f"did not connect within {limits.connect_timeout_s:g} s")
-            return
-        reader = session.reader
-        if reader is not None and state == "connected" and \
-                time.monotonic() - reader.last_arrival > limits.idle_timeout_s:
-            await close(f"no video for {limits.idle_timeout_s:g} s")
-            return
-
-
-def _too_fast(rt: Runtime) -> web.Response:
-    return web.json_response(
-        {"error": f"too many offers from this address: at most {rt.offers.rate:g} per second "
-                  f"(burst {rt.offers.burst:g}); try again shortly"},
-        status=429, headers={"Retry-After": str(rt.offers.retry_after_s())})
-
-
-async def offer(request: web.Request) -> web.Response:
-    """Auth, the per-client offer rate, the body read in full (with a timeout) and parsed, and only then a
-    peer slot: a client that is slow to send its offer, or sends a bad one, never holds a slot."""
-    app = request.app
-    refused = refusal(request, app[POLICY_KEY].token)
-    if refused is not None:
-        return refused
-    rt = app[RUNTIME_KEY]
-    if not rt.offers.allow(request.remote):
-        return _too_fast(rt)
-    raw = await read_body(request, MAX_OFFER_BYTES, rt.limits.body_timeout_s)
-    if isinstance(raw, web.Response):
-        return raw
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        body = None
-    if not isinstance(body, dict) or not isinstance(body.get("sdp"), str) or body.get("type") != "offer":
-        return _error(400, "body must be JSON: {\"sdp\": ..., \"type\": \"offer\"}")
-    slot = rt.peers.admit("session", request.remote)
-    if isinstance(slot, str):
-        return refuse_peer(rt, slot, "session")
-    rt = app[RUNTIME_KEY]
-    limits = rt.limits
-    sdp = body["sdp"]
-    if ice.loopback_enabled():
-        sdp = ice.keep_loopback_candidates(sdp)
-
-    pc = rt.peers.track(RTCPeerConnection(ice.rtc_configuration()))
-    session = Session(pc, FramePipeline(app[BACKEND_KEY], moods=app[MOODS_KEY]), limits)
-    session.pipeline.times.observer = app[HISTOGRAMS_KEY].observe
-    session.pipeline.label = f"session {session.id}"
-    extra = {"session": session.id}
-    closing: list[bool] = []
-    ending: list[bool] = []
-
-    async def close(why: str = "closed") -> None:
-        if closing:
-            return
-        closing.append(True)
-        app[SESSIONS_KEY].pop(session.id, None)
-        slot.release()
-        st = session.stats()
-        for key in rt.retired:
-            rt.retired[key] += st.get(key, 0)
-        rt.control_dropped += session.control_dropped
-        try:
-            await session.close()
-        finally:
-            session.pipeline.close()
-        log.info("session closed (%s): %d frames in, %d out, %d dropped, %d over budget, %d errors", why,
-                 st["frames_in"], st["frames_out"], st["dropped"], st["budget_misses"], st["errors"], extra=extra)
-
-    def fatal(message: str) -> None:
-        if closing or ending:
-            return
-        ending.append(True)  # once: recv() keeps calling until the close below has run
-        log.error("%s", message, extra=extra)
-        _send(session, {"type": "notice", "message": message, "fatal": True})
-        asyncio.get_running_loop().call_later(0.2, lambda: asyncio.ensure_future(close("ended: " + message)))
-
-    def tell_fault(fault: str) -> None:
-        _send(session, {"type": "error", "message": f"internal error {fault} (see the server log); "
-                                                    "the session goes on"})
-
-    def on_datachannel(channel) -> None:
-        if session.channel is not None or session.closed:  # one control channel per session: each costs a loop
-            channel.close()
-            return
-        session.channel = channel
-        channel.on("message", guarded(lambda m: _on_control(session, m), "control message", extra, tell_fault))
-        session.start(_stats_loop(session))
-
-    def on_track(track) -> None:
-        if track.kind != "video" or session.track is not None:
-            # Refused in the answer (inactive, below): never decoded. Kept only to be stopped on close.
-            session.ignored_tracks.append(track)
-            return
-        session.reader = LatestFrameReader(track)
-        session.track = StylizedTrack(session.reader, session.pipeline, app[EXECUTOR_KEY], limits, fatal)
-        playout.low_latency(pc.addTrack(session.track))
-
-    async def on_state() -> None:
-        if pc.connectionState in ("failed", "closed"):
-            await close(f"connection {pc.connectionState}")
-
-    pc.on("datachannel", guarded(on_datachannel, "data channel", extra))
-    pc.on("track", guarded(on_track, "track", extra))
-    pc.on("connectionstatechange", guarded(on_state, "connection state", extra))
-
-    app[SESSIONS_KEY][session.id] = session
-    try:
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        if session.track is None:
-            raise ValueError("the offer has no video track")
-        for transceiver in pc.getTransceivers():
-            if transceiver.receiver.track is not session.reader.track:  # type: ignore[union-attr]
-                transceiver.direction = "inactive"  # one video track is stylized; the rest are not received
-        answer = await pc.createAnswer()
-        await pc.setLocalDescription(answer)
-    except Exception as exc:  # noqa: BLE001  (aiortc raises ValueError/KeyError/... for bad SDP)
-        await close("offer refused")
-        msg = (str(exc) or type(exc).__name__).splitlines()[0][:200]
-        log.info("offer refused: %s", msg, extra=extra)
-        return _error(400, f"invalid offer: {msg}")
-    session.start(_watch_session(session, limits, close))
-    log.info("session started (%d peers)", rt.peers.count, extra=extra)
-    answer_sdp = ice.add_bitrate_hints(pc.localDescription.sdp)
-    return web.json_response({"sdp": answer_sdp, "type": pc.localDescription.type, "session": session.id})
-
-
-async def _on_shutdown(app: web.Application) -> None:
-    sessions = list(app[SESSIONS_KEY].values())
-    app[SESSIONS_KEY].clear()
-    await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
-    for s in sessions:
-        s.pipeline.close()
-    if sessions:
-        log.info("shutdown: closed %d session(s)", len(sessions))
-
-
 async def _on_cleanup(app: web.Application) -> None:
     executor = app[EXECUTOR_KEY]
     loop = asyncio.get_running_loop()
@@ -499,34 +250,15 @@ def create_app(backend: Backend, moods: MoodBook | None = None, token: str | Non
     app.router.add_get("/fonts/openmoji.woff2", emoji_font)
     app.router.add_get("/fonts/caption/{name}", caption_font)
     app.router.add_get("/thumbs/{name}.jpg", thumb)
-    app.router.add_post("/offer", offer)
+    app.router.add_post("/offer", signalling.offer)
     app.router.add_get("/static/{path:.*}", static_file)
     feeds.setup(app, backend, app[MOODS_KEY], app[EXECUTOR_KEY], policy.token, web_dir())
     fit_cfg = FitConfig(steps=fit_steps) if fit_steps else None
     style_api.setup(app, FitQueue(backend, StyleLibrary(styles_dir), fit_cfg), policy.token)
     app[feeds.FEEDS_KEY].hub.observer = app[HISTOGRAMS_KEY].observe
-    app.on_shutdown.append(_on_shutdown)
+    app.on_shutdown.append(signalling.close_sessions)
     app.on_cleanup.append(_on_cleanup)
     return app
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    w, sep, h = text.lower().partition("x")
-    if not sep or not w.isdigit() or not h.isdigit() or int(w) < 16 or int(h) < 16:
-        raise SecurityError(f"--max-resolution must look like 1280x720, got {text!r}")
-    return int(w), int(h)
-
-
-def limits_from_args(args: argparse.Namespace) -> Limits:
-    lim = Limits()
-    for name in ("max_peers", "max_peers_per_client", "offer_rate", "offer_burst", "budget_ms", "connect_timeout_s",
-                 "idle_timeout_s", "worker_timeout_s", "body_timeout_s", "header_timeout_s"):
-        value = getattr(args, name, None)
-        if value is not None:
-            setattr(lim, name, value)
-    if getattr(args, "max_resolution", None):
-        lim.max_width, lim.max_height = parse_size(args.max_resolution)
-    return lim
 
 
 def listen(host: str, port: int) -> list[socket.socket]:
@@ -564,13 +296,13 @@ def _bind_error(host: str, port: int, exc: OSError) -> str:
     return f"cannot listen on {host}:{port}: {why}"
 
 
-def run_server(args: argparse.Namespace) -> int:
+def run_server(args: argparse.Namespace, limits: Limits) -> int:
+    """`realtime serve`: `limits` come from the command line (realtime/cli.py, limits_from_args)."""
     token = token_from_env(getattr(args, "token", None))
     setup_logging(getattr(args, "log_format", "text"), [token] if token else [], getattr(args, "level", logging.INFO))
     try:
         warnings = check_bind(args.host, token, getattr(args, "insecure", False))
         tls = ssl_context(getattr(args, "cert", None), getattr(args, "key", None))
-        limits = limits_from_args(args)
         book = MoodBook.load(getattr(args, "moods", None))
     except (SecurityError, MoodError) as exc:
         print(f"realtime: error: {exc}", file=sys.stderr)

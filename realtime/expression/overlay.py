@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from realtime.fonts import text_font_path
-from realtime.textlayout import TextBlock, TextStyle, clean_text, draw_block, fit
+from realtime.expression.fonts import text_font_path
+from realtime.expression.textlayout import TextBlock, TextStyle, clean_text, draw_block, fit
 
 try:  # OpenCV's uint8 arithmetic is ~5x faster than numpy's for the blend; numpy is the fallback.
     import cv2

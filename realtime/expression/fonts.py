@@ -1,9 +1,9 @@
 """Fonts for the expression layer: a fallback chain of text faces and one colour emoji face, never from the machine.
 
 Text, in the order a character is looked up (the first face that has it draws it):
-- Noto Sans Bold: Latin with its extensions, Greek, Cyrillic (realtime/fontfiles/, OFL 1.1);
+- Noto Sans Bold: Latin with its extensions, Greek, Cyrillic (realtime/expression/fontfiles/, OFL 1.1);
 - Noto Sans CJK TC Bold: Chinese, Japanese, Korean (the cvttf-NotoSansCJK-Bold package, OFL 1.1);
-- Noto Sans Arabic, Hebrew, Devanagari and Thai Bold (realtime/fontfiles/, OFL 1.1).
+- Noto Sans Arabic, Hebrew, Devanagari and Thai Bold (realtime/expression/fontfiles/, OFL 1.1).
 The committed faces are Bold instances of Noto's variable fonts subset to their scripts (scripts/build_fonts.py).
 A character no face has is drawn as U+FFFD from Noto Sans, and named in a warning (textlayout.clean_text).
 
@@ -11,7 +11,7 @@ Emoji: OpenMoji's COLRv0 colour font (CC BY-SA 4.0); Pillow draws its layers in 
 
 Shaping (Arabic joining, Devanagari conjuncts, Thai marks) and right-to-left runs are HarfBuzz's through Pillow's
 raqm layout when this Pillow has it (it needs libfribidi at run time); otherwise the basic layout plus our own
-fallback (realtime/textshape.py). STYLIZER_TEXT_LAYOUT=basic forces the fallback (tests and measurements).
+fallback (realtime/expression/textshape.py). STYLIZER_TEXT_LAYOUT=basic forces the fallback (tests and measurements).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """WHIP ingest, WHEP egress and the viewer page: streams for OBS and other stream tools.
 
-Routes (registered by `setup`; the control API is in realtime/api.py):
+Routes (registered by `setup`; the control API is in realtime/live/api.py):
     POST    /whip                 publish to the stream "live" (body: SDP offer, application/sdp)
     POST    /whip/{stream}        publish to a named stream -> 201, SDP answer, Location: http://HOST/whip/{stream}/{id}
     DELETE  /whip/{stream}/{id}   stop publishing; the stream ends and its viewers are closed
@@ -9,7 +9,7 @@ Routes (registered by `setup`; the control API is in realtime/api.py):
     GET     /view/{stream}        the viewer page (no controls; ?overlay=1 for the expression layer alone)
 
 ICE is gathered completely before answering (aiortc always does), since OBS does not trickle;
-PATCH (trickle ICE, ICE restart) is therefore answered 405. Auth: realtime/auth.py.
+PATCH (trickle ICE, ICE restart) is therefore answered 405. Auth: realtime/live/auth.py.
 Publishing again to a live name replaces its publisher (OBS reconnecting) and keeps the viewers.
 """
 
@@ -28,13 +28,22 @@ from aiohttp import web
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 
 from engines.backends import Backend
-from realtime import api, ice, playout
-from realtime.auth import refusal
-from realtime.guard import guarded
-from realtime.limits import MAX_OFFER_BYTES, RUNTIME_KEY, Limits, Runtime, Slot, read_body, refuse_peer, watch_connect
-from realtime.moods import MoodBook
-from realtime.session import close_pc
-from realtime.streams import LiveStream, Publisher, StreamHub, Viewer
+from realtime.expression.moods import MoodBook
+from realtime.live import api, ice, playout
+from realtime.live.auth import refusal
+from realtime.live.guard import guarded
+from realtime.live.limits import (
+    MAX_OFFER_BYTES,
+    RUNTIME_KEY,
+    Limits,
+    Runtime,
+    Slot,
+    read_body,
+    refuse_peer,
+    watch_connect,
+)
+from realtime.live.streams import LiveStream, Publisher, StreamHub, Viewer
+from realtime.live.track import close_pc
 
 log = logging.getLogger("realtime.feeds")
 

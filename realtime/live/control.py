@@ -29,9 +29,9 @@ import json
 import math
 from dataclasses import dataclass
 
-from realtime.emoji import MAX_STICKERS, EmojiError, resolve
-from realtime.moods import MAX_MOOD_CHARS
-from realtime.overlay import KINDS, MAX_CAPTION_CHARS, parse_color
+from realtime.expression.emoji import MAX_STICKERS, EmojiError, resolve
+from realtime.expression.moods import MAX_MOOD_CHARS
+from realtime.expression.overlay import KINDS, MAX_CAPTION_CHARS, parse_color
 
 FIELDS = ("style", "weights", "strength", "caption", "caption_kind", "caption_color", "emoji", "mood", "mirror",
           "id")
@@ -90,7 +90,7 @@ def _text(raw: str | bytes) -> str:
             return bytes(raw).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ControlError(f"not valid JSON: the text is not UTF-8 (byte {exc.start})") from None
-    if _has_surrogate(raw):  # a text message that was not UTF-8 arrives with surrogate escapes (realtime/guard.py)
+    if _has_surrogate(raw):  # a text message that was not UTF-8 arrives with surrogate escapes (realtime/live/guard.py)
         raise ControlError("not valid JSON: the text is not UTF-8")
     return raw
 

@@ -2,7 +2,7 @@
 
 Every data channel callback and every route runs inside a guard. What escapes one is recorded once,
 as one log line with a short id (the client gets the same id in its error), and the session or the
-server goes on. Tracebacks are rate-limited where the log is written (realtime/security.py,
+server goes on. Tracebacks are rate-limited where the log is written (realtime/live/security.py,
 `TracebackLimiter`), so no client can make the log grow by more than one line a request.
 
 `install_sctp_guard()` puts the same guard under aiortc's data channel delivery: aiortc decodes a text
@@ -80,7 +80,7 @@ _SCTP_GUARDED = False
 
 def install_sctp_guard() -> None:
     """aiortc's data channel delivery, guarded (idempotent): a text message that is not UTF-8 arrives as a
-    `str` holding surrogate escapes (realtime.control refuses it with a clear error), and any other exception
+    `str` holding surrogate escapes (realtime.live.control refuses it with a clear error), and any other exception
     from a channel-open message or a listener is recorded instead of closing the peer connection."""
     global _SCTP_GUARDED
     if _SCTP_GUARDED:

@@ -30,20 +30,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engines.backends import Backend, BackendError, load_backend
-from realtime import stop
+from engines.backends import Backend, BackendError
+from engines.loader import load_backend
+from realtime.live import stop
 from realtime.pipeline import FramePipeline
-from realtime.stylize_file import (
+from realtime.stylize.file import build_pipeline, check_look
+from realtime.stylize.media import (
     COPY_AUDIO,
     STDIO,
     VIDEO_FORMATS,
     StylizeError,
-    _display_rgb,
-    _open_audio_output,
     atomic_output,
-    build_pipeline,
-    check_look,
     disk_full_error,
+    display_rgb,
+    open_audio_output,
 )
 
 if TYPE_CHECKING:
@@ -295,7 +295,7 @@ class _Connection:
         st = self.st
         for frame in frames:
             ft = float(frame.pts * frame.time_base) if frame.pts is not None else ptime
-            item = Clocked(_display_rgb(frame), ft + self.offset, ft + self.least)
+            item = Clocked(display_rgb(frame), ft + self.offset, ft + self.least)
             with st.wake:
                 if self.frames == 0:
                     st.first = item
@@ -350,7 +350,7 @@ class Writer:
                 # FFmpeg's codec query says "no" to most codecs for MPEG-TS, which takes them fine: trust the list.
                 self.aout, self.copy_audio = self.out.add_stream_from_template(audio_template), True
             else:
-                self.aout, self.copy_audio = _open_audio_output(self.out, self.fmt, audio_template)
+                self.aout, self.copy_audio = open_audio_output(self.out, self.fmt, audio_template)
         return self.copy_audio
 
     def video(self, rgb: np.ndarray, t: float) -> None:

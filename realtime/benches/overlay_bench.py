@@ -1,4 +1,4 @@
-"""Compositing cost per frame: `python -m realtime.overlay_bench [--record BENCHMARKS.md]`.
+"""Compositing cost per frame: `python -m realtime.benches.overlay_bench [--record BENCHMARKS.md]`.
 
 Times only what runs per frame (the premultiplied blend of cached sprites, and
 the whole expression layer with placement), at 1280x720 and 640x360, for each
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from realtime.expression import Expression, ExpressionLayer
-from realtime.overlay import composite_torch, render_bubble, render_meme, render_stickers, render_subtitle
+from realtime.expression.layer import Expression, ExpressionLayer
+from realtime.expression.overlay import composite_torch, render_bubble, render_meme, render_stickers, render_subtitle
 
 CASES: tuple[tuple[str, Expression], ...] = (
     ("meme caption", Expression(caption="When the model finally trains 冲鸭！", kind="meme-bottom")),
@@ -132,7 +132,7 @@ def machine() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m realtime.overlay_bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m realtime.benches.overlay_bench", description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--record", metavar="FILE", default=None, help="append the table to this markdown file")
     args = p.parse_args(argv)
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ncomposite_torch on CUDA, caption + 3 stickers at 1280x720: {cuda:.3f} ms p50")
     if args.record:
         with open(args.record, "a", encoding="utf-8") as fh:
-            fh.write(f"\n## Overlay compositing (expression layer)\n\n{stamp}. `python -m realtime.overlay_bench`: "
+            fh.write(f"\n## Overlay compositing (expression layer)\n\n{stamp}. `python -m realtime.benches.overlay_bench`: "
                      f"sprites are rasterized once (cached), then blended per frame over their bounding boxes; "
                      f"'whole layer' adds placement (busyness map every 5 frames, hysteresis, gliding). "
                      f"{args.frames} frames per row.\n\n{text}\n")

@@ -2,7 +2,7 @@
 
 A line is a list of runs in logical (typed) order: emoji clusters and text. To measure or draw it, the line is
 cut into pieces of one font and one direction (`pieces`): each character goes to the first font of the chain
-that has it (realtime/fonts.py), the bidi algorithm (realtime/bidi.py) gives each a level, and the pieces are put
+that has it (realtime/expression/fonts.py), the bidi algorithm (realtime/expression/bidi.py) gives each a level, and the pieces are put
 in display order. So "Hi 你好 مرحبا 🎉" is one caption. Rasterizing happens only when the content changes
 (callers cache); nothing here runs per frame.
 """
@@ -15,10 +15,19 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from realtime import bidi
-from realtime.emoji import VS15, VS16, ZWJ, ZWNJ, split_runs
-from realtime.fonts import FALLBACK_GLYPH, PRIMARY, emoji_font, face_font, face_for, face_has, raqm, text_font_has
-from realtime.textshape import basic_visual, clusters
+from realtime.expression import bidi
+from realtime.expression.emoji import VS15, VS16, ZWJ, ZWNJ, split_runs
+from realtime.expression.fonts import (
+    FALLBACK_GLYPH,
+    PRIMARY,
+    emoji_font,
+    face_font,
+    face_for,
+    face_has,
+    raqm,
+    text_font_has,
+)
+from realtime.expression.textshape import basic_visual, clusters
 
 MAX_LINES = 4
 EMOJI_SCALE = 1.12  # OpenMoji draws inside a padded em box: this matches Noto's visual height

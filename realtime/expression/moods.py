@@ -24,8 +24,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from realtime.emoji import MAX_STICKERS, EmojiError, resolve
-from realtime.overlay import KINDS, parse_color
+from realtime.expression.emoji import MAX_STICKERS, EmojiError, resolve
+from realtime.expression.overlay import KINDS, parse_color
 
 MAX_MOOD_CHARS = 80
 

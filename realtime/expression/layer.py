@@ -12,10 +12,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from realtime.faces import Box, FaceDetector, FaceTracker, load_detector
-from realtime.overlay import (BUBBLE_KINDS, RGBA, Sprite, bubble_body_size, meme_position, parse_color,
-                              render_bubble, render_meme, render_stickers, render_subtitle)
-from realtime.placement import BusyMap, Choice, Flag, Glider, Rect, clamp_rect, overlap
+from realtime.expression.faces import Box, FaceDetector, FaceTracker, load_detector
+from realtime.expression.overlay import (
+    BUBBLE_KINDS,
+    RGBA,
+    Sprite,
+    bubble_body_size,
+    meme_position,
+    parse_color,
+    render_bubble,
+    render_meme,
+    render_stickers,
+    render_subtitle,
+)
+from realtime.expression.placement import BusyMap, Choice, Flag, Glider, Rect, clamp_rect, overlap
 
 BUSY_EVERY = 5   # frames between busyness maps (cheap, but not needed every frame)
 TAIL_STEP = 8    # px: tail directions are quantized so a gliding bubble is not re-rasterized every frame

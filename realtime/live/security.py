@@ -8,7 +8,7 @@
   another one; then that origin gets CORS headers (and preflights) for the API and signaling routes.
   A cross-origin POST/DELETE from any other origin gets 403 before it reaches a handler.
 - Errors are JSON ({"error": ...}) everywhere, including aiohttp's own 404/405/413. An unexpected exception
-  is a 500 with only an id; the log gets one line with the same id (realtime/guard.py).
+  is a 500 with only an id; the log gets one line with the same id (realtime/live/guard.py).
 - Logs never contain the token: every formatted line passes through a redaction step.
 - Logs grow by at most a line per bad request: tracebacks are rate-limited (`TracebackLimiter`), and
   aiohttp's own report of a malformed request is one line, never a traceback.
@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from realtime.guard import describe, record
-from realtime.ratelimit import TokenBucket
+from realtime.live.guard import describe, record
+from realtime.live.ratelimit import TokenBucket
 
 log = logging.getLogger("realtime.security")
 

@@ -10,7 +10,7 @@ import functools
 import re
 import unicodedata
 
-from realtime.fonts import text_font_has
+from realtime.expression.fonts import text_font_has
 
 MAX_STICKERS = 8
 

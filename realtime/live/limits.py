@@ -25,12 +25,12 @@ from typing import Any
 
 from aiohttp import web
 
-from realtime.ratelimit import TokenBucket
+from realtime.live.ratelimit import TokenBucket
 
 log = logging.getLogger("realtime.limits")
 
 MAX_OFFER_BYTES = 64 * 1024     # an SDP offer with every candidate is 3-8 KiB
-MAX_API_BYTES = 4096            # one control message (realtime.control.MAX_MESSAGE_BYTES)
+MAX_API_BYTES = 4096            # one control message (realtime.live.control.MAX_MESSAGE_BYTES)
 MIN_FRAME_SIDE = 16             # smaller frames are sent back unchanged (with an error message)
 HARD_PIXELS_FACTOR = 4          # frames over max_pixels * this end the session (decoding them alone is too much)
 MAX_CLIENTS_TRACKED = 4096      # per-address rate-limit buckets kept (least recently used go first)

@@ -9,7 +9,7 @@
     PATCH  /api/styles/{name}          JSON {"name": NEW}: rename a user style
     DELETE /api/styles/{name}          delete a user style
 
-A fit runs in its own process, one at a time (realtime/style_jobs.py). When it is done the style
+A fit runs in its own process, one at a time (realtime/live/style_jobs.py). When it is done the style
 is in every session's bank at once: the control channel accepts its name, /api/styles lists it.
 Errors are {"error": message}: 400 (bad picture, name or weights), 401/403, 404, 409 (name taken),
 413 (over 10 MB a picture), 429 (queue full), 503 (the fit's packages are not installed).
@@ -21,6 +21,7 @@ import asyncio
 import email.parser
 import email.policy
 import json
+from typing import Any
 
 from aiohttp import web
 
@@ -37,9 +38,12 @@ from engines.style_library import (
     check_weights,
     read_picture,
 )
-from realtime.auth import refusal
-from realtime.limits import RUNTIME_KEY, read_body
-from realtime.style_jobs import FitQueue
+from realtime.expression.emoji import MAX_STICKERS
+from realtime.expression.moods import MAX_MOOD_CHARS
+from realtime.expression.overlay import KINDS, MAX_CAPTION_CHARS
+from realtime.live.auth import refusal
+from realtime.live.limits import RUNTIME_KEY, read_body
+from realtime.live.style_jobs import FitQueue
 
 FITS_KEY = web.AppKey("style_fits", FitQueue)
 TOKEN_KEY = web.AppKey("style_token", str)
@@ -79,7 +83,7 @@ def style_items(fits: FitQueue) -> list[dict]:
 
 
 def listing(app: web.Application) -> dict:
-    """The styles part of GET /api/styles (realtime/server.py adds the page's limits)."""
+    """The styles part of GET /api/styles (realtime/live/server.py adds the page's limits)."""
     fits = app[FITS_KEY]
     error = app[FIT_ERROR_KEY] or None
     return {"styles": style_items(fits), "jobs": [j.describe() for j in fits.jobs.values()],
@@ -115,12 +119,16 @@ def _weights(fields: dict[str, list[str]]) -> list[float] | None:
         raise StyleError(f"weights must be numbers, got {', '.join(raw)}") from None
 
 
+def page_limits() -> dict[str, Any]:
+    """What GET /api/styles tells the page besides the styles: its input limits and caption kinds."""
+    limits = {"caption_chars": MAX_CAPTION_CHARS, "emoji": MAX_STICKERS, "mood_chars": MAX_MOOD_CHARS}
+    return {"limits": limits, "caption_kinds": list(KINDS)}
+
+
 async def list_styles(request: web.Request) -> web.Response:
     refused = refusal(request, request.app[TOKEN_KEY] or None)
     if refused is not None:
         return refused
-    from realtime.server import page_limits  # the page's limits live with the page's other routes
-
     return web.json_response({**listing(request.app), **page_limits()})
 
 

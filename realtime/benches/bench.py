@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.backends import Backend, BackendError, default_threads, load_backend
+from engines.backends import Backend, BackendError, default_threads
+from engines.loader import load_backend
 from realtime.pipeline import FramePipeline, StageTimes, StyleState
 
 SIZES = ((640, 360), (1280, 720), (1920, 1080))

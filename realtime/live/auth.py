@@ -5,7 +5,7 @@
 - Without a token: loopback clients (127.0.0.0/8, ::1) are let in without one, anything else
   gets 403. This keeps a token-less server usable from OBS on the same machine without
   exposing it to the network. DNS rebinding (a web page whose name resolves to 127.0.0.1) is
-  stopped by the Host check in realtime/security.py.
+  stopped by the Host check in realtime/live/security.py.
 - `--insecure` (no token, on purpose): everyone is let in.
 
 Every control and signaling route calls `refusal` first: POST /offer, WHIP, WHEP, /api/streams,
@@ -52,7 +52,7 @@ def bearer(request: web.Request) -> str | None:
 
 def refusal(request: web.Request, token: str | None) -> web.Response | None:
     """None when the request may go on; else the 401/403 response to return."""
-    from realtime.security import POLICY_KEY
+    from realtime.live.security import POLICY_KEY
 
     given = bearer(request)
     if token is None:

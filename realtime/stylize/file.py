@@ -19,61 +19,42 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engines.backends import Backend, BackendError, load_backend
-from realtime import stop
-from realtime.control import ControlError, parse_control
-from realtime.moods import MoodBook, MoodError
-from realtime.overlay import MAX_CAPTION_CHARS, render_caption
+from engines.backends import Backend, BackendError
+from engines.loader import load_backend
+from realtime.expression.moods import MoodBook, MoodError
+from realtime.expression.overlay import MAX_CAPTION_CHARS, render_caption
+from realtime.expression.textlayout import clean_text
+from realtime.live import stop
+from realtime.live.control import ControlError, parse_control
 from realtime.pipeline import FramePipeline, StyleState
-from realtime.progress import Progress
-from realtime.textlayout import clean_text
+from realtime.stylize.media import (
+    FORMAT_NAMES,
+    IMAGE_FORMATS,
+    STDIO,
+    STDOUT_DEFAULT,
+    VIDEO_FORMATS,
+    StylizeError,
+    atomic_output,
+    disk_full_error,
+    display_rgb,
+    open_audio_output,
+    open_video_output,
+    resize_rgb,
+)
+from realtime.stylize.progress import Progress
 
 if TYPE_CHECKING:  # av is imported where it is used, so image-only runs never load it
     import av
-    from av.audio.stream import AudioStream
-    from av.container import OutputContainer
-    from av.video.stream import VideoStream
-
-IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP"}
-VIDEO_FORMATS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".webm": "webm"}
-FORMAT_NAMES = tuple(e.lstrip(".") for e in (*IMAGE_FORMATS, *VIDEO_FORMATS))  # what --format takes
-STDIO = "-"
-# The type written to stdout without --format: lossless for images; Matroska takes any audio codec as a copy.
-STDOUT_DEFAULT = {"image": ".png", "video": ".mkv"}
-
-# Audio codecs each container is known to take as a plain stream copy. Narrower than
-# FFmpeg's own query (which accepts e.g. vorbis-in-mp4 that players reject); None = any.
-COPY_AUDIO: dict[str, frozenset[str] | None] = {
-    "mp4": frozenset({"aac", "mp3", "opus", "ac3", "eac3", "alac", "flac"}),
-    "mov": frozenset({"aac", "mp3", "alac", "ac3", "eac3", "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_f32le"}),
-    "matroska": None,
-    "webm": frozenset({"opus", "vorbis"}),
-    "mpegts": frozenset({"aac", "mp3", "mp2", "ac3", "eac3", "opus"}),  # stream outputs (realtime/stream_io.py)
-    "flv": frozenset({"aac", "mp3"}),
-}
-
-
-class StylizeError(Exception):
-    """A user-facing failure; str() is the one line printed after `realtime: error:`."""
-
-
-def disk_full_error(exc: BaseException, frames: int) -> StylizeError:
-    why = getattr(exc, "strerror", None) or str(exc)
-    return StylizeError(f"cannot write the output after {frames} frames ({why}): out of disk space or over a "
-                        "file-size limit; the partial file was removed")
-
 
 # ---------------------------------------------------------------- arguments
 
@@ -234,19 +215,6 @@ def build_pipeline(backend: Backend, args: argparse.Namespace) -> FramePipeline:
     return pipe
 
 
-@contextmanager
-def atomic_output(dst: Path) -> Iterator[Path]:
-    """Yield a temp path beside dst (same suffix, so format guessing still works); rename on success."""
-    # Not mkstemp: the writer creates the file itself, so it gets the usual umask permissions.
-    tmp = dst.with_name(f".{dst.stem}.{os.getpid()}.part{dst.suffix}")
-    try:
-        yield Path(tmp)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 # ---------------------------------------------------------------- images
 
 
@@ -270,38 +238,6 @@ def stylize_image(pipe: FramePipeline, src: Path, tmp: Path, dst_ext: str, label
 
 
 # ---------------------------------------------------------------- video
-
-
-def _open_video_output(container: OutputContainer, fmt: str, rate: Fraction | None, time_base: Fraction,
-                       width: int, height: int) -> VideoStream:
-    """H.264 (VP9 for webm) stream whose codec time base is the input's, so pts pass through unrounded."""
-    if fmt == "webm":
-        stream = container.add_stream("libvpx-vp9", rate=rate)
-        stream.options = {"crf": "32", "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"}
-    else:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.options = {"crf": "19", "preset": "veryfast"}
-    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-    stream.codec_context.time_base = time_base
-    stream.time_base = time_base
-    return stream
-
-
-def _open_audio_output(container: OutputContainer, fmt: str, src_audio: AudioStream) -> tuple[AudioStream, bool]:
-    """Copy the audio stream if the container takes its codec; else re-encode (opus for webm, aac otherwise).
-
-    Returns (stream, copy?)."""
-    name = src_audio.codec_context.name
-    allowed = COPY_AUDIO[fmt]
-    if (allowed is None or name in allowed) and name in container.supported_codecs:
-        return container.add_stream_from_template(src_audio), True
-    if fmt == "webm":
-        stream = container.add_stream("libopus", rate=48000)  # libopus only takes 48/24/16/12/8 kHz
-    else:
-        stream = container.add_stream("aac", rate=src_audio.codec_context.sample_rate or 48000)
-    # A named layout: a source's "1 channels" (unspecified order, e.g. PCM in mkv) makes the AAC encoder refuse.
-    stream.layout = "mono" if src_audio.codec_context.layout.nb_channels == 1 else "stereo"
-    return stream, False
 
 
 class FrameClock:
@@ -336,21 +272,6 @@ class FrameClock:
             out = self.last + 1
         self.last = out
         return out
-
-
-def _display_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """Decoded frame -> RGB in display orientation (phone clips carry a rotation instead of rotated pixels).
-
-    Rotating the pixels ourselves keeps the caption upright."""
-    rgb = frame.to_ndarray(format="rgb24")
-    turns = round(getattr(frame, "rotation", 0) / 90) % 4
-    return np.ascontiguousarray(np.rot90(rgb, k=turns)) if turns else rgb
-
-
-def _resize(rgb: np.ndarray, w: int, h: int) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BILINEAR))
 
 
 def stylize_video(pipe: FramePipeline, src: Path, tmp: Path, dst_ext: str, *, label: str | None = None,
@@ -407,7 +328,7 @@ def stylize_video(pipe: FramePipeline, src: Path, tmp: Path, dst_ext: str, *, la
                         mux_audio(packet)
                     continue
                 for frame in packet.decode():
-                    rgb = _display_rgb(frame)
+                    rgb = display_rgb(frame)
                     h, w = rgb.shape[:2]
                     if vout is None:
                         # yuv420p needs even sizes: drop at most one row/column rather than rescale.
@@ -418,15 +339,15 @@ def stylize_video(pipe: FramePipeline, src: Path, tmp: Path, dst_ext: str, *, la
                             note = f" (odd size {w}x{h} cropped to {ew}x{eh} for yuv420p)"
                             bar.note(f"realtime: note: {shown} is {w}x{h}; yuv420p needs even "
                                      f"sizes, writing {ew}x{eh}")
-                        vout = _open_video_output(out, fmt, rate, clock.time_base, ew, eh)
+                        vout = open_video_output(out, fmt, rate, clock.time_base, ew, eh)
                         if ain is not None:
-                            aout, copy_audio = _open_audio_output(out, fmt, ain)
+                            aout, copy_audio = open_audio_output(out, fmt, ain)
                             for p in held:
                                 if not (copy_audio and p.dts is None):
                                     mux_audio(p)
                             held.clear()
                     if not (0 <= h - vout.height <= 1 and 0 <= w - vout.width <= 1):
-                        rgb = _resize(rgb, vout.width, vout.height)  # the size changed mid-file: keep the output's
+                        rgb = resize_rgb(rgb, vout.width, vout.height)  # the size changed mid-file: keep the output's
                     styled = pipe.process(np.ascontiguousarray(rgb[: vout.height, : vout.width]))
                     vf = av.VideoFrame.from_ndarray(styled, format="rgb24").reformat(format="yuv420p")
                     vf.pts, vf.time_base = clock.pts(frame.pts), clock.time_base
@@ -477,11 +398,8 @@ def stylize_video(pipe: FramePipeline, src: Path, tmp: Path, dst_ext: str, *, la
 # ---------------------------------------------------------------- entry point
 
 
-def run_stylize(args: argparse.Namespace) -> int:
-    from realtime.stream_io import is_stream, run_stream
-
-    if is_stream(args.input) or is_stream(args.output):
-        return run_stream(args)  # live input or output: newest-frame loop, audio copied, reconnects
+def run_file(args: argparse.Namespace) -> int:
+    """`realtime stylize` with a file (or stdin/stdout) on both sides; 0, or 2 after one error line."""
     quiet = getattr(args, "quiet", False)
     label = "stdin" if args.input == STDIO else None
     try:
