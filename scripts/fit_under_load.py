@@ -218,8 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nfps drop during the fit: median {100 * statistics.median(r['drop'] for r in good):.0f}%", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
-    if args.record and good:
-        block = "\n".join([head, "", HEADER, *(line(r) for r in good)])
+    if args.record and results:
+        rows = [line(r) if "error" not in r else f"| {r['label']} | failed: {r['error']} |" for r in results]
+        block = "\n".join([head, "", HEADER, *rows])
         with open(args.record, "a", encoding="utf-8") as f:
             f.write("\n" + block + "\n")
         print(f"recorded in {args.record}", flush=True)
