@@ -64,8 +64,11 @@ def check_fit_available() -> None:
 class FitConfig:
     """The fit's recipe: the bank's loss weights (train/perceptual.py P3), a small budget."""
 
+    # Each step costs ~0.45 s of one core on the 2-core CPU. Fits cut by the budget at 57-81 of 100 steps reached
+    # 100-109% of the trained styles' gain; a full 50-step schedule 81-108% (hokusai 81%): docs/styles.md.
     steps: int = 100
-    time_budget_s: float = 45.0  # stop early past this (the acceptance budget is 60 s with sessions live)
+    time_budget_s: float = 45.0  # stop early past this many seconds of fitting
+    deadline: float | None = None  # or at this time.monotonic() (system-wide): the server's wall budget per job
     batch: int = 2
     crop: int = 128
     lr: float = 0.02
@@ -89,6 +92,10 @@ class FitConfig:
     style_short_side: int = 400
     grad_short_side: int = 360
     threads: int = 1
+    # The server's fit process (realtime/style_jobs.py) runs at this priority, on `threads` threads. Beside a
+    # live session that keeps the CPU busy, nice 5-19 starve it (1-16 steps in 45 s, docs/styles.md); at 0 on
+    # one thread it shares the CPU evenly and a session keeps the other core.
+    nice: int = 0
     seed: int = 0
 
 
@@ -229,6 +236,7 @@ def _fit(art: Artifact, references: list[np.ndarray], weights: list[float], cfg:
 
     losses: list[float] = []
     step = 0
+    last = time.monotonic()
     for step in range(1, cfg.steps + 1):
         batch = crops()
         x = batch[:, :, : cfg.crop, : cfg.crop]
@@ -259,10 +267,14 @@ def _fit(art: Artifact, references: list[np.ndarray], weights: list[float], cfg:
         loss.backward()
         opt.step()
         sched.step()
-        elapsed = time.monotonic() - t0
+        now = time.monotonic()
+        elapsed, step_s, last = now - t0, now - last, now
         frac = max(step / cfg.steps, elapsed / cfg.time_budget_s)
+        late = cfg.deadline is not None and now + step_s > cfg.deadline  # the next step would end past it
+        if cfg.deadline is not None:
+            frac = max(frac, elapsed / max(1e-6, cfg.deadline - t0))
         report(0.05 + 0.95 * min(1.0, frac), f"step {step}/{cfg.steps}, loss {value:.3f}")
-        if elapsed > cfg.time_budget_s or (should_stop is not None and should_stop()):
+        if elapsed > cfg.time_budget_s or late or (should_stop is not None and should_stop()):
             break
     vector = row.detach().numpy().astype(np.float32)
     if not np.all(np.isfinite(vector)):

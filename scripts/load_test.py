@@ -50,7 +50,7 @@ def _size(text: str) -> tuple[int, int]:
     return int(w), int(h)
 
 
-def _pct(values: list[float], q: float) -> float:
+def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     s = sorted(values)
@@ -87,11 +87,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(*extra: str, timeout_s: float = 120.0):
-    """A `realtime serve --loopback-ice` subprocess on a free port; stopped with SIGTERM at the end."""
+def server(*extra: str, timeout_s: float = 120.0, launcher: tuple[str, ...] = ("-m", "realtime.cli")):
+    """A `realtime serve --loopback-ice` subprocess on a free port; stopped with SIGTERM at the end.
+    `launcher`: what follows the Python executable up to the `serve` command (a wrapper script may go there)."""
     port = free_port()
     log_path = Path(tempfile.mkdtemp(prefix="stylizer-load-")) / "server.log"
-    cmd = [sys.executable, "-m", "realtime.cli", "serve", "--port", str(port), "--loopback-ice",
+    cmd = [sys.executable, *launcher, "serve", "--port", str(port), "--loopback-ice",
            "--max-peers-per-client", "64", *extra]  # every client here shares 127.0.0.1
     with open(log_path, "wb") as f:
         proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
@@ -118,6 +119,47 @@ def server(*extra: str, timeout_s: float = 120.0):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+
+
+# ---------------------------------------------------------------- a clip as the camera
+
+
+def read_clip_frames(path: str | Path, size: tuple[int, int], limit: int = 150) -> list:
+    """Up to `limit` frames of a video as RGB uint8 arrays at `size` (w, h): what a ClipTrack loops."""
+    import av
+    import numpy as np
+
+    frames = []
+    with av.open(str(path)) as c:
+        for f in c.decode(video=0):
+            frames.append(np.ascontiguousarray(f.to_ndarray(format="rgb24", width=size[0], height=size[1])))
+            if len(frames) >= limit:
+                break
+    if not frames:
+        raise ValueError(f"{path}: no video frames")
+    return frames
+
+
+def clip_client(frames: list, control: bool = True):
+    """An OfferClient (tests/whipclient.py) whose camera loops `frames` at 30 fps, each frame numbered for the
+    latency probe, instead of the still test scene."""
+    from tests.whipclient import NumberedTrack, OfferClient
+
+    class ClipTrack(NumberedTrack):
+        def __init__(self) -> None:
+            super().__init__(frames[0])
+
+        async def recv(self):
+            self.base = frames[self.i % len(frames)]
+            return await super().recv()
+
+    client = OfferClient(frames[0], control=control)
+    track = ClipTrack()
+    sender = next(t.sender for t in client.pc.getTransceivers() if t.kind == "video")
+    sender.replaceTrack(track)
+    client.video.stop()
+    client.video = track
+    return client
 
 
 # ---------------------------------------------------------------- one client peer (a subprocess)
@@ -157,9 +199,9 @@ async def run_client(url: str, seconds: float, warmup: float, size: tuple[int, i
             out.update({
                 "ok": True, "session": client.session, "fps": len(window) / span if span > 0 else 0.0,
                 "frames": client.count, "sent": client.video.i,
-                "p50_ms": _pct(lat_ms, 50), "p95_ms": _pct(lat_ms, 95),
-                "early_p50_ms": _pct([1e3 * lat for t, lat in window if t < half], 50),
-                "late_p50_ms": _pct([1e3 * lat for t, lat in window if t >= half], 50),
+                "p50_ms": pct(lat_ms, 50), "p95_ms": pct(lat_ms, 95),
+                "early_p50_ms": pct([1e3 * lat for t, lat in window if t < half], 50),
+                "late_p50_ms": pct([1e3 * lat for t, lat in window if t >= half], 50),
                 "server": stats[-1] if stats else {},
             })
     finally:

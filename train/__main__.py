@@ -118,6 +118,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="student model folder to score and set the floors from (default: the bundled one)")
     ff.add_argument("--out", default="tests/fidelity", help="fixture folder (default: tests/fidelity)")
 
+    from train.style_acceptance import AcceptanceConfig
+
+    sa = sub.add_parser("style-acceptance", help="the own-style fit judged by the look measure (issue 25)",
+                        description="Leave-one-out fits of the bank's styles against their trained rows, styles "
+                                    "fitted from unseen references (a contact sheet), a painting + line drawing "
+                                    "fusion (a sheet), warping error against the bank, and each fit's wall time. "
+                                    "Writes acceptance.md, acceptance.json, vectors.npz and the two JPEG sheets.")
+    _add_dataclass_args(sa, AcceptanceConfig)
+
     args = parser.parse_args(argv)
     if args.command == "perceptual":
         from train.perceptual import train_perceptual
@@ -180,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(exc))
         print(table)
         print(f"metrics and contact sheets written to {args.out}")
+    elif args.command == "style-acceptance":
+        from train.style_acceptance import run_acceptance
+
+        fields = {f.name for f in dataclasses.fields(AcceptanceConfig)}
+        run_acceptance(AcceptanceConfig(**{k: v for k, v in vars(args).items() if k in fields}),
+                       log=lambda m: print(m, flush=True))
     elif args.command == "fidelity-fixture":
         from train.fidelity_fixture import make_fixture, summary
 

@@ -1,9 +1,10 @@
-"""Style fits off the event loop: one at a time, in a separate low-priority process, with a queue and cancel.
+"""Style fits off the event loop: one at a time, in a separate process, with a queue and cancel.
 
 A fit is seconds of full CPU work in torch; in the server's own process it would take the GIL and
-the cores from live sessions. So each fit runs in a spawned child process at the lowest priority
-(nice 19) on one thread; it reports progress through a pipe and sends back the style's FiLM row,
-which the parent stores (engines/style_library.py) and hands to the back-end as one new bank.
+the cores from live sessions. So each fit runs in a spawned child process on one thread (so a session
+keeps the other core), at FitConfig.nice (0: at 19 a busy CPU starved it, docs/styles.md), and stops
+stepping WALL_BUDGET_S after it started; it reports progress through a pipe and sends back the style's
+FiLM row, which the parent stores (engines/style_library.py) and hands to the back-end as one new bank.
 Cancel terminates the child; nothing is written until a fit has finished.
 """
 
@@ -28,12 +29,15 @@ from engines.style_library import StyleError, StyleLibrary
 log = logging.getLogger("realtime.styles")
 
 QUEUE_LIMIT = 4  # jobs waiting besides the running one; more is a 429
+WALL_BUDGET_S = 55.0  # a running fit stops stepping this long after it started (process start and load included)
 
 
 def _child(conn: Connection, model: str, pictures: list[np.ndarray], weights: list[float], cfg: Any) -> None:
     """The fit, in its own process: progress messages, then ("done", vector, summary) or ("error", text)."""
+    from engines.style_fit import FitConfig
+
     with contextlib.suppress(OSError):
-        os.nice(19)
+        os.nice((cfg or FitConfig()).nice)
     try:
         from engines.artifact import load_artifact
         from engines.style_fit import fit_style
@@ -168,10 +172,16 @@ class FitQueue:
             job.pictures = []  # the stored references are on disk now (or not wanted)
 
     async def _fit(self, job: FitJob) -> None:
+        from dataclasses import replace
+
+        from engines.style_fit import FitConfig
+
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe(duplex=False)
+        # The wall budget counts from now, as the page's clock does; time.monotonic() is system-wide on Linux.
+        cfg = replace(self.cfg or FitConfig(), deadline=time.monotonic() + WALL_BUDGET_S)
         proc = ctx.Process(target=_child, name=f"style-fit-{job.name}", daemon=True,
-                           args=(child, str(self.backend.artifact.path), job.pictures, job.weights, self.cfg))
+                           args=(child, str(self.backend.artifact.path), job.pictures, job.weights, cfg))
         job.state, job.started, job.message, job.process = "running", time.monotonic(), "starting", proc
         proc.start()
         child.close()
