@@ -14,10 +14,10 @@ from PIL import Image
 from engines.style_bank import StyleBank
 from realtime.expression.emoji import EmojiError, resolve, split_runs
 from realtime.expression.faces import Box, FaceTracker, load_detector
-from realtime.expression.layer import Expression, ExpressionLayer
+from realtime.expression.layer import STICKER_COVER_LIMIT, Expression, ExpressionLayer
 from realtime.expression.moods import MoodBook, MoodError, normalise
 from realtime.expression.overlay import Sprite, composite_torch, render_bubble, render_meme
-from realtime.expression.placement import MIN_DWELL, SWITCH_AFTER, BusyMap, Choice, Flag
+from realtime.expression.placement import MIN_DWELL, SWITCH_AFTER, BusyMap, Choice, Flag, overlap
 from realtime.expression.textlayout import clean_text, fit
 from realtime.live.control import ControlError, parse_control
 from realtime.live.ratelimit import TokenBucket
@@ -204,6 +204,33 @@ def test_choice_has_hysteresis() -> None:
     assert set(back[:MIN_DWELL]) == {"b"} and back[-1] == "a"
     f = Flag(on=10, off=5)
     assert [f.update(x) for x in (8, 11, 7, 4)] == [False, True, True, False]
+
+
+def test_a_blocked_place_is_left_at_once() -> None:
+    c = Choice()
+    assert c.choose({"a": 10, "b": 12}) == "a"
+    assert [c.choose({"a": 10, "b": 3}) for _ in range(3)] == ["a", "a", "b"]  # moved: MIN_DWELL rounds start
+    assert c.choose({"a": 3, "b": 10}, blocked={"b"}) == "a" and c.forced  # covering something: leave now
+    assert c.choose({"a": 3, "b": 10}, blocked={"a", "b"}) == "a"  # nowhere free: the calmest stays
+
+
+def test_stickers_never_cover_the_caption_while_the_bubble_moves() -> None:
+    """The bubble goes where the frame is calm; stickers placed before it moved must get out of its way at once,
+    not after their dwell (a screenshot caught the emoji drawn over the bubble's text for a second or two)."""
+    rng = np.random.default_rng(1)
+    layer = ExpressionLayer(detector=lambda: None)
+    ex = Expression(caption="Monday again... 又是周一", kind="speech", emoji=("coffee", "weary"))
+    covered = []
+    for i in range(240):
+        img = rng.integers(0, 255, (360, 640, 3), dtype=np.uint8)
+        calm = (i // 30) % 4  # a calm quadrant that moves every 30 frames
+        y, x = (calm // 2) * 180, (calm % 2) * 320
+        img[y : y + 180, x : x + 320] = 128
+        out = img.copy()
+        layer.draw(img, out, ex)
+        cap, st = layer.layout["caption"], layer.layout["stickers"]
+        covered.append(overlap(tuple(st), tuple(cap)))  # type: ignore[arg-type]
+    assert max(covered) <= STICKER_COVER_LIMIT, f"stickers covered the caption: {max(covered):.2f} of their area"
 
 
 def test_busy_map_prefers_the_calm_region() -> None:

@@ -29,6 +29,7 @@ from realtime.expression.placement import BusyMap, Choice, Flag, Glider, Rect, c
 
 BUSY_EVERY = 5   # frames between busyness maps (cheap, but not needed every frame)
 TAIL_STEP = 8    # px: tail directions are quantized so a gliding bubble is not re-rasterized every frame
+STICKER_COVER_LIMIT = 0.02  # stickers covering more than this share of themselves with the caption move at once
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,7 @@ class ExpressionLayer:
                      "top-left": (m, m), "bottom-left": (m, h - sh - m)}
         scores = {}
         placed = {}
+        blocked = set()  # places that would cover the caption: the caption must stay readable
         for k, (x, y) in spots.items():
             cx, cy = clamp_rect(x, y, sw, sh, w, h)
             r = (cx, cy, sw, sh)
@@ -203,5 +205,10 @@ class ExpressionLayer:
                          + (150 * overlap(r, caption) if caption else 0.0)
                          + (150 * overlap(r, face_rect) if face_rect else 0.0))
             placed[k] = (cx, cy)
-        where = self.sticker_choice.choose(scores)
-        return sprite.at(*self.sticker_glide.step(placed[where]))
+            if caption and overlap(r, caption) > STICKER_COVER_LIMIT:
+                blocked.add(k)
+        where = self.sticker_choice.choose(scores, blocked)
+        x, y = self.sticker_glide.step(placed[where], snap=self.sticker_choice.forced)
+        if caption and overlap((x, y, sw, sh), caption) > STICKER_COVER_LIMIT:  # its glide would cross the caption
+            x, y = self.sticker_glide.step(placed[where], snap=True)
+        return sprite.at(x, y)

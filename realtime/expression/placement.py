@@ -8,6 +8,7 @@ positions glide towards their target instead of snapping.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,11 +75,19 @@ class Choice:
     _streak: int = 0
     _challenger: str | None = None
     _dwell: int = 0  # evaluations left before another move is allowed
+    forced: bool = False  # the last choose() left a blocked place (callers jump there instead of gliding)
 
-    def choose(self, scores: dict[str, float]) -> str:
-        best = min(scores, key=lambda k: (scores[k], list(scores).index(k)))
+    def choose(self, scores: dict[str, float], blocked: Collection[str] = ()) -> str:
+        """The place to use now. A `blocked` current place (it would cover something that must stay readable)
+        is left at once, dwell and hysteresis notwithstanding, for the calmest place that is not blocked."""
+        self.forced = False
+        best = min(scores, key=lambda k: (k in blocked, scores[k], list(scores).index(k)))
         if self.current not in scores:
             self.current, self._streak, self._dwell = best, 0, 0
+            return best
+        if self.current in blocked and best not in blocked:
+            self.current, self._streak, self._challenger, self._dwell = best, 0, None, MIN_DWELL
+            self.forced = True
             return best
         if self._dwell > 0:
             self._dwell -= 1
