@@ -191,11 +191,14 @@ def _user_style(request: web.Request) -> str | web.Response:
     return name
 
 
-async def delete_style(request: web.Request) -> web.Response:
+def _gated_user_style(request: web.Request) -> str | web.Response:
+    """The user style a request names, or the response that refuses it (token, Host, or not a user style)."""
     refused = _gate(request)
-    if refused is not None:
-        return refused
-    name = _user_style(request)
+    return refused if refused is not None else _user_style(request)
+
+
+async def delete_style(request: web.Request) -> web.Response:
+    name = _gated_user_style(request)
     if isinstance(name, web.Response):
         return name
     fits = request.app[FITS_KEY]
@@ -208,10 +211,7 @@ async def delete_style(request: web.Request) -> web.Response:
 
 
 async def rename_style(request: web.Request) -> web.Response:
-    refused = _gate(request)
-    if refused is not None:
-        return refused
-    name = _user_style(request)
+    name = _gated_user_style(request)
     if isinstance(name, web.Response):
         return name
     raw = await read_body(request, 4096, 10.0)
