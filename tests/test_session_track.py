@@ -53,7 +53,11 @@ class GatedExecutor(concurrent.futures.ThreadPoolExecutor):
 
 
 def frame(pts: int, value: int) -> av.VideoFrame:
-    f = av.VideoFrame.from_ndarray(np.full((64, 96, 3), value, np.uint8), format="rgb24")
+    return as_frame(np.full((64, 96, 3), value, np.uint8), pts)
+
+
+def as_frame(rgb: np.ndarray, pts: int) -> av.VideoFrame:
+    f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
     f.pts, f.time_base = pts, fractions.Fraction(1, 90000)
     return f
 
@@ -61,9 +65,7 @@ def frame(pts: int, value: int) -> av.VideoFrame:
 def halves(pts: int, bright_left: bool) -> av.VideoFrame:
     rgb = np.full((64, 96, 3), 40, np.uint8)
     (rgb[:, :48] if bright_left else rgb[:, 48:])[:] = 220
-    f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-    f.pts, f.time_base = pts, fractions.Fraction(1, 90000)
-    return f
+    return as_frame(rgb, pts)
 
 
 def test_a_fresher_frame_taken_by_the_worker_lends_the_output_its_pts() -> None:

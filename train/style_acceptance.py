@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from train.data import HELD_OUT_CLIP, SHARED_DATA
+from train.eval_metrics import read_clip, short_side
 from train.look import descriptor, distance, mean_descriptor
 
 # Bank-external references (issue 25): shared/data/styles files no bank style is trained on.
@@ -125,25 +126,6 @@ def passes_ratio(fitted: float, trained: float, bar: float = RATIO_BAR) -> bool:
 
 def _rgb(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
-
-
-def _frame_scale(rgb: np.ndarray, short: int) -> np.ndarray:
-    img = Image.fromarray(rgb)
-    s = short / min(img.size)
-    return np.asarray(img.resize((round(img.width * s), round(img.height * s)), Image.Resampling.LANCZOS))
-
-
-def read_clip(path: Path, frames: int, short: int) -> list[np.ndarray]:
-    """The first `frames` frames of a video, RGB uint8 at `short` px on the short side."""
-    import av
-
-    out: list[np.ndarray] = []
-    with av.open(str(path)) as c:
-        for f in c.decode(video=0):
-            if len(out) == frames:
-                break
-            out.append(_frame_scale(f.to_ndarray(format="rgb24"), short))
-    return out
 
 
 # ---------------------------------------------------------------- sheets
@@ -333,7 +315,8 @@ def run_acceptance(cfg: AcceptanceConfig, log: Log = print) -> dict:
     unseen_pics = {k: [_rgb(styles_dir / f) for f in UNSEEN[k]] for k in cfg.unseen}
     unseen_refs = {k: mean_descriptor([descriptor(p) for p in v]) for k, v in unseen_pics.items()}
     all_refs = bank_refs + list(unseen_refs.values())
-    sheet_photos = [_frame_scale(_rgb(SHARED_DATA / p), 360) for p in SHEET_PHOTOS if (SHARED_DATA / p).is_file()]
+    sheet_photos = [np.asarray(short_side(Image.fromarray(_rgb(SHARED_DATA / p)), 360))
+                    for p in SHEET_PHOTOS if (SHARED_DATA / p).is_file()]
     unseen_rows = []
     for k in ([] if cfg.skip_unseen else cfg.unseen):
         say(f"unseen: fitting {k} ({', '.join(UNSEEN[k])}) ...")

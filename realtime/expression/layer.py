@@ -201,11 +201,11 @@ class ExpressionLayer:
         for k, (x, y) in spots.items():
             cx, cy = clamp_rect(x, y, sw, sh, w, h)
             r = (cx, cy, sw, sh)
-            scores[k] = (self.busy.score(r) + 0.2 * (abs(cx - x) + abs(cy - y))
-                         + (150 * overlap(r, caption) if caption else 0.0)
+            covers = overlap(r, caption) if caption else 0.0
+            scores[k] = (self.busy.score(r) + 0.2 * (abs(cx - x) + abs(cy - y)) + 150 * covers
                          + (150 * overlap(r, face_rect) if face_rect else 0.0))
             placed[k] = (cx, cy)
-            if caption and overlap(r, caption) > STICKER_COVER_LIMIT:
+            if covers > STICKER_COVER_LIMIT:
                 blocked.add(k)
         where = self.sticker_choice.choose(scores, blocked)
         x, y = self.sticker_glide.step(placed[where], snap=self.sticker_choice.forced)
