@@ -183,5 +183,6 @@ class OpenVinoBackend(Backend):
             np.copyto(slot.image, image)
         np.copyto(slot.film, film)
         np.copyto(slot.strength, strength)
-        slot.request.infer()
+        # share_outputs: the call's return value then wraps slot.out instead of copying it (a frame-sized array).
+        slot.request.infer(share_outputs=True)
         return slot.out

@@ -18,7 +18,7 @@ where there is no GPU.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,10 +26,12 @@ import numpy as np
 
 from engines import yuv as yuvconv
 from engines.artifact import Artifact
-from engines.backends import Backend, BackendError, OverlayPatch
+from engines.backends import Backend, BackendError, OverlayPatch, Planes
 from engines.contract import padded_size
 
 MODES = ("rgb", "yuv", "raw", "net")
+PATCH_CACHE = 32  # overlay patches kept on the device (a caption, its backed twin, stickers, a few sessions')
+
 GRAPH_WARMUP = 3  # eager runs before capture: cuDNN/TensorRT pick kernels and allocate workspaces
 
 
@@ -54,9 +56,11 @@ class DeviceSlot:
     strength: Any  # (N, 1) network dtype
     dev_out: Any  # like dev_in
     host_out: Any  # pinned, like host_in
-    premult: Any = None  # (1, 3, H, W) f32 in [0, 1]; "yuv" only
-    alpha: Any = None  # (1, 1, H, W) f32
-    overlay_src: object | None = None  # the patch now in premult/alpha (identity, not value)
+    premult: Any = None  # (N, 3, H, W) f32 in [0, 1]; "yuv" only: each row's overlays, merged
+    alpha: Any = None  # (N, 1, H, W) f32
+    overlay_src: list = field(default_factory=list)  # per row: the patches now in premult/alpha, and where
+    planes_in: list = field(default_factory=list)  # per row: (Y, U, V) writable views of host_in ("yuv")
+    planes_out: list = field(default_factory=list)  # per row: (Y, U, V) views of host_out
     net_out: Any = None
     graph: Any = None
     extra: dict = field(default_factory=dict)  # per-slot state of a subclass (e.g. TensorRT's output)
@@ -66,6 +70,7 @@ class DeviceBackend(Backend):
     """A back-end whose network runs on a torch device; subclasses supply `_network`."""
 
     channels_last = True  # the network input's memory format (TensorRT wants plain NCHW)
+    frames_on_device = True
 
     def __init__(self, artifact: Artifact, precision: str, device: str = "cuda", cuda_graph: bool = True) -> None:
         super().__init__(artifact, precision)
@@ -81,6 +86,7 @@ class DeviceBackend(Backend):
         self.device = self.dev.type
         self.use_graph = cuda_graph and self.dev.type == "cuda"
         self._slots: dict[tuple[str, int, int, int], DeviceSlot] = {}
+        self._patches: dict[int, tuple[Any, Any, Any]] = {}
 
     # ------------------------------------------------------------ subclass hooks
 
@@ -131,8 +137,11 @@ class DeviceBackend(Backend):
         slot.dev_film.copy_(self.torch.from_numpy(self._vectors(n, np.ones(len(self.style_names)), 1.0)[0]))
         slot.dev_strength.fill_(1.0)
         if mode == "yuv":
-            slot.premult = self._alloc((1, 3, h, w), t.float32)
-            slot.alpha = self._alloc((1, 1, h, w), t.float32)
+            slot.premult = self._alloc((n, 3, h, w), t.float32)
+            slot.alpha = self._alloc((n, 1, h, w), t.float32)
+            slot.overlay_src = [()] * n
+            slot.planes_in = [yuv_planes(row) for row in slot.host_in.numpy()]
+            slot.planes_out = [yuv_planes(row) for row in slot.host_out.numpy()]
         self._capture(slot)
         self._slots[key] = slot
         return slot
@@ -193,18 +202,46 @@ class DeviceBackend(Backend):
         else:
             self._body(slot)
 
-    def _set_overlay(self, slot: DeviceSlot, overlay: OverlayPatch | None) -> None:
-        """Upload a caption only when it changes (the patch object is cached upstream while the text holds)."""
-        if overlay is slot.overlay_src:
+    def _set_overlays(self, slot: DeviceSlot, row: int, patches: Sequence[OverlayPatch]) -> None:
+        """Merge a row's overlay patches (drawn in order) into its planes, on the device; only when they change.
+
+        Patches are uploaded once each (cached by their pixels' identity), so a caption that glides costs
+        device work per frame, not an upload."""
+        key = tuple((p.rgb, p.x, p.y) for p in patches)
+        old = slot.overlay_src[row]
+        if len(old) == len(key) and all(a[0] is b[0] and a[1:] == b[1:] for a, b in zip(old, key, strict=True)):
             return
-        if overlay is None:
-            slot.premult.zero_()
-            slot.alpha.zero_()
-        else:
-            premult, alpha = yuvconv.overlay_planes(overlay, slot.h, slot.w)
-            slot.premult.copy_(self.torch.from_numpy(premult)[None], non_blocking=False)
-            slot.alpha.copy_(self.torch.from_numpy(alpha)[None], non_blocking=False)
-        slot.overlay_src = overlay
+        premult, alpha = slot.premult[row], slot.alpha[row]
+        premult.zero_()
+        alpha.zero_()
+        for p in patches:
+            ph, pw = p.rgb.shape[:2]
+            x0, y0 = max(p.x, 0), max(p.y, 0)
+            x1, y1 = min(p.x + pw, slot.w), min(p.y + ph, slot.h)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            rgb, a = self._patch_tensors(p)
+            sx, sy = x0 - p.x, y0 - p.y
+            c, pa = rgb[:, sy : sy + y1 - y0, sx : sx + x1 - x0], a[:, sy : sy + y1 - y0, sx : sx + x1 - x0]
+            # "Over": what is below shows through where this patch is transparent.
+            premult[:, y0:y1, x0:x1].mul_(1.0 - pa).add_(c)
+            alpha[:, y0:y1, x0:x1].mul_(1.0 - pa).add_(pa)
+        slot.overlay_src[row] = key
+
+    def _patch_tensors(self, patch: OverlayPatch) -> tuple[Any, Any]:
+        """A patch's premultiplied (3, h, w) and alpha (1, h, w) in [0, 1] on the device, cached by its pixels."""
+        cache: dict[int, tuple[Any, Any, Any]] = self._patches
+        hit = cache.get(id(patch.rgb))
+        if hit is not None and hit[0] is patch.rgb:
+            return hit[1], hit[2]
+        if len(cache) >= PATCH_CACHE:
+            cache.clear()
+        t = self.torch
+        # Converted on the device, from views of the patch's own arrays.
+        rgb = t.from_numpy(patch.rgb).to(self.dev).permute(2, 0, 1).float().div_(255.0)
+        a = t.from_numpy(patch.alpha).to(self.dev).permute(2, 0, 1).float()
+        cache[id(patch.rgb)] = (patch.rgb, rgb, a)  # holding rgb keeps its id unique
+        return cache[id(patch.rgb)][1], cache[id(patch.rgb)][2]
 
     def _roundtrip(self, slot: DeviceSlot, data: np.ndarray, film: np.ndarray, strength: np.ndarray,
                    out: np.ndarray | None) -> np.ndarray:
@@ -248,10 +285,38 @@ class DeviceBackend(Backend):
         if yuv.ndim != 3 or yuv.dtype != np.uint8 or yuv.shape[1] % 3:
             raise ValueError(f"expected yuv420p uint8 frames (N, H*3/2, W), got {yuv.dtype} {yuv.shape}")
         n, rows, w = yuv.shape
-        slot = self._slot("yuv", n, rows * 2 // 3, w)
-        self._set_overlay(slot, overlay)
+        h = rows * 2 // 3
+        slot = self._slot("yuv", n, h, w)
+        slot.host_in.numpy()[...] = yuv
+        self.stylize_yuv_rows(n, h, w, weights, strength, [() if overlay is None else (overlay,)] * n)
+        res = out if out is not None else np.empty(yuv.shape, np.uint8)
+        np.copyto(res, slot.host_out.numpy())
+        return res
+
+    def yuv_rows(self, n: int, height: int, width: int) -> tuple[list[Planes], list[Planes]]:
+        """The host side of a batch of N yuv420p frames: per row, the (Y, U, V) arrays to write a frame into and
+        those `stylize_yuv_rows` leaves the result in. Pinned memory, reused by every batch of this shape (a
+        result stays valid until the next call of the same shape)."""
+        slot = self._slot("yuv", n, height, width)
+        return slot.planes_in, slot.planes_out
+
+    def stylize_yuv_rows(self, n: int, height: int, width: int, weights: np.ndarray, strength: float | np.ndarray,
+                         overlays: Sequence[Sequence[OverlayPatch]]) -> None:
+        """Stylize the frames written into `yuv_rows(n, height, width)[0]`: per row its own style weights (S,)
+        or (N, S), strength and overlay patches; one upload, one launch, one download of the yuv420p result."""
+        slot = self._slot("yuv", n, height, width)
+        for row, patches in enumerate(overlays):
+            self._set_overlays(slot, row, patches)
         wv, sv = self._vectors(n, weights, strength)
-        return self._roundtrip(slot, yuv, wv, sv, out)
+        slot.host_film.numpy()[...] = wv
+        slot.host_strength.numpy()[...] = sv
+        slot.dev_in.copy_(slot.host_in, non_blocking=True)
+        slot.dev_film.copy_(slot.host_film, non_blocking=True)
+        slot.dev_strength.copy_(slot.host_strength, non_blocking=True)
+        self._launch(slot)
+        slot.host_out.copy_(slot.dev_out, non_blocking=True)
+        if self.dev.type == "cuda":
+            self.torch.cuda.current_stream(self.dev).synchronize()
 
     def network_step(self, n: int, height: int, width: int) -> Callable[[], None]:
         """A call that runs only the network on its static device input (graph replay where graphs are on)."""
@@ -261,5 +326,16 @@ class DeviceBackend(Backend):
 
     def close(self) -> None:
         self._slots.clear()
+        self._patches.clear()
         if self.dev.type == "cuda":
             self.torch.cuda.empty_cache()
+
+
+def yuv_planes(packed: np.ndarray) -> Planes:
+    """(H*3/2, W) packed yuv420p (as PyAV lays it out) -> Y, U, V views of the same memory."""
+    rows, w = packed.shape
+    h = rows * 2 // 3
+    flat = packed.reshape(-1)
+    q = (h // 2) * (w // 2)
+    return packed[:h], flat[h * w : h * w + q].reshape(h // 2, w // 2), flat[h * w + q : h * w + 2 * q].reshape(
+        h // 2, w // 2)

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from engines.backends import Backend
+from engines.backends import Backend, Planes
 from realtime.expression.layer import Expression, ExpressionLayer
 from realtime.expression.moods import MoodBook
+from realtime.expression.overlay import Sprite
 from realtime.live.control import ControlUpdate
 
 log = logging.getLogger("realtime.pipeline")
@@ -100,6 +101,7 @@ class FramePipeline:
         self._overlay_failures = 0       # in a row; at OVERLAY_GIVE_UP the overlays are off until the state changes
         self._overlay_off_for: StyleState | None = None
         self.label = ""                  # who this pipeline serves, for log lines (a session or stream id)
+        self._mirrored: np.ndarray | None = None  # the flipped input, reused while the size holds
 
     def apply(self, update: ControlUpdate) -> StyleState:
         """Apply a validated control update; returns the new state."""
@@ -168,38 +170,73 @@ class FramePipeline:
                 self._vector = self.backend.weights_vector(self.state.weights, strict=False)
             return self.state, self._vector
 
-    def process(self, rgb: np.ndarray) -> np.ndarray:
-        """RGB uint8 (H, W, 3) -> stylized RGB uint8 with the overlays drawn on it.
+    def process(self, rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """RGB uint8 (H, W, 3) -> stylized RGB uint8 with the overlays drawn on it (into `out` if given).
 
-        A failing overlay never costs the frame: it is left out (counted in overlay_errors), and after
-        OVERLAY_GIVE_UP failures in a row the overlays stay off until the next control change."""
+        With `out` (and a bound mirror buffer) a live frame allocates no frame-sized array."""
         state, vector = self._current_vector()
         t0 = time.perf_counter()
         if state.mirror:
-            rgb = np.ascontiguousarray(rgb[:, ::-1])
-        out = self.backend.stylize(rgb, vector, state.strength)
+            if self._mirrored is None or self._mirrored.shape != rgb.shape:
+                self._mirrored = np.empty_like(rgb)
+            np.copyto(self._mirrored, rgb[:, ::-1])
+            rgb = self._mirrored
+        out = self.backend.stylize(rgb, vector, state.strength, out=out)
         t1 = time.perf_counter()
-        if (state.caption or state.emoji) and self._overlay_off_for is not state:
-            try:
-                self.layer.draw(rgb, out, state.expression)
-                self._overlay_failures = 0
-            except Exception:
-                self.overlay_errors += 1
-                self._overlay_failures += 1
-                self.layer.layout, self.layer.sprites = {}, []
-                if self._overlay_failures >= OVERLAY_GIVE_UP:
-                    self._overlay_off_for = state
-                    log.exception("overlay failed %d times in a row%s; overlays off until the next change",
-                                  self._overlay_failures, f" ({self.label})" if self.label else "")
-                elif self.overlay_errors <= 3:
-                    log.exception("overlay failed%s; frame sent without it", f" ({self.label})" if self.label else "")
-        else:
-            self.layer.layout = {}
-            self.layer.sprites = []
+        self._overlay(state, lambda: self.layer.draw(rgb, out, state.expression))
         t2 = time.perf_counter()
         self.times.add("network", (t1 - t0) * 1e3)
         self.times.add("overlay", (t2 - t1) * 1e3)
         return out
+
+    @property
+    def on_device(self) -> bool:
+        """Whether frames go to the back-end's device as yuv420p planes (process_yuv) rather than RGB."""
+        return self.backend.frames_on_device
+
+    def process_yuv(self, src: Planes, dest: Planes) -> None:
+        """yuv420p planes (Y, U, V) in -> stylized and captioned yuv420p planes in `dest`, on a device back-end.
+
+        The colour conversion, the network and the overlays' compositing run on the device; the host copies
+        planes in and out of pinned memory and places the overlays (faces in the input's luma, calm places in
+        the last result's), so no RGB array is made."""
+        backend = self.backend
+        state, vector = self._current_vector()
+        h, w = src[0].shape
+        ins, outs = backend.yuv_rows(1, h, w)  # type: ignore[attr-defined]  # frames_on_device says it has them
+        for plane, into in zip(src, ins[0], strict=True):
+            np.copyto(into, plane[:, ::-1] if state.mirror else plane)
+        t0 = time.perf_counter()
+        sprites: list[Sprite] = []
+        self._overlay(state, lambda: sprites.extend(self.layer.place(ins[0][0], outs[0][0], state.expression)))
+        t1 = time.perf_counter()
+        backend.stylize_yuv_rows(1, h, w, vector, state.strength, [sprites])  # type: ignore[attr-defined]
+        for plane, into in zip(outs[0], dest, strict=True):
+            np.copyto(into, plane)
+        self.times.add("overlay", (t1 - t0) * 1e3)
+        self.times.add("network", (time.perf_counter() - t1) * 1e3)
+
+    def _overlay(self, state: StyleState, draw: Callable[[], None]) -> None:
+        """Run `draw` (place or draw the overlays) when the state has any. A failing overlay never costs the
+        frame: it is left out (counted in overlay_errors), and after OVERLAY_GIVE_UP failures in a row the
+        overlays stay off until the next control change."""
+        if not (state.caption or state.emoji) or self._overlay_off_for is state:
+            self.layer.layout = {}
+            self.layer.sprites = []
+            return
+        try:
+            draw()
+            self._overlay_failures = 0
+        except Exception:
+            self.overlay_errors += 1
+            self._overlay_failures += 1
+            self.layer.layout, self.layer.sprites = {}, []
+            if self._overlay_failures >= OVERLAY_GIVE_UP:
+                self._overlay_off_for = state
+                log.exception("overlay failed %d times in a row%s; overlays off until the next change",
+                              self._overlay_failures, f" ({self.label})" if self.label else "")
+            elif self.overlay_errors <= 3:
+                log.exception("overlay failed%s; frame sent without it", f" ({self.label})" if self.label else "")
 
     def close(self) -> None:
         self.layer.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -11,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engines.style_bank import StyleBank
+from engines.backends import Backend
+from engines.loader import load_backend
 from realtime.expression.emoji import EmojiError, resolve, split_runs
 from realtime.expression.faces import Box, FaceTracker, load_detector
 from realtime.expression.layer import STICKER_COVER_LIMIT, Expression, ExpressionLayer
@@ -108,18 +110,18 @@ def test_unknown_mood_is_neutral_and_said() -> None:
     assert normalise("Monday again…") == "monday again"
     m = book.match("quantum chromodynamics")
     assert not m.known and m.mood.name == "neutral"
-    pipe = FramePipeline(_FakeBackend())
+    pipe = FramePipeline(_bundled())
     state, notes = pipe.apply_with_notes(parse_control('{"mood": "quantum chromodynamics"}', NAMES))
     assert state.mood == "neutral" and "no mood matches" in notes[0]
 
 
 def test_mood_sets_blend_strength_caption_style_and_emoji_and_explicit_fields_win() -> None:
-    pipe = FramePipeline(_FakeBackend())
+    pipe = FramePipeline(_bundled())
     state, notes = pipe.apply_with_notes(parse_control('{"mood": "party time", "strength": 0.5}', NAMES))
     assert not notes
     assert state.weights == {"kandinsky": 0.5, "klimt": 0.5} and state.strength == 0.5
     assert state.caption_kind == "meme-bottom" and state.caption_color == "#ff8ad8" and "🎉" in state.emoji
-    again, _ = FramePipeline(_FakeBackend()).apply_with_notes(parse_control('{"mood": "party time"}', NAMES))
+    again, _ = FramePipeline(_bundled()).apply_with_notes(parse_control('{"mood": "party time"}', NAMES))
     assert again.weights == state.weights and again.emoji == state.emoji  # deterministic
 
 
@@ -158,7 +160,7 @@ def test_control_flood_is_rate_limited_with_an_error_reply() -> None:
     from realtime.live.session import Session
     from realtime.live.signalling import on_control
 
-    session = Session(SimpleNamespace(), FramePipeline(_FakeBackend()))
+    session = Session(SimpleNamespace(), FramePipeline(_bundled()))
     session.channel = _Channel()
     for i in range(200):
         on_control(session, json.dumps({"strength": 0.5, "id": i}))
@@ -181,7 +183,7 @@ def test_state_reply_names_the_characters_no_font_has() -> None:
     from realtime.live.session import Session
     from realtime.live.signalling import on_control
 
-    session = Session(SimpleNamespace(), FramePipeline(_FakeBackend()))
+    session = Session(SimpleNamespace(), FramePipeline(_bundled()))
     session.channel = _Channel()
     on_control(session, json.dumps({"caption": "hi שלום", "id": 5}))
     reply = session.channel.sent[-1]
@@ -255,10 +257,10 @@ class _FixedDetector:
     def __init__(self, box: tuple[int, int, int, int] | None) -> None:
         self.box = box
 
-    def grab(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+    def grab(self, rgb: np.ndarray, store: dict | None = None) -> tuple[np.ndarray, float]:
         return rgb, 1.0
 
-    def small_grey(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+    def small_grey(self, rgb: np.ndarray, store: dict | None = None) -> tuple[np.ndarray, float]:
         return rgb[::2, ::2, 0], 2.0
 
     def detect(self, grey: np.ndarray) -> list[tuple[int, int, int, int]]:
@@ -360,26 +362,20 @@ def test_torch_composite_matches_numpy_on_cpu_tensors() -> None:
     assert np.abs(back - ref.astype(int)).max() <= 2
 
 
-class _FakeBackend:
-    """Enough of a Backend for the pipeline's control logic: identity stylization."""
-
-    name = "fake"
-    style_names = NAMES
-    styles = StyleBank(NAMES, np.zeros((len(NAMES), 4), np.float32), None)  # the real bank's names and weights
-
-    def weights_vector(self, weights: dict[str, float] | None, *, strict: bool = True) -> np.ndarray:
-        return self.styles.weights_vector(weights, strict=strict)
-
-    def stylize(self, rgb: np.ndarray, weights: np.ndarray, strength: float = 1.0) -> np.ndarray:
-        return rgb.copy()
+@functools.cache
+def _bundled() -> Backend:
+    """The bundled model on its default back-end, one thread (shared by these tests: the pipeline never writes it)."""
+    return load_backend(None, "auto", 1)
 
 
 def test_pipeline_draws_caption_bubble_and_stickers_without_errors() -> None:
-    pipe = FramePipeline(_FakeBackend())  # type: ignore[arg-type]
+    pipe = FramePipeline(_bundled())
     pipe.layer = ExpressionLayer(detector=lambda: None)
     pipe.apply(parse_control('{"caption": {"text": "hi 🎉", "kind": "thought"}, "emoji": ["fire"]}', NAMES))
     frame = np.full((360, 640, 3), 100, np.uint8)
     out = pipe.process(frame)
     assert set(pipe.layer.layout) == {"caption", "stickers"}
-    assert np.abs(out.astype(int) - 100).sum() > 0
+    bare = _bundled().stylize(frame, pipe._current_vector()[1], pipe.state.strength)
+    x, y, w, h = pipe.layer.layout["caption"]
+    assert np.abs(out[y : y + h, x : x + w].astype(int) - bare[y : y + h, x : x + w]).mean() > 10
     assert pipe.times.p50("overlay") < 200

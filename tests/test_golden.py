@@ -26,10 +26,10 @@ W, H = 480, 270
 class _FixedFace:
     """The calibration photo's face, where the Haar cascade finds it (fixed, so goldens do not depend on OpenCV)."""
 
-    def grab(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+    def grab(self, rgb: np.ndarray, store: dict | None = None) -> tuple[np.ndarray, float]:
         return rgb, 1.0
 
-    def small_grey(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+    def small_grey(self, rgb: np.ndarray, store: dict | None = None) -> tuple[np.ndarray, float]:
         return rgb[..., 0], 1.0
 
     def detect(self, grey: np.ndarray) -> list[tuple[int, int, int, int]]:

@@ -181,12 +181,14 @@ class CropSampler:
 
 
 def sample_style_weights(batch: int, num_styles: int, rng: random.Random, p_onehot: float = 0.5,
-                         max_mix: int = 3, alpha: float = 0.7) -> torch.Tensor:
-    """One-hot styles and random Dirichlet mixtures of 2..max_mix styles: (batch, S), rows sum to 1."""
+                         max_mix: int = 3, alpha: float = 0.7, odds: list[float] | None = None) -> torch.Tensor:
+    """One-hot styles and random Dirichlet mixtures of 2..max_mix styles: (batch, S), rows sum to 1.
+
+    `odds` (S,) weighs which style a one-hot row draws (default: all alike)."""
     w = torch.zeros(batch, num_styles)
     for i in range(batch):
         if num_styles == 1 or rng.random() < p_onehot:
-            w[i, rng.randrange(num_styles)] = 1.0
+            w[i, rng.choices(range(num_styles), weights=odds)[0] if odds else rng.randrange(num_styles)] = 1.0
         else:
             k = rng.randint(2, min(max_mix, num_styles))
             idx = rng.sample(range(num_styles), k)

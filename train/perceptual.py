@@ -76,6 +76,8 @@ class PerceptualConfig:
     colour_weight: float = 10.0
     tv_weight: float = 60.0
     p_onehot: float = 0.7
+    # NAME=FACTOR: how much more often a one-hot batch row draws that style (the weaker styles get more steps).
+    style_odds: list[str] = field(default_factory=list)
     # paint only: trained strength, and stability under small shifts plus noise.
     strength_full: float = 0.5
     strength_zero: float = 0.1
@@ -148,6 +150,7 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
                                    half_channels=cfg.half_channels, half_blocks=cfg.half_blocks,
                                    pad=cfg.pad))
     contract = IOContract(style_names=names)
+    odds = style_odds(cfg.style_odds, names)
     if cfg.init:
         start = load_artifact(cfg.init)
         if start.contract.style_names != names or replace(start.config, pad=cfg.pad) != net.config:
@@ -180,7 +183,7 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
             crops = torch.cat([crops, fcrop])
         n = crops.shape[0]
         x = crops[:, :, : cfg.crop, : cfg.crop]
-        w = sample_style_weights(n, len(names), rng, p_onehot=cfg.p_onehot)
+        w = sample_style_weights(n, len(names), rng, p_onehot=cfg.p_onehot, odds=odds)
         strength = sample_strengths(n, rng, cfg.strength_full, cfg.strength_zero) if paint \
             else torch.ones(n, 1)
         y = net(x, w, strength)
@@ -237,6 +240,21 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
     log.close()
     write_thumbnails([paths[0] for _, paths in named], names, out / "model" / "thumbs")
     return out / "model"
+
+
+def style_odds(specs: list[str], names: tuple[str, ...]) -> list[float] | None:
+    """["monet=2", ...] -> one factor per style (1 where not named); None when nothing is named."""
+    if not specs:
+        return None
+    factors = dict.fromkeys(names, 1.0)
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        if not sep or name not in factors:
+            raise ValueError(f"--style-odds takes NAME=FACTOR with NAME one of {', '.join(names)}; got {spec!r}")
+        factors[name] = float(value)
+        if factors[name] <= 0:
+            raise ValueError(f"--style-odds {spec!r}: the factor must be above 0")
+    return [factors[n] for n in names]
 
 
 def resolve_style_refs(spec: str, root: Path) -> tuple[str, list[Path]]:

@@ -58,28 +58,49 @@ class FaceDetector:
         if self._cascade.empty():
             raise RuntimeError(f"could not load {CASCADE} from {cv2.data.haarcascades}")
 
-    def grab(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+    def grab(self, rgb: np.ndarray, store: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, float]:
         """Cheap copy for the detection thread (nearest-neighbour to 2x the detection width, ~0.1 ms)
-        and the scale from that copy back to frame pixels. Runs in the inference thread."""
+        and the scale from that copy back to frame pixels. Runs in the inference thread. rgb may be grey.
+
+        With `store`, the copy goes into a buffer kept there (reused while the size holds)."""
         h, w = rgb.shape[:2]
         k = min(1.0, 2 * DETECT_WIDTH / w)
         size = (max(1, round(w * k)), max(1, round(h * k)))
-        return self._cv2.resize(rgb, size, interpolation=self._cv2.INTER_NEAREST), 1.0 / k
+        picture = _reuse(store, "picture", (size[1], size[0], *rgb.shape[2:]))
+        self._cv2.resize(rgb, size, dst=picture, interpolation=self._cv2.INTER_NEAREST)
+        return picture, 1.0 / k
 
-    def small_grey(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
-        """Downscaled (area), equalized grey copy and the scale back to rgb's pixels. Runs in the detection thread."""
+    def small_grey(self, rgb: np.ndarray, store: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, float]:
+        """Downscaled (area), equalized grey copy and the scale back to rgb's pixels. Runs in the detection thread.
+
+        With `store`, its buffers are kept there (reused while the size holds)."""
         cv2 = self._cv2
         h, w = rgb.shape[:2]
         k = min(1.0, DETECT_WIDTH / w)
-        small = cv2.resize(rgb, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
-        grey = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
-        return grey, 1.0 / k
+        size = (max(1, round(w * k)), max(1, round(h * k)))
+        small = _reuse(store, "small", (size[1], size[0], *rgb.shape[2:]))
+        cv2.resize(rgb, size, dst=small, interpolation=cv2.INTER_AREA)
+        if small.ndim == 3:
+            grey = _reuse(store, "grey", small.shape[:2])
+            small = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY, dst=grey)
+        equal = _reuse(store, "equal", small.shape)
+        return cv2.equalizeHist(small, dst=equal), 1.0 / k
 
     def detect(self, grey: np.ndarray) -> list[tuple[int, int, int, int]]:
         """Faces in grey image coordinates, largest first."""
         found = self._cascade.detectMultiScale(grey, scaleFactor=1.2, minNeighbors=4, minSize=(20, 20))
         faces = [tuple(int(v) for v in f) for f in (found if len(found) else [])]
         return sorted(faces, key=lambda f: -f[2] * f[3])  # type: ignore[misc]
+
+
+def _reuse(store: dict[str, np.ndarray] | None, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """store[name] when it has this shape, else a new uint8 array (kept in store, if there is one)."""
+    a = store.get(name) if store is not None else None
+    if a is None or a.shape != shape:
+        a = np.empty(shape, np.uint8)
+        if store is not None:
+            store[name] = a
+    return a
 
 
 def load_detector() -> FaceDetector | None:
@@ -104,11 +125,15 @@ class FaceTracker:
         self._pool = (concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="faces")
                       if threaded and detector is not None else None)
         self._pending: concurrent.futures.Future | None = None
+        # Buffers reused frame after frame: the copy handed to detection (written by the inference thread only
+        # while no detection is pending) and the detection's own (one detection at a time).
+        self._grabbed: dict[str, np.ndarray] = {}
+        self._detecting: dict[str, np.ndarray] = {}
 
     def _run(self, picture: np.ndarray, scale: float) -> Box | None:
         assert self.detector is not None
         t0 = time.perf_counter()
-        grey, k = self.detector.small_grey(picture)
+        grey, k = self.detector.small_grey(picture, self._detecting)
         scale *= k
         faces = self.detector.detect(grey)
         self.detect_ms = (time.perf_counter() - t0) * 1e3
@@ -141,7 +166,8 @@ class FaceTracker:
                 log.exception("face detection failed")
             self._pending = None
         if self.frame % self.every == 0 and self._pending is None:
-            picture, scale = self.detector.grab(rgb)  # a copy: the frame buffer goes on to the encoder
+            # A copy: the frame buffer goes on to the encoder.
+            picture, scale = self.detector.grab(rgb, self._grabbed)
             if self._pool is not None:
                 try:
                     self._pending = self._pool.submit(self._run, picture, scale)

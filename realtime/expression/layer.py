@@ -72,11 +72,22 @@ class ExpressionLayer:
 
     def draw(self, src: np.ndarray, out: np.ndarray, ex: Expression) -> None:
         """Composite ex onto out (H, W, 3) uint8 in place; src is the unstylized input (for faces)."""
-        h, w = out.shape[:2]
+        for sprite in self.place(src, out, ex):
+            sprite.composite(out)
+
+    def place(self, src: np.ndarray, stylized: np.ndarray, ex: Expression) -> list[Sprite]:
+        """Where ex goes on this frame, as sprites in drawing order (also kept in `sprites` and `layout`).
+
+        src is the unstylized input (faces are found in it), stylized the frame the overlays go on (calm places
+        are found in it, before anything is drawn). Either may be RGB (H, W, 3) or grey (H, W): the device path
+        hands in the input's luma plane and the previous result's."""
+        h, w = stylized.shape[:2]
         wants_face = bool(ex.emoji) or (ex.kind in BUBBLE_KINDS and bool(ex.caption))
         face = self.faces.update(src) if wants_face else None
-        if self.busy is None or self.busy.size != (w, h) or self.frame % BUSY_EVERY == 0:
-            self.busy = BusyMap(out)  # of the stylized frame, before anything is drawn on it
+        if self.busy is None or self.busy.size != (w, h):
+            self.busy = BusyMap(stylized)
+        elif self.frame % BUSY_EVERY == 0:
+            self.busy.refresh(stylized)
         self.frame += 1
         if ex.kind != self._kind:  # a new kind starts from its default place
             self.caption_choice, self.caption_glide, self._kind = Choice(), Glider(), ex.kind
@@ -88,18 +99,17 @@ class ExpressionLayer:
         if ex.caption:
             placed = self._caption(ex, w, h, face)
             if placed is not None:
-                placed.composite(out)
                 sprites.append(placed)
                 caption_rect = (placed.x, placed.y, placed.width, placed.height)
                 layout["caption"] = list(caption_rect)
         if ex.emoji:
             placed = self._stickers(ex.emoji, w, h, face, caption_rect)
             if placed is not None:
-                placed.composite(out)
                 sprites.append(placed)
                 layout["stickers"] = [placed.x, placed.y, placed.width, placed.height]
         self.layout = layout
         self.sprites = sprites
+        return sprites
 
     # ------------------------------------------------------------ captions
 

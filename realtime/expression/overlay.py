@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -34,6 +35,19 @@ font_path = text_font_path  # kept for callers of the first caption module
 def clean_caption(text: str) -> str:
     """Drop what cannot be drawn and collapse whitespace (at most 4 lines)."""
     return clean_text(text)[0]
+
+
+_local = threading.local()
+
+
+def _scratch(shape: tuple[int, ...]) -> np.ndarray:
+    """A uint8 array of `shape`, this thread's, grown when a larger one is asked for (cached sprites are shared
+    by sessions that run on different threads, so the scratch cannot live on the sprite)."""
+    size = int(np.prod(shape))
+    buf = getattr(_local, "buf", None)
+    if buf is None or buf.size < size:
+        buf = _local.buf = np.empty(size, np.uint8)
+    return buf[:size].reshape(shape)
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,7 +108,10 @@ class Sprite:
         c = self.rgb[sy : sy + y1 - y0, sx : sx + x1 - x0]
         inv = self._inv[sy : sy + y1 - y0, sx : sx + x1 - x0]
         if cv2 is not None:
-            region[...] = cv2.add(cv2.multiply(region, inv, scale=1.0 / 255.0), c)
+            # Through a per-thread scratch and in place: a live frame allocates nothing here.
+            scratch = _scratch(region.shape)
+            cv2.multiply(region, inv, dst=scratch, scale=1.0 / 255.0)
+            cv2.add(scratch, c, dst=region)
         else:  # pragma: no cover
             acc = region.astype(np.uint16) * inv
             acc += 127

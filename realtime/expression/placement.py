@@ -34,20 +34,45 @@ class BusyMap:
     """Gradient energy of one frame, queried per rectangle."""
 
     def __init__(self, rgb: np.ndarray) -> None:
+        """rgb: (H, W, 3) RGB or (H, W) grey uint8."""
         h, w = rgb.shape[:2]
         self.size = (w, h)
         sw, sh = max(1, w // SCALE), max(1, h // SCALE)
+        self._sw, self._sh = sw, sh
+        # Buffers for refresh(), kept while the size holds: the live loop refreshes every few frames.
+        self._small = np.empty((sh, sw, 3), np.uint8)
+        self._grey = np.empty((sh, sw), np.uint8)
+        self._g = np.empty((sh, sw), np.float32)
+        self._dx = np.empty((sh, max(0, sw - 1)), np.float32)
+        self._dy = np.empty((max(0, sh - 1), sw), np.float32)
+        self._sum = np.zeros((sh + 1, sw + 1), np.float32)  # the integral image; row 0 and column 0 stay 0
+        self.refresh(rgb)
+
+    def refresh(self, rgb: np.ndarray) -> None:
+        """Measure a new frame of the same size, in the same buffers."""
+        if rgb.shape[1::-1] != self.size:
+            raise ValueError(f"BusyMap of {self.size[0]}x{self.size[1]} given a {rgb.shape[1]}x{rgb.shape[0]} frame")
+        sw, sh = self._sw, self._sh
+        g = self._g
         if cv2 is not None:
             # Linear (not area) sampling: 10x cheaper at 1/8 scale, and a busyness estimate needs no more.
-            grey = cv2.cvtColor(cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_LINEAR), cv2.COLOR_RGB2GRAY)
-            g = grey.astype(np.float32)
+            if rgb.ndim == 2:  # already grey (a luma plane)
+                cv2.resize(rgb, (sw, sh), dst=self._grey, interpolation=cv2.INTER_LINEAR)
+            else:
+                cv2.resize(rgb, (sw, sh), dst=self._small, interpolation=cv2.INTER_LINEAR)
+                cv2.cvtColor(self._small, cv2.COLOR_RGB2GRAY, dst=self._grey)
+            np.copyto(g, self._grey)
         else:  # pragma: no cover
-            g = rgb[: sh * SCALE : SCALE, : sw * SCALE : SCALE].astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
-        grad = np.zeros_like(g)
-        grad[:, 1:] += np.abs(np.diff(g, axis=1))
-        grad[1:, :] += np.abs(np.diff(g, axis=0))
-        self._sum = np.pad(grad, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
-        self._sw, self._sh = sw, sh
+            g[...] = rgb[: sh * SCALE : SCALE, : sw * SCALE : SCALE].astype(np.float32) @ np.float32([0.299, 0.587,
+                                                                                                       0.114])
+        grad = self._sum[1:, 1:]
+        grad.fill(0.0)
+        np.subtract(g[:, 1:], g[:, :-1], out=self._dx)
+        grad[:, 1:] += np.abs(self._dx, out=self._dx)
+        np.subtract(g[1:], g[:-1], out=self._dy)
+        grad[1:, :] += np.abs(self._dy, out=self._dy)
+        np.cumsum(grad, axis=0, out=grad)
+        np.cumsum(grad, axis=1, out=grad)
 
     def score(self, rect: Rect) -> float:
         """Mean gradient inside rect (clipped to the frame); outside the frame counts as very busy."""

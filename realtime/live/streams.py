@@ -161,10 +161,10 @@ class StreamTrack(MediaStreamTrack):
         """Frames stylized: the only place the network runs for this stream, whatever the viewer count."""
         return self.step.processed
 
-    def _snapshot(self, rgb: np.ndarray) -> None:
+    def _snapshot(self, size: tuple[int, int]) -> None:
         """Inference thread, after each frame: what the overlay-only viewers should show now."""
         if self.overlay.wanted:
-            self.overlay.snapshot(list(self.pipeline.layer.sprites), rgb.shape[1], rgb.shape[0])
+            self.overlay.snapshot(list(self.pipeline.layer.sprites), *size)
 
     def set_reader(self, reader: LatestFrameReader | None) -> None:
         old, self.reader = self.reader, reader

@@ -26,6 +26,7 @@ import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
+from engines.backends import Planes
 from realtime.live.limits import HARD_PIXELS_FACTOR, MIN_FRAME_SIDE, Limits, scaled_size
 from realtime.pipeline import FramePipeline
 
@@ -160,6 +161,18 @@ def frame_to_rgb(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
     return frame.to_ndarray(width=size[0], height=size[1], format="rgb24")
 
 
+def plane_array(frame: av.VideoFrame) -> np.ndarray:
+    """A writable (h, w, 3) view of a packed RGB frame's memory (rows keep FFmpeg's padded line size)."""
+    plane = frame.planes[0]
+    return np.ndarray((frame.height, frame.width, 3), np.uint8, buffer=plane, strides=(plane.line_size, 3, 1))
+
+
+def yuv_arrays(frame: av.VideoFrame) -> Planes:
+    """Writable (Y, U, V) views of a yuv420p frame's planes (rows keep FFmpeg's padded line sizes)."""
+    return tuple(np.ndarray((p.height, p.width), np.uint8, buffer=p, strides=(p.line_size, 1))  # type: ignore[return-value]
+                 for p in frame.planes)
+
+
 def rate(times: deque[float]) -> float:
     """Events per second over the times kept (monotonic seconds, oldest first); 0 for fewer than two."""
     if len(times) < 2:
@@ -191,8 +204,9 @@ class FrameStep:
         self.fatal_suffix = fatal_suffix      # added to fatal messages, e.g. "; session ended"
         self.log = logger
         self.on_fatal: Callable[[str], None] | None = None
-        # Inference thread, after the pipeline: (the RGB frame it stylized), e.g. the overlay feed's snapshot.
-        self.on_processed: Callable[[np.ndarray], None] | None = None
+        # Inference thread, after the pipeline: (width, height) of the frame it stylized, e.g. for the overlay
+        # feed's snapshot.
+        self.on_processed: Callable[[tuple[int, int]], None] | None = None
         self.processed = 0                    # frames through the pipeline (the network ran)
         self.frames_out = 0                   # frames handed to the encoder(s)
         self.errors = 0
@@ -211,19 +225,36 @@ class FrameStep:
         size = self.check.plan(frame.width, frame.height)
         if size is None:
             return frame, frame, arrival
+        if self.pipeline.on_device and size[0] % 2 == 0 and size[1] % 2 == 0:
+            return frame, self._work_yuv(frame, size), arrival
         t0 = time.perf_counter()
         rgb = frame_to_rgb(frame, size)
         t1 = time.perf_counter()
-        out = self.pipeline.process(rgb)
+        # Stylized straight into the outgoing frame's own memory: no frame-sized array is made per frame.
+        new = av.VideoFrame(size[0], size[1], "rgb24")
+        self.pipeline.process(rgb, plane_array(new))
         self.processed += 1
         if self.on_processed is not None:
-            self.on_processed(rgb)
+            self.on_processed(size)
         t2 = time.perf_counter()
-        new = av.VideoFrame.from_ndarray(out, format="rgb24")
         if self.out_format != "rgb24":
             new = new.reformat(format=self.out_format)
         self.pipeline.times.add("convert", (t1 - t0 + time.perf_counter() - t2) * 1e3)
         return frame, new, arrival
+
+    def _work_yuv(self, frame: av.VideoFrame, size: tuple[int, int]) -> av.VideoFrame:
+        """A device back-end's frame: PyAV's yuv420p planes in, the result's planes out (no RGB on the host)."""
+        t0 = time.perf_counter()
+        if frame.format.name != "yuv420p" or (frame.width, frame.height) != size:
+            frame = frame.reformat(width=size[0], height=size[1], format="yuv420p")
+        new = av.VideoFrame(size[0], size[1], "yuv420p")
+        t1 = time.perf_counter()
+        self.pipeline.process_yuv(yuv_arrays(frame), yuv_arrays(new))
+        self.processed += 1
+        if self.on_processed is not None:
+            self.on_processed(size)
+        self.pipeline.times.add("convert", (t1 - t0) * 1e3)
+        return new
 
     async def run(self, reader: LatestFrameReader, frame: av.VideoFrame,
                   arrival: float) -> tuple[av.VideoFrame, av.VideoFrame, float]:

@@ -1,0 +1,143 @@
+"""The live frame path allocates nothing per frame, on the CPU and on a device back-end (issue 26, part 2).
+
+Real parts: the bundled default model, a real newest-frame reader, PyAV frames at 1280x720 made from a committed
+photo, and the same FrameStep the web sessions and WHIP streams use. The device path runs the torch-cuda
+back-end's code on torch's CPU device (where no GPU is lent, that is the same code path, minus CUDA graphs).
+
+How allocations are counted: numpy's buffers are traced by tracemalloc. Per frame, after warm-up, the rise of
+tracemalloc's peak over what was held before the frame bounds the largest buffer the step made. A frame-sized
+buffer is at least a chroma plane: 230,400 bytes at 1280x720, 57,600 at 640x360. numpy's ufunc cast buffers
+(8192 elements: about 35 KB on the CPU path) and small objects stay under the bounds below, so a rise under the
+bound means no frame-sized buffer. The device path runs at 640x360: torch's CPU device takes 0.6 s a frame at 720p.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import fractions
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from aiortc import MediaStreamTrack
+from PIL import Image
+
+from engines.artifact import DEFAULT_MODEL_DIR, load_artifact
+from engines.backend_torch_cuda import TorchCudaBackend
+from engines.loader import load_backend
+from realtime.live.control import ControlUpdate
+from realtime.live.limits import Limits
+from realtime.live.track import FrameStep, LatestFrameReader
+from realtime.pipeline import FramePipeline
+
+pytestmark = pytest.mark.unit
+
+PHOTO = Path(__file__).parent / "fidelity" / "kodim04.png"
+WARMUP, FRAMES = 10, 100
+# Per path: the frame size, and a bound under its smallest frame-sized buffer (a chroma plane).
+SIZES = {"cpu": ((1280, 720), 128 * 1024), "device": ((640, 360), 48 * 1024)}
+
+
+class IdleTrack(MediaStreamTrack):
+    """A video track that never delivers: the step is handed its frames directly."""
+
+    kind = "video"
+
+    async def recv(self) -> av.VideoFrame:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+def camera_frames(n: int, size: tuple[int, int]) -> list[av.VideoFrame]:
+    """yuv420p frames as a decoder hands them over: the photo, panning a pixel a frame."""
+    w, h = size
+    rgb = np.asarray(Image.open(PHOTO).convert("RGB").resize((w + n, h), Image.Resampling.BICUBIC))
+    frames = []
+    for i in range(n):
+        f = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[:, i : i + w]), format="rgb24").reformat(
+            format="yuv420p")
+        f.pts, f.time_base = i * 3000, fractions.Fraction(1, 90000)
+        frames.append(f)
+    return frames
+
+
+def frame_peaks(step: FrameStep, frames: list[av.VideoFrame]) -> tuple[list[int], list[av.VideoFrame]]:
+    """Each frame's tracemalloc peak rise (bytes) through step.work after WARMUP frames, and the outputs."""
+
+    async def run() -> tuple[list[int], list[av.VideoFrame]]:
+        reader = LatestFrameReader(IdleTrack())
+        try:
+            outs = [step.work(reader, f, 0.0)[1] for f in frames[:WARMUP]]
+            peaks = []
+            tracemalloc.start()
+            try:
+                for f in frames[WARMUP:]:
+                    held = tracemalloc.get_traced_memory()[0]
+                    tracemalloc.reset_peak()
+                    outs.append(step.work(reader, f, 0.0)[1])
+                    peaks.append(tracemalloc.get_traced_memory()[1] - held)
+            finally:
+                tracemalloc.stop()
+            return peaks, outs
+        finally:
+            reader.stop()
+
+    return asyncio.run(run())
+
+
+def make_step(backend_factory: Callable[[], object], caption: bool) -> FrameStep:
+    pipe = FramePipeline(backend_factory())  # type: ignore[arg-type]
+    pipe.layer._threaded = False  # faces inline: a detection thread's buffers would land in another frame's count
+    if caption:
+        # A caption and stickers that stay (a bubble re-drawn for a new tail direction is new content: its
+        # sprite is made once, like a new caption's).
+        pipe.apply(ControlUpdate(caption="made of paint", caption_kind="meme-bottom", emoji=("🎨", "✨")))
+    return FrameStep(pipe, concurrent.futures.ThreadPoolExecutor(1), Limits())
+
+
+def cpu_backend() -> object:
+    return load_backend(None, "auto", 1)
+
+
+def device_backend() -> object:
+    return TorchCudaBackend(load_artifact(DEFAULT_MODEL_DIR), "fp32", device="cpu")
+
+
+@pytest.mark.parametrize("caption", [False, True], ids=["plain", "captioned"])
+@pytest.mark.parametrize("path", ["cpu", "device"])
+def test_a_live_frame_makes_no_frame_sized_buffer(path: str, caption: bool) -> None:
+    step = make_step(cpu_backend if path == "cpu" else device_backend, caption)
+    assert step.pipeline.on_device == (path == "device")
+    size, bound = SIZES[path]
+    peaks, outs = frame_peaks(step, camera_frames(WARMUP + FRAMES, size))
+    big = [(i, p) for i, p in enumerate(peaks) if p >= bound]
+    assert not big, f"frames that made a buffer of frame size (frame, bytes): {big[:5]} (median {np.median(peaks)})"
+    assert step.processed == WARMUP + FRAMES and step.errors == 0
+    last = outs[-1]
+    assert (last.width, last.height) == size
+    if caption:
+        assert "caption" in step.pipeline.layer.layout and "stickers" in step.pipeline.layer.layout
+
+
+def test_the_device_path_draws_what_the_cpu_path_draws() -> None:
+    """The same frame and caption through both paths: yuv420p on the device (conversion, network, overlay
+    compositing there) against RGB on the host. They differ by colour rounding and chroma subsampling only."""
+    frames = camera_frames(WARMUP, SIZES["device"][0])
+    pictures = []
+    for factory in (cpu_backend, device_backend):
+        step = make_step(factory, caption=False)
+        step.pipeline.apply(ControlUpdate(caption="made of paint", caption_kind="meme-bottom"))
+        _, outs = frame_peaks(step, frames)  # no frames past warm-up: just the outputs
+        pictures.append(outs[-1].to_ndarray(format="rgb24").astype(np.float32))
+        layout = step.pipeline.layer.layout
+    cpu, dev = pictures
+    mse = float(np.mean((cpu - dev) ** 2))
+    psnr = 10 * np.log10(255.0**2 / max(mse, 1e-9))
+    print(f"device path vs CPU path: {psnr:.1f} dB")
+    assert psnr >= 30, f"device path vs CPU path: {psnr:.1f} dB"
+    x, y, w, h = layout["caption"]
+    assert np.abs(cpu[y : y + h, x : x + w] - dev[y : y + h, x : x + w]).mean() < 8, "the caption differs"
