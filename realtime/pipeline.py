@@ -102,6 +102,8 @@ class FramePipeline:
         self._overlay_off_for: StyleState | None = None
         self.label = ""                  # who this pipeline serves, for log lines (a session or stream id)
         self._mirrored: np.ndarray | None = None  # the flipped input, reused while the size holds
+        # The device path's last result's luma (a view of the frame handed on): where overlays find calm places.
+        self.last_luma: np.ndarray | None = None
 
     def apply(self, update: ControlUpdate) -> StyleState:
         """Apply a validated control update; returns the new state."""
@@ -195,26 +197,9 @@ class FramePipeline:
         return self.backend.frames_on_device
 
     def process_yuv(self, src: Planes, dest: Planes) -> None:
-        """yuv420p planes (Y, U, V) in -> stylized and captioned yuv420p planes in `dest`, on a device back-end.
-
-        The colour conversion, the network and the overlays' compositing run on the device; the host copies
-        planes in and out of pinned memory and places the overlays (faces in the input's luma, calm places in
-        the last result's), so no RGB array is made."""
-        backend = self.backend
-        state, vector = self._current_vector()
-        h, w = src[0].shape
-        ins, outs = backend.yuv_rows(1, h, w)  # type: ignore[attr-defined]  # frames_on_device says it has them
-        for plane, into in zip(src, ins[0], strict=True):
-            np.copyto(into, plane[:, ::-1] if state.mirror else plane)
-        t0 = time.perf_counter()
-        sprites: list[Sprite] = []
-        self._overlay(state, lambda: sprites.extend(self.layer.place(ins[0][0], outs[0][0], state.expression)))
-        t1 = time.perf_counter()
-        backend.stylize_yuv_rows(1, h, w, vector, state.strength, [sprites])  # type: ignore[attr-defined]
-        for plane, into in zip(outs[0], dest, strict=True):
-            np.copyto(into, plane)
-        self.times.add("overlay", (t1 - t0) * 1e3)
-        self.times.add("network", (time.perf_counter() - t1) * 1e3)
+        """yuv420p planes (Y, U, V) in -> stylized and captioned yuv420p planes in `dest`, on a device back-end
+        (process_yuv_batch with one row)."""
+        process_yuv_batch([self], [src], [dest])
 
     def _overlay(self, state: StyleState, draw: Callable[[], None]) -> None:
         """Run `draw` (place or draw the overlays) when the state has any. A failing overlay never costs the
@@ -240,3 +225,50 @@ class FramePipeline:
 
     def close(self) -> None:
         self.layer.close()
+
+
+def batch_rows(n: int) -> int:
+    """Rows a batch of n frames runs as: the next power of two (each row count is one set of device buffers
+    and one CUDA graph per frame size, so a few counts serve every n)."""
+    return 1 << max(0, n - 1).bit_length()
+
+
+def process_yuv_batch(pipes: list[FramePipeline], srcs: list[Planes], dests: list[Planes]) -> None:
+    """Frames of several sessions (one pipeline each, all on one device back-end, one frame size) in one call.
+
+    Each row keeps its session's style weights, strength, mirror and overlays. The colour conversion, the
+    network and the overlays' compositing run on the device; the host copies planes in and out of pinned memory
+    and places the overlays (faces in the input's luma, calm places in the session's last result), so no RGB
+    array is made. Rows past len(pipes) (up to batch_rows) repeat the first row's inputs and are not read."""
+    backend = pipes[0].backend
+    h, w = srcs[0][0].shape
+    rows = batch_rows(len(pipes))
+    ins, outs = backend.yuv_rows(rows, h, w)  # type: ignore[attr-defined]  # a device back-end (frames_on_device)
+    t0 = time.perf_counter()
+    vectors, strengths, overlays = [], [], []
+    for row, (pipe, src) in enumerate(zip(pipes, srcs, strict=True)):
+        state, vector = pipe._current_vector()
+        for plane, into in zip(src, ins[row], strict=True):
+            np.copyto(into, plane[:, ::-1] if state.mirror else plane)
+        sprites: list[Sprite] = []
+        calm_from = pipe.last_luma if pipe.last_luma is not None and pipe.last_luma.shape == (h, w) else ins[row][0]
+        pipe._overlay(state, lambda p=pipe, s=state, y=ins[row][0], c=calm_from, out=sprites:
+                      out.extend(p.layer.place(y, c, s.expression)))
+        vectors.append(vector)
+        strengths.append(state.strength)
+        overlays.append(sprites)
+    for _ in range(rows - len(pipes)):
+        vectors.append(vectors[0])
+        strengths.append(strengths[0])
+        overlays.append([])
+    t1 = time.perf_counter()
+    backend.stylize_yuv_rows(rows, h, w, np.stack(vectors), np.asarray(strengths, np.float32),  # type: ignore[attr-defined]
+                             overlays)
+    for row, (pipe, dest) in enumerate(zip(pipes, dests, strict=True)):
+        for plane, into in zip(outs[row], dest, strict=True):
+            np.copyto(into, plane)
+        pipe.last_luma = dest[0]
+    t2 = time.perf_counter()
+    for pipe in pipes:  # the batch's time is every row's: each waited for all of it
+        pipe.times.add("overlay", (t1 - t0) * 1e3 / len(pipes))
+        pipe.times.add("network", (t2 - t1) * 1e3)

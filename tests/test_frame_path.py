@@ -1,4 +1,5 @@
-"""The live frame path allocates nothing per frame, on the CPU and on a device back-end (issue 26, part 2).
+"""The live frame path allocates nothing per frame, on the CPU and on a device back-end, and sessions on one
+device share batched calls (issue 26, parts 2 and 3).
 
 Real parts: the bundled default model, a real newest-frame reader, PyAV frames at 1280x720 made from a committed
 photo, and the same FrameStep the web sessions and WHIP streams use. The device path runs the torch-cuda
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import fractions
+import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +34,7 @@ from engines.loader import load_backend
 from realtime.live.control import ControlUpdate
 from realtime.live.limits import Limits
 from realtime.live.track import FrameStep, LatestFrameReader
+from realtime.live.worker import MAX_BATCH, InferenceWorker
 from realtime.pipeline import FramePipeline
 
 pytestmark = pytest.mark.unit
@@ -141,3 +144,54 @@ def test_the_device_path_draws_what_the_cpu_path_draws() -> None:
     assert psnr >= 30, f"device path vs CPU path: {psnr:.1f} dB"
     x, y, w, h = layout["caption"]
     assert np.abs(cpu[y : y + h, x : x + w] - dev[y : y + h, x : x + w]).mean() < 8, "the caption differs"
+
+
+def test_sessions_on_one_device_share_one_batched_call() -> None:
+    """Four sessions' frames queued at once on a device back-end run as one batched call of the worker, each
+    row with its own style, strength and caption; each picture matches that session's frame run alone."""
+    backend = device_backend()
+    names = backend.style_names  # type: ignore[attr-defined]
+    size = SIZES["device"][0]
+    frames = camera_frames(4, size)
+    updates = [ControlUpdate(weights={names[0]: 1.0}),
+               ControlUpdate(weights={names[5]: 1.0}, strength=0.6),
+               ControlUpdate(weights={names[2]: 0.5, names[3]: 0.5}, caption="row three", caption_kind="meme-top"),
+               ControlUpdate(weights={names[7]: 1.0}, mirror=True)]
+    worker = InferenceWorker("test", max_batch=MAX_BATCH)
+
+    def steps() -> list[FrameStep]:
+        out = []
+        for u in updates:
+            pipe = FramePipeline(backend)  # type: ignore[arg-type]
+            pipe.layer._threaded = False
+            pipe.apply(u)
+            out.append(FrameStep(pipe, worker, Limits()))
+        return out
+
+    async def run() -> tuple[list[np.ndarray], list[np.ndarray]]:
+        readers = [LatestFrameReader(IdleTrack()) for _ in updates]
+        try:
+            alone = []
+            for step, reader, f in zip(steps(), readers, frames, strict=True):  # one at a time: batches of one
+                alone.append((await step.run(reader, f, 0.0))[1].to_ndarray(format="rgb24"))
+            assert worker.batches == 0
+            gate = worker.submit(time.sleep, 0.5)  # the worker is busy while the four frames queue up
+            together = await asyncio.gather(*(s.run(r, f, 0.0) for s, r, f in zip(steps(), readers, frames,
+                                                                                     strict=True)))
+            gate.result()
+            return alone, [t[1].to_ndarray(format="rgb24") for t in together]
+        finally:
+            for r in readers:
+                r.stop()
+
+    try:
+        alone, together = asyncio.run(run())
+    finally:
+        worker.shutdown()
+    assert list(worker.batch_sizes) == [4], f"batches run: {list(worker.batch_sizes)}"
+    for i, (a, b) in enumerate(zip(alone, together, strict=True)):
+        assert np.abs(a.astype(int) - b).max() <= 2, f"session {i}: its row differs from its frame run alone"
+    # And the rows are their own: every pair of sessions' pictures differs.
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert np.abs(together[i].astype(int) - together[j]).mean() > 5, (i, j)

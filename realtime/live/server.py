@@ -62,7 +62,7 @@ from realtime.live.security import (
 )
 from realtime.live.static import static_file, web_dir
 from realtime.live.style_jobs import FitQueue
-from realtime.live.worker import InferenceWorker
+from realtime.live.worker import MAX_BATCH, InferenceWorker
 
 log = logging.getLogger("realtime.server")
 
@@ -237,7 +237,9 @@ def create_app(backend: Backend, moods: MoodBook | None = None, token: str | Non
     app[POLICY_KEY] = policy
     app[RUNTIME_KEY] = Runtime(limits)
     # One inference thread, supervised: the back-end owns its buffers and already uses every core inside.
-    app[EXECUTOR_KEY] = InferenceWorker("inference", hang_timeout_s=limits.worker_timeout_s)
+    # On a device back-end it batches the sessions' frames (worker.py); CPU back-ends measure slower batched.
+    app[EXECUTOR_KEY] = InferenceWorker("inference", hang_timeout_s=limits.worker_timeout_s,
+                                        max_batch=MAX_BATCH if backend.frames_on_device else 1)
     app[HISTOGRAMS_KEY] = metrics.StageHistograms()
     app[EXECUTOR_KEY].observer = app[HISTOGRAMS_KEY].observe
     app[METRICS_KEY] = metrics.registry(lambda: _snapshot(app))

@@ -28,7 +28,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from engines.backends import Planes
 from realtime.live.limits import HARD_PIXELS_FACTOR, MIN_FRAME_SIDE, Limits, scaled_size
-from realtime.pipeline import FramePipeline
+from realtime.pipeline import FramePipeline, process_yuv_batch
 
 log = logging.getLogger("realtime.session")
 
@@ -221,16 +221,29 @@ class FrameStep:
         """Inference thread: newest frame -> stylized frame (or the frame itself when it cannot be).
 
         Returns (the frame used, the stylized frame, its arrival time): the worker may take a fresher frame."""
-        frame, arrival = reader.fresher(frame, arrival)
-        size = self.check.plan(frame.width, frame.height)
+        frame, arrival, size = self.take(reader, frame, arrival)
         if size is None:
             return frame, frame, arrival
-        if self.pipeline.on_device and size[0] % 2 == 0 and size[1] % 2 == 0:
-            return frame, self._work_yuv(frame, size), arrival
+        if self.yuv_ok(size):
+            return frame, stylize_yuv([self], [frame], size)[0], arrival
+        return frame, self.stylize_rgb(frame, size), arrival
+
+    def take(self, reader: LatestFrameReader, frame: av.VideoFrame,
+             arrival: float) -> tuple[av.VideoFrame, float, tuple[int, int] | None]:
+        """The reader's fresher frame if one came in meanwhile, its arrival, and the size to stylize it at (None:
+        send it back as it is)."""
+        frame, arrival = reader.fresher(frame, arrival)
+        return frame, arrival, self.check.plan(frame.width, frame.height)
+
+    def yuv_ok(self, size: tuple[int, int]) -> bool:
+        """Whether this size goes to the device as yuv420p planes (a device back-end; yuv420p needs even sides)."""
+        return self.pipeline.on_device and size[0] % 2 == 0 and size[1] % 2 == 0
+
+    def stylize_rgb(self, frame: av.VideoFrame, size: tuple[int, int]) -> av.VideoFrame:
+        """The host path: RGB in, stylized straight into the outgoing frame's memory (no frame-sized array)."""
         t0 = time.perf_counter()
         rgb = frame_to_rgb(frame, size)
         t1 = time.perf_counter()
-        # Stylized straight into the outgoing frame's own memory: no frame-sized array is made per frame.
         new = av.VideoFrame(size[0], size[1], "rgb24")
         self.pipeline.process(rgb, plane_array(new))
         self.processed += 1
@@ -240,20 +253,6 @@ class FrameStep:
         if self.out_format != "rgb24":
             new = new.reformat(format=self.out_format)
         self.pipeline.times.add("convert", (t1 - t0 + time.perf_counter() - t2) * 1e3)
-        return frame, new, arrival
-
-    def _work_yuv(self, frame: av.VideoFrame, size: tuple[int, int]) -> av.VideoFrame:
-        """A device back-end's frame: PyAV's yuv420p planes in, the result's planes out (no RGB on the host)."""
-        t0 = time.perf_counter()
-        if frame.format.name != "yuv420p" or (frame.width, frame.height) != size:
-            frame = frame.reformat(width=size[0], height=size[1], format="yuv420p")
-        new = av.VideoFrame(size[0], size[1], "yuv420p")
-        t1 = time.perf_counter()
-        self.pipeline.process_yuv(yuv_arrays(frame), yuv_arrays(new))
-        self.processed += 1
-        if self.on_processed is not None:
-            self.on_processed(size)
-        self.pipeline.times.add("convert", (t1 - t0) * 1e3)
         return new
 
     async def run(self, reader: LatestFrameReader, frame: av.VideoFrame,
@@ -263,7 +262,7 @@ class FrameStep:
         loop = asyncio.get_running_loop()
         ok = True
         try:
-            frame, new, arrival = await loop.run_in_executor(self.executor, self.work, reader, frame, arrival)
+            frame, new, arrival = await loop.run_in_executor(self.executor, FrameJob(self, reader, frame, arrival))
         except Exception as exc:  # one bad frame must not end the session or stream
             ok = False
             self.errors += 1
@@ -292,6 +291,71 @@ class FrameStep:
     def stats(self) -> dict[str, Any]:
         """The output side of a session's or stream's stats (the input side is the reader's)."""
         return output_stats(self.pipeline, self.limits, self)
+
+
+def stylize_yuv(steps: list[FrameStep], frames: list[av.VideoFrame], size: tuple[int, int]) -> list[av.VideoFrame]:
+    """Frames of several tracks on one device back-end, at one size: PyAV's yuv420p planes in, one batched
+    call, the results' planes out into new frames (no RGB on the host)."""
+    t0 = time.perf_counter()
+    srcs, news = [], []
+    for frame in frames:
+        if frame.format.name != "yuv420p" or (frame.width, frame.height) != size:
+            frame = frame.reformat(width=size[0], height=size[1], format="yuv420p")
+        srcs.append(yuv_arrays(frame))
+        news.append(av.VideoFrame(size[0], size[1], "yuv420p"))
+    convert_ms = (time.perf_counter() - t0) * 1e3 / len(frames)
+    process_yuv_batch([s.pipeline for s in steps], srcs, [yuv_arrays(f) for f in news])
+    for step in steps:
+        step.processed += 1
+        if step.on_processed is not None:
+            step.on_processed(size)
+        step.pipeline.times.add("convert", convert_ms)
+    return news
+
+
+class FrameJob:
+    """One frame's trip through the inference worker. On a device back-end the worker may run it in one batch
+    with other tracks' jobs (worker.py): `batch_key` says which may share a call, `run_batch` runs them."""
+
+    __slots__ = ("arrival", "frame", "reader", "step")
+
+    def __init__(self, step: FrameStep, reader: LatestFrameReader, frame: av.VideoFrame, arrival: float) -> None:
+        self.step, self.reader, self.frame, self.arrival = step, reader, frame, arrival
+
+    def __call__(self) -> tuple[av.VideoFrame, av.VideoFrame, float]:
+        return self.step.work(self.reader, self.frame, self.arrival)
+
+    @property
+    def batch_key(self) -> int | None:
+        pipe = self.step.pipeline
+        return id(pipe.backend) if pipe.on_device else None
+
+    @staticmethod
+    def run_batch(jobs: list[FrameJob]) -> list[tuple[bool, Any]]:
+        """Each job's outcome, (True, (frame used, stylized, arrival)) or (False, exception), in order. Each
+        takes its newest frame now; those that go to the device at one size share one call."""
+        outcomes: list[tuple[bool, Any]] = [(False, RuntimeError("not run"))] * len(jobs)
+        by_size: dict[tuple[int, int], list[tuple[int, av.VideoFrame, float]]] = {}
+        for i, job in enumerate(jobs):
+            try:
+                frame, arrival, size = job.step.take(job.reader, job.frame, job.arrival)
+                if size is None:
+                    outcomes[i] = (True, (frame, frame, arrival))
+                elif job.step.yuv_ok(size):
+                    by_size.setdefault(size, []).append((i, frame, arrival))
+                else:
+                    outcomes[i] = (True, (frame, job.step.stylize_rgb(frame, size), arrival))
+            except Exception as exc:  # noqa: BLE001  (this job's frame fails alone)
+                outcomes[i] = (False, exc)
+        for size, items in by_size.items():
+            try:
+                news = stylize_yuv([jobs[i].step for i, _, _ in items], [f for _, f, _ in items], size)
+                for (i, frame, arrival), new in zip(items, news, strict=True):
+                    outcomes[i] = (True, (frame, new, arrival))
+            except Exception as exc:  # noqa: BLE001  (the batch failed: each of its frames counts the error)
+                for i, _, _ in items:
+                    outcomes[i] = (False, exc)
+        return outcomes
 
 
 def output_stats(pipeline: FramePipeline, limits: Limits, step: FrameStep | None = None) -> dict[str, Any]:

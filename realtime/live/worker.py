@@ -7,6 +7,13 @@ session gets the same share of the worker: their frame rates drop together. Each
 session's newest frame when it *starts* (LatestFrameReader.fresher), so waiting in line never makes
 a frame stale.
 
+Why batched (on a GPU): a device back-end runs N frames in one call for little more than one costs (batch 8 at
+1280x720: 2550 network frames/s on an H200, against about 1640 at batch 1). A call that says it may be batched
+(a `batch_key` attribute and a `run_batch` method, as track.FrameJob has) takes along the calls queued behind it
+with the same key, up to `max_batch`, in their order; each still picks its session's newest frame when the
+batch starts, and a session still has at most one call in line, so the rules above hold. CPU back-ends run
+slower per frame in batches (BENCHMARKS.md), so they are not batched.
+
 Why supervised: a call that never returns (a wedged back-end) or a worker thread that dies would
 stall every session. A watchdog thread replaces such a worker: the stuck call's caller gets
 WorkerFailed (its session sends that frame through unstylized, counts an error and goes on), and
@@ -27,6 +34,7 @@ from typing import Any
 log = logging.getLogger("realtime.worker")
 
 WATCH_INTERVAL_S = 0.25
+MAX_BATCH = 16  # frames in one batched call on a device back-end (the issue's goal: 16 sessions at 720p30)
 
 
 class WorkerFailed(RuntimeError):
@@ -36,17 +44,21 @@ class WorkerFailed(RuntimeError):
 class InferenceWorker(concurrent.futures.Executor):
     """A one-thread executor with a FIFO of calls, a watchdog, and counters for /metrics."""
 
-    def __init__(self, name: str = "inference", hang_timeout_s: float = 30.0) -> None:
+    def __init__(self, name: str = "inference", hang_timeout_s: float = 30.0, max_batch: int = 1) -> None:
         self.name = name
         self.hang_timeout_s = hang_timeout_s
+        self.max_batch = max(1, max_batch)
         self._cv = threading.Condition()
         self._jobs: deque[tuple[concurrent.futures.Future, Callable[..., Any], tuple, dict, float]] = deque()
         self._shutdown = False
         self._gen = 0
         self._thread: threading.Thread | None = None
-        self._current: tuple[int, concurrent.futures.Future, float] | None = None  # (generation, future, start)
+        # (generation, the futures of the call or batch running, start)
+        self._current: tuple[int, list[concurrent.futures.Future], float] | None = None
         self.restarts = 0
         self.calls = 0
+        self.batches = 0            # batched calls (two or more frames in one)
+        self.batch_sizes: deque[int] = deque(maxlen=240)
         self.failures = 0           # calls that raised
         self.busy_s = 0.0           # time spent in calls (for utilisation)
         self.wait_ms: deque[float] = deque(maxlen=240)  # time calls waited in line
@@ -105,7 +117,7 @@ class InferenceWorker(concurrent.futures.Executor):
             # Drop the last call before waiting for the next: these locals (the call's bound method, its
             # arguments and result) kept the last session's track, and through it its peer connection,
             # alive for as long as the worker idled (the churn's one leaked RTCPeerConnection).
-            future = fn = args = kwargs = result = None  # type: ignore[assignment]
+            group = future = fn = args = kwargs = outcomes = None  # type: ignore[assignment]
             with self._cv:
                 while not self._jobs and not self._shutdown and gen == self._gen:
                     self._cv.wait()
@@ -114,33 +126,63 @@ class InferenceWorker(concurrent.futures.Executor):
                 future, fn, args, kwargs, queued = self._jobs.popleft()
                 if not future.set_running_or_notify_cancel():
                     continue
+                group = [(future, fn)] + self._take_batch(fn)
                 start = time.monotonic()
                 self.wait_ms.append((start - queued) * 1e3)
                 if self.observer is not None:
                     self.observer("wait", start - queued)
-                self._current = (gen, future, start)
+                self._current = (gen, [f for f, _ in group], start)
             try:
-                result = fn(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001  (the caller decides what a failed call means)
-                self.failures += 1
-                self._settle(gen, future, exc=exc)
+                if len(group) == 1:
+                    outcomes = [_outcome(fn, *args, **kwargs)]
+                else:
+                    self.batches += 1
+                    self.batch_sizes.append(len(group))
+                    outcomes = fn.run_batch([f for _, f in group])
+                for (fut, _), (ok, value) in zip(group, outcomes, strict=True):
+                    if ok:
+                        self._settle(gen, fut, result=value)
+                    else:
+                        self.failures += 1
+                        self._settle(gen, fut, exc=value)
+            except Exception as exc:  # noqa: BLE001  (a batch that failed as a whole: each caller decides)
+                self.failures += len(group)
+                for fut, _ in group:
+                    self._settle(gen, fut, exc=exc)
             except BaseException as exc:  # noqa: BLE001  (SystemExit and the like: the watchdog replaces this thread)
-                self._settle(gen, future, exc=WorkerFailed(f"the inference worker died ({type(exc).__name__})"))
+                for fut, _ in group:
+                    self._settle(gen, fut, exc=WorkerFailed(f"the inference worker died ({type(exc).__name__})"))
                 log.error("inference worker %s ended by %s: %s", threading.current_thread().name,
                           type(exc).__name__, exc)
                 with self._cv:
                     self._current = None
                 return
-            else:
-                self._settle(gen, future, result=result)
             finally:
                 with self._cv:
-                    if self._current is not None and self._current[1] is future:
+                    if self._current is not None and self._current[1][0] is future:
                         self._current = None
-                    self.calls += 1
+                    self.calls += len(group)
                     self.busy_s += time.monotonic() - start
             if gen != self._gen:
                 return  # replaced while this call hung: leave the line to the new thread
+
+    def _take_batch(self, first: Any) -> list[tuple[concurrent.futures.Future, Any]]:
+        """Under the lock: the queued calls that may run in one batch with `first` (same batch key, no
+        arguments), in their order, up to max_batch in all; they leave the queue."""
+        key = getattr(first, "batch_key", None)
+        if key is None or self.max_batch < 2:
+            return []
+        taken: list[tuple[concurrent.futures.Future, Any]] = []
+        for job in list(self._jobs):
+            if len(taken) + 1 >= self.max_batch:
+                break
+            fut, fn, args, kwargs, _ = job
+            if args or kwargs or getattr(fn, "batch_key", None) != key:
+                continue
+            self._jobs.remove(job)
+            if fut.set_running_or_notify_cancel():
+                taken.append((fut, fn))
+        return taken
 
     @staticmethod
     def _settle(gen: int, future: concurrent.futures.Future, result: Any = None, exc: BaseException | None = None) -> None:
@@ -167,9 +209,18 @@ class InferenceWorker(concurrent.futures.Executor):
                     continue
                 why = "died" if dead else f"hung for over {self.hang_timeout_s:g} s"
                 if cur is not None and cur[0] == self._gen:
-                    self._settle(cur[0], cur[1], exc=WorkerFailed(f"the inference worker {why}"))
+                    for fut in cur[1]:
+                        self._settle(cur[0], fut, exc=WorkerFailed(f"the inference worker {why}"))
                     self._current = None
                 self.restarts += 1
                 self._start()
                 self._cv.notify_all()
             log.error("inference worker %s; started a new one (restart %d)", why, self.restarts)
+
+
+def _outcome(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+    """(True, result) or (False, the exception): one call's outcome, as run_batch reports each of its calls'."""
+    try:
+        return True, fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001  (the caller decides what a failed call means)
+        return False, exc
