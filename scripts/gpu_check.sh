@@ -42,5 +42,19 @@ remaining=$(( ${GPU_CHECK_TOTAL_S:-450} - (SECONDS - start) ))
 timeout "$remaining" "$py" -m engines bench-gpu --frames 200 --backends "$backends" "${engine_args[@]}" \
   "${compile_args[@]}" ${record:+--record "$record"}
 bench=$?
-echo "gpu_check: tests exit $tests, bench exit $bench, $((SECONDS - start)) s in all"
+# The live server path on the GPU: real aiortc peers at 1280x720 through `realtime serve` on torch-cuda FP16
+# (frames batched across sessions). Per row: fps and p95 latency per peer, and the server's stage sums, age
+# histogram and batch counters (--verbose). Needs aiortc and PyAV there (scripts/stage_gpu.sh carries them).
+live=0
+if [ "${GPU_CHECK_LIVE:-1}" = 1 ] && "$py" -c 'import aiortc, av' 2>/dev/null; then
+  left=$(( ${GPU_CHECK_TOTAL_S:-450} + ${GPU_CHECK_LIVE_S:-240} - (SECONDS - start) ))
+  [ $left -gt 60 ] && timeout "$left" "$py" scripts/load_test.py load --peers "${GPU_CHECK_PEERS:-1,4,8,16}" \
+    --size 1280x720 --seconds 12 --warmup 5 --server-arg=--backend --server-arg=torch-cuda-fp16 \
+    --json "${TMPDIR:-/tmp}/live_gpu.json"
+  live=$?
+  [ -f "${TMPDIR:-/tmp}/live_gpu.json" ] && cat "${TMPDIR:-/tmp}/live_gpu.json"
+else
+  echo "gpu_check: aiortc/PyAV not importable here; the live server rows are skipped"
+fi
+echo "gpu_check: tests exit $tests, bench exit $bench, live exit $live, $((SECONDS - start)) s in all"
 [ $tests -eq 0 ] && [ $bench -eq 0 ]

@@ -310,7 +310,8 @@ def load_row(n: int, seconds: float, warmup: float, size: str, strength: float, 
     row = Row(n, results, rss_idle, rss0, rss1)
     # The row's server is fresh, so its counters and histogram sums cover this row (mean = _sum / _count).
     keep = ("stylizer_stage_seconds_sum", "stylizer_stage_seconds_count", "stylizer_frames_total",
-            "stylizer_frames_dropped", "stylizer_budget_misses_total")
+            "stylizer_frames_dropped", "stylizer_budget_misses_total", "stylizer_worker_batch",
+            'stylizer_stage_seconds_bucket{le="0.05",stage="age"}')
     row.server_stats = {"rss_series_mb": series, "metrics": [ln for ln in metrics.splitlines() if ln.startswith(keep)]}
     return row
 

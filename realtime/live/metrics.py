@@ -16,6 +16,7 @@ and no per-session or per-stream labels (their ids churn; /api/streams and the d
     stylizer_budget_misses_total               counter: frames whose age went over it
     stylizer_frame_errors_total, stylizer_overlay_errors_total
     stylizer_worker_restarts_total, stylizer_worker_queue, stylizer_worker_busy_seconds_total
+    stylizer_worker_batches_total, stylizer_worker_batched_frames_total   counters: batched calls on a GPU, frames
     stylizer_threads, stylizer_asyncio_tasks   gauges (memory, fds and CPU: the process_* collector)
     process_*                                  prometheus-client's process collector: cpu, memory, fds
 
@@ -165,6 +166,10 @@ class ServerCollector(Collector):
         yield GaugeMetricFamily("stylizer_worker_queue", "calls waiting for the inference worker", value=w["queued"])
         yield CounterMetricFamily("stylizer_worker_busy_seconds", "time the inference worker spent in calls",
                                   value=w["busy_s"], unit="seconds")
+        yield CounterMetricFamily("stylizer_worker_batches", "batched calls (frames of two or more sessions at once)",
+                                  value=w["batches"])
+        yield CounterMetricFamily("stylizer_worker_batched_frames", "frames stylized in batched calls",
+                                  value=w["batched_frames"])
 
         r = resources(collect=False)  # memory and fds are the process collector's (process_*), not repeated
         yield GaugeMetricFamily("stylizer_threads", "threads", value=r["threads"])

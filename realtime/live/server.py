@@ -135,9 +135,10 @@ def _snapshot(app: web.Application) -> dict[str, Any]:
         for k in ("dropped", "budget_misses", "errors", "overlay_errors", "frames_in"):
             totals[k] = totals.get(k, 0) + st.get(k, 0)
     if isinstance(worker, InferenceWorker):
-        wstate = {"restarts": worker.restarts, "queued": worker.queued, "busy_s": worker.busy_s}
+        wstate = {"restarts": worker.restarts, "queued": worker.queued, "busy_s": worker.busy_s,
+                  "batches": worker.batches, "batched_frames": worker.batched_frames}
     else:
-        wstate = {"restarts": 0, "queued": 0, "busy_s": 0.0}
+        wstate = {"restarts": 0, "queued": 0, "busy_s": 0.0, "batches": 0, "batched_frames": 0}
     return {
         "peers": {k: rt.peers.held(k) for k in rt.peers.KINDS},
         "peers_limit": rt.peers.limit,

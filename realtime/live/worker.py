@@ -58,6 +58,7 @@ class InferenceWorker(concurrent.futures.Executor):
         self.restarts = 0
         self.calls = 0
         self.batches = 0            # batched calls (two or more frames in one)
+        self.batched_frames = 0     # the frames those calls ran
         self.batch_sizes: deque[int] = deque(maxlen=240)
         self.failures = 0           # calls that raised
         self.busy_s = 0.0           # time spent in calls (for utilisation)
@@ -137,6 +138,7 @@ class InferenceWorker(concurrent.futures.Executor):
                     outcomes = [_outcome(fn, *args, **kwargs)]
                 else:
                     self.batches += 1
+                    self.batched_frames += len(group)
                     self.batch_sizes.append(len(group))
                     outcomes = fn.run_batch([f for _, f in group])
                 for (fut, _), (ok, value) in zip(group, outcomes, strict=True):
