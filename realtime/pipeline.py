@@ -201,6 +201,16 @@ class FramePipeline:
         (process_yuv_batch with one row)."""
         process_yuv_batch([self], [src], [dest])
 
+    def place_overlays(self, state: StyleState, src: np.ndarray, stylized: np.ndarray) -> list[Sprite]:
+        """The device path's overlays for this frame, placed but not drawn (an empty list when off or failing)."""
+        sprites: list[Sprite] = []
+
+        def place() -> None:
+            sprites.extend(self.layer.place(src, stylized, state.expression))
+
+        self._overlay(state, place)
+        return sprites
+
     def _overlay(self, state: StyleState, draw: Callable[[], None]) -> None:
         """Run `draw` (place or draw the overlays) when the state has any. A failing overlay never costs the
         frame: it is left out (counted in overlay_errors), and after OVERLAY_GIVE_UP failures in a row the
@@ -239,7 +249,7 @@ def process_yuv_batch(pipes: list[FramePipeline], srcs: list[Planes], dests: lis
     Each row keeps its session's style weights, strength, mirror and overlays. The colour conversion, the
     network and the overlays' compositing run on the device; the host copies planes in and out of pinned memory
     and places the overlays (faces in the input's luma, calm places in the session's last result), so no RGB
-    array is made. Rows past len(pipes) (up to batch_rows) repeat the first row's inputs and are not read."""
+    array is made. Rows past len(pipes) (up to batch_rows) keep whatever they held; their results are not read."""
     backend = pipes[0].backend
     h, w = srcs[0][0].shape
     rows = batch_rows(len(pipes))
@@ -250,13 +260,10 @@ def process_yuv_batch(pipes: list[FramePipeline], srcs: list[Planes], dests: lis
         state, vector = pipe._current_vector()
         for plane, into in zip(src, ins[row], strict=True):
             np.copyto(into, plane[:, ::-1] if state.mirror else plane)
-        sprites: list[Sprite] = []
         calm_from = pipe.last_luma if pipe.last_luma is not None and pipe.last_luma.shape == (h, w) else ins[row][0]
-        pipe._overlay(state, lambda p=pipe, s=state, y=ins[row][0], c=calm_from, out=sprites:
-                      out.extend(p.layer.place(y, c, s.expression)))
+        overlays.append(pipe.place_overlays(state, ins[row][0], calm_from))
         vectors.append(vector)
         strengths.append(state.strength)
-        overlays.append(sprites)
     for _ in range(rows - len(pipes)):
         vectors.append(vectors[0])
         strengths.append(strengths[0])
