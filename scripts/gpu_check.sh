@@ -19,7 +19,9 @@ if ! "$py" -c 'import sys, torch; print("torch", torch.__version__, "cuda", torc
   exit 3
 fi
 
-timeout "${GPU_CHECK_TEST_S:-300}" "$py" -m pytest -m gpu -q -rs -p no:cacheprovider tests/test_gpu.py
+gpu_tests=(tests/test_gpu.py)
+"$py" -c 'import aiortc, av' 2>/dev/null && gpu_tests+=(tests/test_frame_path.py)  # the live frame path, batched
+timeout "${GPU_CHECK_TEST_S:-300}" "$py" -m pytest -m gpu -q -s -rs -p no:cacheprovider "${gpu_tests[@]}"
 tests=$?
 
 engine_args=()

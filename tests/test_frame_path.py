@@ -195,3 +195,44 @@ def test_sessions_on_one_device_share_one_batched_call() -> None:
     for i in range(4):
         for j in range(i + 1, 4):
             assert np.abs(together[i].astype(int) - together[j]).mean() > 5, (i, j)
+
+
+@pytest.mark.gpu
+def test_the_live_path_on_the_gpu_makes_no_host_frame() -> None:
+    """On a CUDA GPU (scripts/gpu_check.sh): the same step at 1280x720 on torch-cuda FP16, captioned, with the
+    buffers counted as above, and the server-side ms per frame and per batch of 8 printed for the record."""
+    backend = load_backend(None, "torch-cuda-fp16")
+    assert backend.frames_on_device
+    step = make_step(lambda: backend, caption=True)
+    frames = camera_frames(WARMUP + FRAMES, (1280, 720))
+    t0 = time.perf_counter()
+    peaks, _ = frame_peaks(step, frames)
+    per_frame_ms = (time.perf_counter() - t0) * 1e3 / len(frames)
+    big = [(i, p) for i, p in enumerate(peaks) if p >= 128 * 1024]
+    assert not big, f"frames that made a buffer of frame size (frame, bytes): {big[:5]}"
+    print(f"live step, 1280x720, torch-cuda-fp16, captioned: {per_frame_ms:.2f} ms a frame (warm-up included); "
+          f"network+transfers p50 {step.pipeline.times.p50('network'):.2f} ms")
+    worker = InferenceWorker("gpu", max_batch=MAX_BATCH)
+    steps = [FrameStep(FramePipeline(backend), worker, Limits()) for _ in range(8)]
+
+    async def batches(rounds: int) -> float:
+        readers = [LatestFrameReader(IdleTrack()) for _ in steps]
+        try:
+            t = time.perf_counter()
+            for r in range(rounds):
+                gate = worker.submit(time.sleep, 0.002)
+                await asyncio.gather(*(s.run(rd, frames[(r + i) % len(frames)], 0.0)
+                                       for i, (s, rd) in enumerate(zip(steps, readers, strict=True))))
+                gate.result()
+            return (time.perf_counter() - t) * 1e3 / rounds
+        finally:
+            for rd in readers:
+                rd.stop()
+
+    try:
+        asyncio.run(batches(3))  # graphs for the batch shapes
+        ms = asyncio.run(batches(20))
+    finally:
+        worker.shutdown()
+    assert max(worker.batch_sizes) == 8
+    print(f"8 sessions at 1280x720 in batches of 8: {ms:.2f} ms a batch, {8000 / ms:.0f} frames/s")
