@@ -243,10 +243,8 @@ class DeviceBackend(Backend):
         cache[id(patch.rgb)] = (patch.rgb, rgb, a)  # holding rgb keeps its id unique
         return cache[id(patch.rgb)][1], cache[id(patch.rgb)][2]
 
-    def _roundtrip(self, slot: DeviceSlot, data: np.ndarray, film: np.ndarray, strength: np.ndarray,
-                   out: np.ndarray | None) -> np.ndarray:
-        """Host arrays in -> one upload, one launch, one download -> host array (into `out` if given)."""
-        slot.host_in.numpy()[...] = data
+    def _run_slot(self, slot: DeviceSlot, film: np.ndarray, strength: np.ndarray) -> None:
+        """slot.host_in (already written) -> one upload, one launch, one download into slot.host_out."""
         slot.host_film.numpy()[...] = film
         slot.host_strength.numpy()[...] = strength
         slot.dev_in.copy_(slot.host_in, non_blocking=True)
@@ -256,6 +254,12 @@ class DeviceBackend(Backend):
         slot.host_out.copy_(slot.dev_out, non_blocking=True)
         if self.dev.type == "cuda":
             self.torch.cuda.current_stream(self.dev).synchronize()
+
+    def _roundtrip(self, slot: DeviceSlot, data: np.ndarray, film: np.ndarray, strength: np.ndarray,
+                   out: np.ndarray | None) -> np.ndarray:
+        """Host arrays in -> one upload, one launch, one download -> host array (into `out` if given)."""
+        slot.host_in.numpy()[...] = data
+        self._run_slot(slot, film, strength)
         res = out if out is not None else np.empty(slot.host_out.shape, slot.host_out.numpy().dtype)
         np.copyto(res, slot.host_out.numpy().reshape(res.shape))
         return res
@@ -307,16 +311,7 @@ class DeviceBackend(Backend):
         slot = self._slot("yuv", n, height, width)
         for row, patches in enumerate(overlays):
             self._set_overlays(slot, row, patches)
-        wv, sv = self._vectors(n, weights, strength)
-        slot.host_film.numpy()[...] = wv
-        slot.host_strength.numpy()[...] = sv
-        slot.dev_in.copy_(slot.host_in, non_blocking=True)
-        slot.dev_film.copy_(slot.host_film, non_blocking=True)
-        slot.dev_strength.copy_(slot.host_strength, non_blocking=True)
-        self._launch(slot)
-        slot.host_out.copy_(slot.dev_out, non_blocking=True)
-        if self.dev.type == "cuda":
-            self.torch.cuda.current_stream(self.dev).synchronize()
+        self._run_slot(slot, *self._vectors(n, weights, strength))
 
     def network_step(self, n: int, height: int, width: int) -> Callable[[], None]:
         """A call that runs only the network on its static device input (graph replay where graphs are on)."""
