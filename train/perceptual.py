@@ -45,6 +45,7 @@ from train.data import (
     to_tensor,
 )
 from train.face_crops import FaceCrops, face_structure_loss
+from train.line_losses import ink_off_edges
 from train.teacher_data import clip_pair, clip_sequences
 from train.teacher_losses import temporal_loss
 from train.thumbs import write_thumbnails
@@ -97,6 +98,9 @@ class PerceptualConfig:
     clip_weight: float = 0.0
     # One crop around a face joins every batch, and the face's coarse light/dark pattern is held (face_crops.py).
     face_weight: float = 0.0
+    # The line styles' ink goes on the photo's edges (train/line_losses.py): dark output away from edges costs.
+    line_weight: float = 0.0
+    line_styles: list[str] = field(default_factory=lambda: ["lineart", "cartoon"])
     style_margin: float = 0.03
     style_grid: int = 2
     film_lr_scale: float = 2.0
@@ -151,6 +155,7 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
                                    pad=cfg.pad))
     contract = IOContract(style_names=names)
     odds = style_odds(cfg.style_odds, names)
+    line_rows = [names.index(n) for n in cfg.line_styles if n in names]
     if cfg.init:
         start = load_artifact(cfg.init)
         if start.contract.style_names != names or replace(start.config, pad=cfg.pad) != net.config:
@@ -173,7 +178,7 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
     log = (out / "log.csv").open("w", newline="")
     writer = csv.writer(log)
     writer.writerow(["step", "loss", "style", "content", "colour", "tv", "identity", "stable", "distributions",
-                     "face", "clip", "clip_input", "seconds"])
+                     "face", "clip", "clip_input", "line", "seconds"])
     t0 = time.time()
     bar = tqdm(range(1, cfg.steps + 1), desc="perceptual", dynamic_ncols=True)
     for step in bar:
@@ -202,6 +207,10 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
             lcd, lgd = pools.loss(y, x, w, strength, cfg.dist_points, gen)
             ldist = cfg.colour_dist_weight * lcd + cfg.grad_dist_weight * lgd
             loss = loss + ldist
+        lline = torch.zeros(())
+        if cfg.line_weight and line_rows:
+            lline = ink_off_edges(y, x, w[:, line_rows].sum(1) * strength[:, 0])
+            loss = loss + cfg.line_weight * lline
         lface = lclip = lclip_in = torch.zeros(())
         if face_crops is not None:
             lface = face_structure_loss(y[-1:], x[-1:], fmask[:, :, : cfg.crop, : cfg.crop])
@@ -229,7 +238,8 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}", style=f"{ls.item():.4f}", content=f"{lc.item():.3f}")
         writer.writerow([step, loss.item(), ls.item(), lc.item(), lcol.item(), ltv.item(), lid.item(), lst.item(),
-                         ldist.item(), lface.item(), lclip.item(), lclip_in.item(), round(time.time() - t0, 1)])
+                         ldist.item(), lface.item(), lclip.item(), lclip_in.item(), lline.item(),
+                         round(time.time() - t0, 1)])
         if step % cfg.save_every == 0 or step == cfg.steps:
             log.flush()
             provenance["steps_done"] = step
