@@ -137,6 +137,7 @@ class TensorRTBackend(DeviceBackend):
                                    f"engine.json says {precision}")
         lo, _, hi = self.engine.get_tensor_profile_shape(INPUT_IMAGE, 0)
         self.profile = Profile((lo[0], lo[2], lo[3]), (lo[0], lo[2], lo[3]), (hi[0], hi[2], hi[3]))
+        self.max_batch = int(hi[0])
         self.context = self.engine.create_execution_context()
         self._bound: int | None = None  # id of the slot whose tensors the context points at
 

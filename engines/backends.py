@@ -117,6 +117,8 @@ class Backend(ABC):
     device: str = "cpu"
     # True where yuv420p frames go to the device as planes (DeviceBackend.yuv_rows / stylize_yuv_rows).
     frames_on_device: bool = False
+    # The most frames one call takes (a TensorRT engine's profile); None: no limit of its own.
+    max_batch: int | None = None
 
     def __init__(self, artifact: Artifact, precision: str = "fp32") -> None:
         self.artifact = artifact

@@ -5,7 +5,8 @@ pinned host staging in and out, device input, the network's input tensors, overl
 planes and the device output. A frame is then: copy into pinned memory, one
 non-blocking upload, one CUDA graph replay (colour conversion -> pad -> network ->
 overlay -> colour conversion), one non-blocking download, one synchronise. No
-per-frame allocation, no colour conversion on the CPU.
+per-frame allocation, no colour conversion on the CPU. Overlay planes change only when a caption or sticker
+moves or changes: they are merged on the device, outside the graph, from patches uploaded once each.
 
 Modes:  "rgb"  uint8 (N, H, W, 3) in and out
         "yuv"  yuv420p uint8 (N, H*3/2, W) in and out, optional overlay (captions) composited on the device
@@ -30,6 +31,8 @@ from engines.backends import Backend, BackendError, OverlayPatch, Planes
 from engines.contract import padded_size
 
 MODES = ("rgb", "yuv", "raw", "net")
+# Slots kept (each: its buffers and CUDA graph). A few sizes times five batch row counts; the first made goes first.
+SLOT_LIMIT = 12
 PATCH_CACHE = 32  # overlay patches kept on the device (a caption, its backed twin, stickers, a few sessions')
 
 GRAPH_WARMUP = 3  # eager runs before capture: cuDNN/TensorRT pick kernels and allocate workspaces
@@ -110,6 +113,8 @@ class DeviceBackend(Backend):
         slot = self._slots.get(key)
         if slot is not None:
             return slot
+        while len(self._slots) >= SLOT_LIMIT:  # sizes come and go with the clients: the oldest slot goes
+            del self._slots[next(iter(self._slots))]
         t = self.torch
         if mode == "yuv":
             yuvconv.check_size(h, w)

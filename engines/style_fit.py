@@ -41,6 +41,13 @@ class FitUnavailable(RuntimeError):
     """The fit's packages (torch, EfficientNet-Lite0) are not installed."""
 
 
+MIN_FIT_S = 3.0  # a fit with less time than this after loading would only return its starting point
+
+
+class FitTimeout(RuntimeError):
+    """Loading took the whole budget: no time was left to fit."""
+
+
 class FitDiverged(RuntimeError):
     """The fit's loss or vector stopped being finite."""
 
@@ -241,7 +248,10 @@ def _fit(art: Artifact, references: list[np.ndarray], weights: list[float], cfg:
     end = fit_t0 + cfg.time_budget_s - (fit_t0 - t0)
     if cfg.deadline is not None:
         end = min(end, cfg.deadline)
-    span = max(1e-3, end - fit_t0)
+    if end - fit_t0 < MIN_FIT_S:
+        raise FitTimeout(f"no time was left to fit after loading ({fit_t0 - t0:.0f} s): the machine is too busy; "
+                         "try again when it is quieter")
+    span = end - fit_t0
     losses: list[float] = []
     step = 0
     last = fit_t0

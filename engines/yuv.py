@@ -84,7 +84,8 @@ def rgb_to_yuv420p(rgb: torch.Tensor, out: torch.Tensor | None = None) -> torch.
 
 
 def composite(rgb: torch.Tensor, premult: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """In place: rgb (N, 3, H, W) in [0, 1] <- rgb * (1 - alpha) + premult; premult (3, H, W) in [0, 1], alpha (1, H, W)."""
+    """In place: rgb (N, 3, H, W) in [0, 1] <- rgb * (1 - alpha) + premult; premult (3, H, W) or (N, 3, H, W)
+    in [0, 1], alpha (1, H, W) or (N, 1, H, W)."""
     return rgb.mul_(1.0 - alpha).add_(premult)
 
 

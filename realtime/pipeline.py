@@ -102,8 +102,6 @@ class FramePipeline:
         self._overlay_off_for: StyleState | None = None
         self.label = ""                  # who this pipeline serves, for log lines (a session or stream id)
         self._mirrored: np.ndarray | None = None  # the flipped input, reused while the size holds
-        # The device path's last result's luma (a view of the frame handed on): where overlays find calm places.
-        self.last_luma: np.ndarray | None = None
 
     def apply(self, update: ControlUpdate) -> StyleState:
         """Apply a validated control update; returns the new state."""
@@ -237,10 +235,12 @@ class FramePipeline:
         self.layer.close()
 
 
-def batch_rows(n: int) -> int:
+def batch_rows(n: int, limit: int | None = None) -> int:
     """Rows a batch of n frames runs as: the next power of two (each row count is one set of device buffers
-    and one CUDA graph per frame size, so a few counts serve every n)."""
-    return 1 << max(0, n - 1).bit_length()
+    and one CUDA graph per frame size, so a few counts serve every n), or n where that passes `limit` (a
+    TensorRT engine's profile)."""
+    rows = 1 << max(0, n - 1).bit_length()
+    return n if limit is not None and rows > limit else rows
 
 
 def process_yuv_batch(pipes: list[FramePipeline], srcs: list[Planes], dests: list[Planes]) -> None:
@@ -248,11 +248,11 @@ def process_yuv_batch(pipes: list[FramePipeline], srcs: list[Planes], dests: lis
 
     Each row keeps its session's style weights, strength, mirror and overlays. The colour conversion, the
     network and the overlays' compositing run on the device; the host copies planes in and out of pinned memory
-    and places the overlays (faces in the input's luma, calm places in the session's last result), so no RGB
-    array is made. Rows past len(pipes) (up to batch_rows) keep whatever they held; their results are not read."""
+    and places the overlays (faces and calm places in the input's luma), so no RGB array is made. Rows past
+    len(pipes) (up to batch_rows) keep whatever they held; their results are not read."""
     backend = pipes[0].backend
     h, w = srcs[0][0].shape
-    rows = batch_rows(len(pipes))
+    rows = batch_rows(len(pipes), backend.max_batch)
     ins, outs = backend.yuv_rows(rows, h, w)  # type: ignore[attr-defined]  # a device back-end (frames_on_device)
     t0 = time.perf_counter()
     vectors, strengths, overlays = [], [], []
@@ -260,21 +260,23 @@ def process_yuv_batch(pipes: list[FramePipeline], srcs: list[Planes], dests: lis
         state, vector = pipe._current_vector()
         for plane, into in zip(src, ins[row], strict=True):
             np.copyto(into, plane[:, ::-1] if state.mirror else plane)
-        calm_from = pipe.last_luma if pipe.last_luma is not None and pipe.last_luma.shape == (h, w) else ins[row][0]
-        overlays.append(pipe.place_overlays(state, ins[row][0], calm_from))
+        # Calm places from the input: the result the device holds already has the overlays drawn on it.
+        overlays.append(pipe.place_overlays(state, ins[row][0], ins[row][0]))
         vectors.append(vector)
         strengths.append(state.strength)
     for _ in range(rows - len(pipes)):
         vectors.append(vectors[0])
         strengths.append(strengths[0])
         overlays.append([])
+    # A style added while the rows were read makes later rows' vectors longer: the shorter ones weigh it 0.
+    weights = np.zeros((rows, max(len(v) for v in vectors)), np.float32)
+    for row, v in enumerate(vectors):
+        weights[row, : len(v)] = v
     t1 = time.perf_counter()
-    backend.stylize_yuv_rows(rows, h, w, np.stack(vectors), np.asarray(strengths, np.float32),  # type: ignore[attr-defined]
-                             overlays)
-    for row, (pipe, dest) in enumerate(zip(pipes, dests, strict=True)):
+    backend.stylize_yuv_rows(rows, h, w, weights, np.asarray(strengths, np.float32), overlays)  # type: ignore[attr-defined]
+    for row, dest in enumerate(dests):
         for plane, into in zip(outs[row], dest, strict=True):
             np.copyto(into, plane)
-        pipe.last_luma = dest[0]
     t2 = time.perf_counter()
     for pipe in pipes:  # the batch's time is every row's: each waited for all of it
         pipe.times.add("overlay", (t1 - t0) * 1e3 / len(pipes))

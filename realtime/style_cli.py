@@ -108,9 +108,9 @@ def run_style(args: argparse.Namespace) -> int:
               f"to {lib.root}", file=sys.stderr)
         return 0
     except Exception as exc:
-        from engines.style_fit import FitDiverged, FitUnavailable
+        from engines.style_fit import FitDiverged, FitTimeout, FitUnavailable
 
-        if isinstance(exc, (StyleError, FitUnavailable, FitDiverged)):
+        if isinstance(exc, (StyleError, FitUnavailable, FitDiverged, FitTimeout)):
             print(f"realtime: error: {exc}", file=sys.stderr)
             return 2
         raise

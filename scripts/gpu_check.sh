@@ -48,13 +48,18 @@ bench=$?
 # (frames batched across sessions). Per row: fps and p95 latency per peer, and the server's stage sums, age
 # histogram and batch counters (--verbose). Needs aiortc and PyAV there (scripts/stage_gpu.sh carries them).
 live=0
+live_json="${TMPDIR:-/tmp}/live_gpu.json"
+rm -f "$live_json"
 if [ "${GPU_CHECK_LIVE:-1}" = 1 ] && "$py" -c 'import aiortc, av' 2>/dev/null; then
   left=$(( ${GPU_CHECK_TOTAL_S:-450} + ${GPU_CHECK_LIVE_S:-240} - (SECONDS - start) ))
-  [ $left -gt 60 ] && timeout "$left" "$py" scripts/load_test.py load --peers "${GPU_CHECK_PEERS:-1,4,8,16}" \
-    --size 1280x720 --seconds 12 --warmup 5 --server-arg=--backend --server-arg=torch-cuda-fp16 \
-    --json "${TMPDIR:-/tmp}/live_gpu.json"
-  live=$?
-  [ -f "${TMPDIR:-/tmp}/live_gpu.json" ] && cat "${TMPDIR:-/tmp}/live_gpu.json"
+  if [ $left -gt 60 ]; then
+    timeout "$left" "$py" scripts/load_test.py load --peers "${GPU_CHECK_PEERS:-1,4,8,16}" \
+      --size 1280x720 --seconds 12 --warmup 5 --server-arg=--backend --server-arg=torch-cuda-fp16 --json "$live_json"
+    live=$?
+    [ -f "$live_json" ] && cat "$live_json"
+  else
+    echo "gpu_check: no time left for the live server rows"
+  fi
 else
   echo "gpu_check: aiortc/PyAV not importable here; the live server rows are skipped"
 fi

@@ -197,6 +197,39 @@ def test_sessions_on_one_device_share_one_batched_call() -> None:
             assert np.abs(together[i].astype(int) - together[j]).mean() > 5, (i, j)
 
 
+def test_a_failing_row_costs_only_its_own_frame() -> None:
+    """One session of a batch fails after its frame is stylized (its overlay feed's hook raises): the batch is
+    run again row by row, and only that session counts an error."""
+    backend = device_backend()
+    frames = camera_frames(3, SIZES["device"][0])
+    worker = InferenceWorker("test", max_batch=MAX_BATCH)
+    steps = [FrameStep(FramePipeline(backend), worker, Limits()) for _ in frames]  # type: ignore[arg-type]
+
+    def broken(size: tuple[int, int]) -> None:
+        raise RuntimeError("this session's feed is broken")
+
+    steps[1].on_processed = broken
+
+    async def run() -> list[av.VideoFrame]:
+        readers = [LatestFrameReader(IdleTrack()) for _ in steps]
+        try:
+            gate = worker.submit(time.sleep, 0.5)
+            outs = await asyncio.gather(*(s.run(r, f, 0.0) for s, r, f in zip(steps, readers, frames, strict=True)))
+            gate.result()
+            return [o[1] for o in outs]
+        finally:
+            for r in readers:
+                r.stop()
+
+    try:
+        outs = asyncio.run(run())
+    finally:
+        worker.shutdown()
+    assert list(worker.batch_sizes) == [3]
+    assert [s.errors for s in steps] == [0, 1, 0]
+    assert outs[1] is frames[1], "the failed session's frame goes back as it came"
+    assert outs[0] is not frames[0] and outs[0].format.name == "yuv420p"
+
 @pytest.mark.gpu
 def test_the_live_path_on_the_gpu_makes_no_host_frame() -> None:
     """On a CUDA GPU (scripts/gpu_check.sh): the same step at 1280x720 on torch-cuda FP16, captioned, with the

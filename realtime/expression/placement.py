@@ -62,6 +62,8 @@ class BusyMap:
                 cv2.resize(rgb, (sw, sh), dst=self._small, interpolation=cv2.INTER_LINEAR)
                 cv2.cvtColor(self._small, cv2.COLOR_RGB2GRAY, dst=self._grey)
             np.copyto(g, self._grey)
+        elif rgb.ndim == 2:  # pragma: no cover
+            g[...] = rgb[: sh * SCALE : SCALE, : sw * SCALE : SCALE]
         else:  # pragma: no cover
             g[...] = rgb[: sh * SCALE : SCALE, : sw * SCALE : SCALE].astype(np.float32) @ np.float32([0.299, 0.587,
                                                                                                        0.114])

@@ -239,8 +239,8 @@ def create_app(backend: Backend, moods: MoodBook | None = None, token: str | Non
     app[RUNTIME_KEY] = Runtime(limits)
     # One inference thread, supervised: the back-end owns its buffers and already uses every core inside.
     # On a device back-end it batches the sessions' frames (worker.py); CPU back-ends measure slower batched.
-    app[EXECUTOR_KEY] = InferenceWorker("inference", hang_timeout_s=limits.worker_timeout_s,
-                                        max_batch=MAX_BATCH if backend.frames_on_device else 1)
+    batch = min(MAX_BATCH, backend.max_batch or MAX_BATCH) if backend.frames_on_device else 1
+    app[EXECUTOR_KEY] = InferenceWorker("inference", hang_timeout_s=limits.worker_timeout_s, max_batch=batch)
     app[HISTOGRAMS_KEY] = metrics.StageHistograms()
     app[EXECUTOR_KEY].observer = app[HISTOGRAMS_KEY].observe
     app[METRICS_KEY] = metrics.registry(lambda: _snapshot(app))

@@ -185,7 +185,8 @@ class FrameStep:
     """One frame through the stylizer, with the accounting a track keeps (errors, storm, budget, stats).
 
     `work` runs in the inference worker: the reader's fresher frame if one came in meanwhile, the size plan,
-    the conversion to RGB, the pipeline, the conversion back (to `out_format`). `run` is its event-loop side:
+    then on a CPU back-end the conversion to RGB, the pipeline and the conversion back (to `out_format`), on
+    a device back-end the yuv420p planes in and out (the result is yuv420p, which every encoder takes). `run` is its event-loop side:
     one bad frame is sent back as it came and counted, and `on_fatal` hears of an error storm or a frame too
     big to take. `handed` is called when the stylized frame goes to the encoder(s): age, budget and rate.
     """
@@ -350,11 +351,20 @@ class FrameJob:
         for size, items in by_size.items():
             try:
                 news = stylize_yuv([jobs[i].step for i, _, _ in items], [f for _, f, _ in items], size)
-                for (i, frame, arrival), new in zip(items, news, strict=True):
-                    outcomes[i] = (True, (frame, new, arrival))
-            except Exception as exc:  # noqa: BLE001  (the batch failed: each of its frames counts the error)
-                for i, _, _ in items:
-                    outcomes[i] = (False, exc)
+            except Exception as exc:  # noqa: BLE001
+                if len(items) == 1:
+                    outcomes[items[0][0]] = (False, exc)
+                    continue
+                # One bad row must not cost the others their frame (nor, in a storm, their session).
+                log.warning("a batch of %d frames failed (%s); running them one by one", len(items), exc)
+                for i, frame, arrival in items:
+                    try:
+                        outcomes[i] = (True, (frame, stylize_yuv([jobs[i].step], [frame], size)[0], arrival))
+                    except Exception as alone:  # noqa: BLE001  (this frame fails alone)
+                        outcomes[i] = (False, alone)
+                continue
+            for (i, frame, arrival), new in zip(items, news, strict=True):
+                outcomes[i] = (True, (frame, new, arrival))
         return outcomes
 
 

@@ -118,7 +118,7 @@ class InferenceWorker(concurrent.futures.Executor):
             # Drop the last call before waiting for the next: these locals (the call's bound method, its
             # arguments and result) kept the last session's track, and through it its peer connection,
             # alive for as long as the worker idled (the churn's one leaked RTCPeerConnection).
-            group = future = fn = args = kwargs = outcomes = None  # type: ignore[assignment]
+            group = taken = future = fn = args = kwargs = outcomes = None  # type: ignore[assignment]
             with self._cv:
                 while not self._jobs and not self._shutdown and gen == self._gen:
                     self._cv.wait()
@@ -127,13 +127,18 @@ class InferenceWorker(concurrent.futures.Executor):
                 future, fn, args, kwargs, queued = self._jobs.popleft()
                 if not future.set_running_or_notify_cancel():
                     continue
-                group = [(future, fn)] + self._take_batch(fn)
                 start = time.monotonic()
-                self.wait_ms.append((start - queued) * 1e3)
-                if self.observer is not None:
-                    self.observer("wait", start - queued)
-                self._current = (gen, [f for f, _ in group], start)
+                group = [(future, fn)]
+                self._current = (gen, [future], start)  # from here the watchdog can settle what was taken
             try:
+                with self._cv:
+                    taken = self._take_batch(fn)
+                    group += [(f, call) for f, call, _ in taken]
+                    self._current = (gen, [f for f, _ in group], start)
+                for waited in [queued] + [q for _, _, q in taken]:
+                    self.wait_ms.append((start - waited) * 1e3)
+                    if self.observer is not None:
+                        self.observer("wait", start - waited)
                 if len(group) == 1:
                     outcomes = [_outcome(fn, *args, **kwargs)]
                 else:
@@ -168,22 +173,24 @@ class InferenceWorker(concurrent.futures.Executor):
             if gen != self._gen:
                 return  # replaced while this call hung: leave the line to the new thread
 
-    def _take_batch(self, first: Any) -> list[tuple[concurrent.futures.Future, Any]]:
+    def _take_batch(self, first: Any) -> list[tuple[concurrent.futures.Future, Any, float]]:
         """Under the lock: the queued calls that may run in one batch with `first` (same batch key, no
-        arguments), in their order, up to max_batch in all; they leave the queue."""
-        key = getattr(first, "batch_key", None)
-        if key is None or self.max_batch < 2:
+        arguments), in their order, up to max_batch in all; they leave the queue. (future, call, queued)."""
+        if self.max_batch < 2:
             return []
-        taken: list[tuple[concurrent.futures.Future, Any]] = []
+        key = getattr(first, "batch_key", None)
+        if key is None:
+            return []
+        taken: list[tuple[concurrent.futures.Future, Any, float]] = []
         for job in list(self._jobs):
             if len(taken) + 1 >= self.max_batch:
                 break
-            fut, fn, args, kwargs, _ = job
+            fut, fn, args, kwargs, queued = job
             if args or kwargs or getattr(fn, "batch_key", None) != key:
                 continue
             self._jobs.remove(job)
             if fut.set_running_or_notify_cancel():
-                taken.append((fut, fn))
+                taken.append((fut, fn, queued))
         return taken
 
     @staticmethod

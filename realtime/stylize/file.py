@@ -63,13 +63,13 @@ def style_weights(args: argparse.Namespace, backend: Backend) -> dict[str, float
     """The run's blend: --style-image fits a style for this run only (realtime/style_cli.py), else
     --style / --weights."""
     if getattr(args, "style_image", None):
-        from engines.style_fit import FitDiverged, FitUnavailable
+        from engines.style_fit import FitDiverged, FitTimeout, FitUnavailable
         from engines.style_library import StyleError
         from realtime.style_cli import fit_for_run
 
         try:
             return {fit_for_run(backend, args.style_image, None): 1.0}
-        except (StyleError, FitUnavailable, FitDiverged) as exc:
+        except (StyleError, FitUnavailable, FitDiverged, FitTimeout) as exc:
             raise StylizeError(str(exc)) from None
     return parse_weights(args.style, args.weights, backend.style_names)
 
