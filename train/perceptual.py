@@ -98,9 +98,13 @@ class PerceptualConfig:
     clip_weight: float = 0.0
     # One crop around a face joins every batch, and the face's coarse light/dark pattern is held (face_crops.py).
     face_weight: float = 0.0
+    # The face crop's strength, drawn uniformly from this range instead of the batch's draw (empty: the same
+    # draw): the halfway looks are where a face detector lost faces the full look kept.
+    face_strengths: list[float] = field(default_factory=list)
     # The line styles' ink goes on the photo's edges (train/line_losses.py): dark output away from edges costs.
     line_weight: float = 0.0
     line_styles: list[str] = field(default_factory=lambda: ["lineart", "cartoon"])
+    line_dark: float = 0.35  # luma below which output counts as ink (at 0.35 the net dodged it with mid browns)
     style_margin: float = 0.03
     style_grid: int = 2
     film_lr_scale: float = 2.0
@@ -191,6 +195,8 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
         w = sample_style_weights(n, len(names), rng, p_onehot=cfg.p_onehot, odds=odds)
         strength = sample_strengths(n, rng, cfg.strength_full, cfg.strength_zero) if paint \
             else torch.ones(n, 1)
+        if face_crops is not None and paint and cfg.face_strengths:
+            strength[-1, 0] = rng.uniform(*cfg.face_strengths)
         y = net(x, w, strength)
         with torch.no_grad():
             fc = features(x)
@@ -209,7 +215,7 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
             loss = loss + ldist
         lline = torch.zeros(())
         if cfg.line_weight and line_rows:
-            lline = ink_off_edges(y, x, w[:, line_rows].sum(1) * strength[:, 0])
+            lline = ink_off_edges(y, x, w[:, line_rows].sum(1) * strength[:, 0], cfg.line_dark)
             loss = loss + cfg.line_weight * lline
         lface = lclip = lclip_in = torch.zeros(())
         if face_crops is not None:
