@@ -118,7 +118,8 @@ class InferenceWorker(concurrent.futures.Executor):
             # Drop the last call before waiting for the next: these locals (the call's bound method, its
             # arguments and result) kept the last session's track, and through it its peer connection,
             # alive for as long as the worker idled (the churn's one leaked RTCPeerConnection).
-            group = taken = future = fn = args = kwargs = outcomes = None  # type: ignore[assignment]
+            # (Loop variables too: a `for` that unpacked a call would keep the last one.)
+            group = taken = future = fn = args = kwargs = outcomes = fut = value = None  # type: ignore[assignment]
             with self._cv:
                 while not self._jobs and not self._shutdown and gen == self._gen:
                     self._cv.wait()
@@ -146,7 +147,7 @@ class InferenceWorker(concurrent.futures.Executor):
                     self.batched_frames += len(group)
                     self.batch_sizes.append(len(group))
                     outcomes = fn.run_batch([f for _, f in group])
-                for (fut, _), (ok, value) in zip(group, outcomes, strict=True):
+                for fut, (ok, value) in zip([f for f, _ in group], outcomes, strict=True):
                     if ok:
                         self._settle(gen, fut, result=value)
                     else:
@@ -154,10 +155,10 @@ class InferenceWorker(concurrent.futures.Executor):
                         self._settle(gen, fut, exc=value)
             except Exception as exc:  # noqa: BLE001  (a batch that failed as a whole: each caller decides)
                 self.failures += len(group)
-                for fut, _ in group:
+                for fut in [f for f, _ in group]:
                     self._settle(gen, fut, exc=exc)
             except BaseException as exc:  # noqa: BLE001  (SystemExit and the like: the watchdog replaces this thread)
-                for fut, _ in group:
+                for fut in [f for f, _ in group]:
                     self._settle(gen, fut, exc=WorkerFailed(f"the inference worker died ({type(exc).__name__})"))
                 log.error("inference worker %s ended by %s: %s", threading.current_thread().name,
                           type(exc).__name__, exc)
