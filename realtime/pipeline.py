@@ -191,13 +191,8 @@ class FramePipeline:
 
     @property
     def on_device(self) -> bool:
-        """Whether frames go to the back-end's device as yuv420p planes (process_yuv) rather than RGB."""
+        """Whether frames go to the back-end's device as yuv420p planes (process_yuv_batch) rather than RGB."""
         return self.backend.frames_on_device
-
-    def process_yuv(self, src: Planes, dest: Planes) -> None:
-        """yuv420p planes (Y, U, V) in -> stylized and captioned yuv420p planes in `dest`, on a device back-end
-        (process_yuv_batch with one row)."""
-        process_yuv_batch([self], [src], [dest])
 
     def place_overlays(self, state: StyleState, src: np.ndarray, stylized: np.ndarray) -> list[Sprite]:
         """The device path's overlays for this frame, placed but not drawn (an empty list when off or failing)."""

@@ -221,13 +221,12 @@ class FrameStep:
              arrival: float) -> tuple[av.VideoFrame, av.VideoFrame, float]:
         """Inference thread: newest frame -> stylized frame (or the frame itself when it cannot be).
 
-        Returns (the frame used, the stylized frame, its arrival time): the worker may take a fresher frame."""
-        frame, arrival, size = self.take(reader, frame, arrival)
-        if size is None:
-            return frame, frame, arrival
-        if self.yuv_ok(size):
-            return frame, stylize_yuv([self], [frame], size)[0], arrival
-        return frame, self.stylize_rgb(frame, size), arrival
+        Returns (the frame used, the stylized frame, its arrival time): the worker may take a fresher frame.
+        One frame is a batch of one (FrameJob.run_batch), so both go one way."""
+        ok, value = FrameJob.run_batch([FrameJob(self, reader, frame, arrival)])[0]
+        if not ok:
+            raise value
+        return value
 
     def take(self, reader: LatestFrameReader, frame: av.VideoFrame,
              arrival: float) -> tuple[av.VideoFrame, float, tuple[int, int] | None]:
