@@ -3,8 +3,9 @@
 Dumoulin et al. 2017 showed a style needs only its conditioning (the per-channel scale and shift);
 here that is one row of the FiLM table (engines/student.py), F numbers. The fit uses the terms the
 bank was trained with (train/perceptual.py via engines/style_losses.py): feature statistics on
-EfficientNet-Lite0 taps, content, colour and luma-gradient distributions, TV, and the shift-and-noise
-stability term, so a fitted style is as steady on video as a trained one.
+EfficientNet-Lite0 taps, content, colour and luma-gradient distributions, TV, the shift-and-noise
+stability term, and the temporal term on real motion (engines/temporal.py), so a fitted style is as
+steady on video as a trained one.
 
 Several references are fused into ONE target before the fit: their feature statistics are pooled
 as a weighted mixture (mean, and variance = mean variance + spread of means) and their pixel and
@@ -94,6 +95,12 @@ class FitConfig:
     stable_weight: float = 30.0
     stable_shift: int = 8
     stable_noise: float = 0.02
+    # The temporal term on real motion (engines/temporal.py, the bank's --clip-weight loss) on the bundled clip
+    # pairs, as a hinge: what the fitted row flickers on a pair beyond the bank's usual there (the mean of its
+    # trained rows, or the row the fit started from where that one flickers more: a woodcut is held to a line
+    # style's steadiness, not a painting's). With the shift term alone fitted rows flickered 1.6x their trained
+    # twins; a flat term (weight 200) steadied them but took a quarter of Kandinsky's gain, at 1000 half Munch's.
+    clip_weight: float = 1000.0
     style_margin: float = 0.03
     style_grid: int = 2
     p_full: float = 0.7  # strength 1 this often, else uniform: intermediate strengths stay sane
@@ -192,6 +199,7 @@ def _fit(art: Artifact, references: list[np.ndarray], weights: list[float], cfg:
         towards_input,
         tv_loss,
     )
+    from engines.temporal import ClipPairs, temporal_loss
 
     t0 = time.monotonic()
     report = progress or (lambda f, m: None)
@@ -213,6 +221,9 @@ def _fit(art: Artifact, references: list[np.ndarray], weights: list[float], cfg:
                        tuple(cfg.grad_dist_scales))
     fuse_w = torch.tensor(weights, dtype=torch.float32)
     frames = [_to_tensor(_resize_short(f, 256)) for f in content_frames()]
+    pairs = ClipPairs() if cfg.clip_weight else None
+    floors: dict[tuple[int, bool], float] = {}
+    full2 = torch.ones(2, 1)
     size = cfg.crop + cfg.stable_shift
 
     def crops() -> torch.Tensor:
@@ -237,7 +248,22 @@ def _fit(art: Artifact, references: list[np.ndarray], weights: list[float], cfg:
         scores = {n: float(style_loss(features(net.paint(probe, film(v, one), one)), target_all.mix(one), taps))
                   for n, v in candidates.items()}
     start = min(scores, key=scores.__getitem__)
-    row = candidates[start].clone().requires_grad_(True)
+    start_row = candidates[start]
+    row = start_row.clone().requires_grad_(True)
+
+    def flicker(v: torch.Tensor, pair) -> float:
+        with torch.no_grad():  # at strength 1 a row is its own FiLM vector
+            out = net.paint(pair.frames, v[None].expand(2, -1), full2)
+            return float(temporal_loss(out[1:], out[:1], pair.flow, pair.mask, squared=True))
+
+    # The most the fit may flicker on a pair: the start row's figure there, raised to the bank's mean where the
+    # start is steadier than the bank's usual (Kandinsky starts from Munch, the steadiest). Rows rank alike from
+    # pair to pair, so the bank's ratio to the start is read once, on four pairs (~1 s), and not per pair.
+    if pairs is not None:
+        probe = [pairs.pair(i) for i in range(0, len(pairs), max(1, len(pairs) // 4))][:4]
+        start_fl = float(np.mean([flicker(start_row, p) for p in probe]))
+        bank_fl = float(np.mean([flicker(table[i], p) for i in keep for p in probe]))
+        lift = max(1.0, bank_fl / max(start_fl, 1e-9))
     opt = torch.optim.Adam([row], lr=cfg.lr)
     report(0.05, f"fitting (from {start})")
 
@@ -280,6 +306,13 @@ def _fit(art: Artifact, references: list[np.ndarray], weights: list[float], cfg:
         if cfg.stable_weight:
             loss = loss + cfg.stable_weight * shift_consistency(lambda v, f=f, s=strength: net.paint(v, f, s), batch, y,
                                                                 cfg.crop, rng, cfg.stable_noise)
+        if pairs is not None:  # both frames in the style at full strength, where a flicker shows most
+            key, pair = pairs.sample(rng)
+            if key not in floors:
+                floors[key] = lift * flicker(start_row, pair)
+            yp = net.paint(pair.frames, film(row, full2), full2)
+            lt = temporal_loss(yp[1:], yp[:1], pair.flow, pair.mask, squared=True)
+            loss = loss + cfg.clip_weight * torch.relu(lt - floors[key])
         value = float(loss.detach())
         if not math.isfinite(value):
             raise FitDiverged(f"the fit diverged at step {step} (loss {value}); try other pictures")

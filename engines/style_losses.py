@@ -196,12 +196,26 @@ def random_directions(dim: int, count: int, generator: torch.Generator | None = 
 
 # ---------------------------------------------------------------- strength, pixel pools and stability
 
+GROUND = 0.92  # a pixel this light in every channel counts as the paper of a clip-art reference
+
+
+def _colours(pixels: torch.Tensor, no_ground: bool) -> torch.Tensor:
+    """A style's colour pool (P, 3); with `no_ground`, without the white paper around the drawing: clip art's
+    background is not a colour it fills with, and at half the pool it painted a cartoon's fills white."""
+    if not no_ground:
+        return pixels
+    kept = pixels[(pixels < GROUND).any(1)]
+    return kept if len(kept) >= 64 else pixels
+
+
 class PixelPools:
     """Each style's reference pixels and luma gradients, to draw target point clouds for any blend and strength."""
 
-    def __init__(self, refs: list[list[torch.Tensor]], scales: tuple[int, ...] = (1, 2, 4)) -> None:
+    def __init__(self, refs: list[list[torch.Tensor]], scales: tuple[int, ...] = (1, 2, 4),
+                 no_ground: tuple[bool, ...] = ()) -> None:
         self.scales = scales
-        self.colour = [torch.cat([r.flatten(1).T for r in imgs]) for imgs in refs]
+        self.colour = [_colours(torch.cat([r.flatten(1).T for r in imgs]), j < len(no_ground) and no_ground[j])
+                       for j, imgs in enumerate(refs)]
         grads = [[luma_gradients(r[None], scales) for r in imgs] for imgs in refs]
         self.grads = [[torch.cat([g[k][0] for g in per_ref]) for k in range(len(scales))] for per_ref in grads]
 

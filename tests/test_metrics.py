@@ -23,6 +23,7 @@ from PIL import Image
 from engines.artifact import DEFAULT_MODEL_DIR, META_FILE
 from engines.features import ExpansionFeatures
 from engines.style_losses import pooled_style_stats, style_stats
+from engines.temporal import warp
 from train.eval_metrics import (
     ModelResult,
     Reference,
@@ -35,7 +36,7 @@ from train.eval_metrics import (
 from train.eval_report import LABEL_BAR, side_by_side, slug, write_tables, write_video
 from train.eval_speed import SPEED_WARMUP, time_interleaved
 from train.evaluate import evaluate
-from train.flow import flow, occlusion_mask, random_affine_flow, smooth_random_flow, warp, warp_np
+from train.flow import flow, occlusion_mask, random_affine_flow, smooth_random_flow, warp_np
 from train.metrics import edge_map, edge_ssim, psnr, ssim, style_distance, warping_error
 
 pytestmark = pytest.mark.train

@@ -13,7 +13,17 @@ from PIL import Image
 
 from engines.loader import load_backend
 from train.look import descriptor, mean_descriptor, score
-from train.style_acceptance import RowRenderer, grid_sheet, passes_ratio, ratio, row_look, save_jpeg
+from train.style_acceptance import (
+    WARP_BAR,
+    RowRenderer,
+    grid_sheet,
+    nearest_style,
+    passes_ratio,
+    ratio,
+    row_look,
+    save_jpeg,
+    steady_ratio,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -44,6 +54,14 @@ def test_row_look_agrees_with_the_look_table(setup):
         assert mine.top1 == pytest.approx(table.hits[s], abs=1e-9)
 
 
+def test_a_trained_row_looks_most_like_its_own_style(setup):
+    """nearest_style names the bank style whose steadiness a fitted style is held to: for the trained rows of
+    the two line styles and a painting, their own."""
+    _, render, photos, _, refs, _ = setup
+    for s in ("lineart", "cartoon", "vangogh"):
+        assert nearest_style(render(photos, render.row(s)), refs, render.trained) == s
+
+
 def test_doing_nothing_fails_and_a_fitted_row_beats_it(setup):
     from engines.style_fit import FitConfig, FitUnavailable, check_fit_available, fit_style
 
@@ -70,6 +88,10 @@ def test_doing_nothing_fails_and_a_fitted_row_beats_it(setup):
 def test_the_bar_and_the_sheet(tmp_path):
     assert passes_ratio(0.86, 1.0) and not passes_ratio(0.84, 1.0)
     assert not passes_ratio(0.5, 0.0) and np.isnan(ratio(0.5, 0.0))
+    # Steady: against the bank's mean, or the trained style it is like where that flickers more (a woodcut).
+    assert steady_ratio(0.0036, 0.0030, 0.0012) == pytest.approx(WARP_BAR)
+    assert steady_ratio(0.0120, 0.0030, 0.0103) < WARP_BAR < steady_ratio(0.0120, 0.0030, 0.0012)
+    assert steady_ratio(0.0040, 0.0030, None) > WARP_BAR
     rng = np.random.default_rng(0)
     cells = [[("a", rng.integers(0, 255, (90, 160, 3), np.uint8)), ("b", None)],
              [("c", rng.integers(0, 255, (300, 100, 3), np.uint8))]]

@@ -20,10 +20,11 @@ from PIL import Image
 
 from engines.features import ExpansionFeatures
 from engines.style_losses import StyleStats, pooled_style_stats, style_stats
+from engines.temporal import temporal_loss, warp
 from tests.traindata import make_data_root
 from train.budget import TimeBudget
 from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss
-from train.flow import random_affine_flow, smooth_random_flow, warp
+from train.flow import random_affine_flow, smooth_random_flow
 from train.metrics import edge_ssim
 from train.teacher import StyleBank, TeacherConfig, style_boost_vector, style_intensity_vector, train_teacher
 from train.teacher_checkpoint import load_teacher
@@ -34,7 +35,6 @@ from train.teacher_losses import (
     grey,
     local_colour_loss,
     luma,
-    temporal_loss,
 )
 from train.teacher_net import TeacherNet, TeacherNetConfig, count_macs, expand_banks
 

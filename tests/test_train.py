@@ -12,8 +12,9 @@ from PIL import Image
 
 from engines.artifact import load_artifact
 from engines.features import ExpansionFeatures
-from engines.style_losses import colour_loss, content_loss, style_loss, style_stats, tv_loss
+from engines.style_losses import PixelPools, colour_loss, content_loss, style_loss, style_stats, tv_loss
 from train.data import sample_style_weights
+from train.face_crops import face_structure_loss
 
 pytestmark = pytest.mark.unit
 
@@ -52,6 +53,39 @@ def test_content_and_tv_losses_known_answers(features: ExpansionFeatures) -> Non
     step = torch.zeros(1, 1, 16, 16)
     step[..., 8:] = 1.0
     assert abs(tv_loss(step).item() - 1 / 15) < 1e-6
+
+
+def test_a_clip_art_colour_pool_leaves_its_paper_out() -> None:
+    """Clip art on white paper: with no_ground its colour pool is the drawing's colours only (the paper is not a
+    fill colour); without, half the pool is white. A reference with hardly any drawing keeps its pool."""
+    art = torch.ones(3, 32, 32)
+    art[:, :16] = torch.tensor([0.8, 0.3, 0.2])[:, None, None]  # a flat brick-red half, the rest paper
+    art[:, 16:18] = 0.0  # an outline
+    pools = PixelPools([[art], [art]], (2,), no_ground=(True, False))
+    white = lambda pool: float((pool >= 0.92).all(1).float().mean())  # noqa: E731
+    assert white(pools.colour[0]) == 0.0 and len(pools.colour[0]) == 18 * 32
+    assert white(pools.colour[1]) == pytest.approx(14 / 32)
+    blank = torch.ones(3, 32, 32)
+    blank[:, 0, :8] = 0.0  # 8 dark pixels: too few to be a palette
+    assert len(PixelPools([[blank]], (2,), no_ground=(True,)).colour[0]) == 32 * 32
+
+
+def test_the_face_term_reads_a_near_face_at_its_own_scale() -> None:
+    """In blocks of 1/8 of a 128 px face (cells=8) the term leaves 4 px strokes free and still pays for 32 px
+    blotches that move the face's light and dark; in fixed 4 px blocks the strokes cost as much as blotches."""
+    ramp = torch.linspace(0.2, 0.8, 160).view(1, 1, 1, 160).expand(1, 3, 160, 160)
+    mask = torch.zeros(1, 1, 160, 160)
+    mask[:, :, 16:144, 16:144] = 1.0
+    assert float(face_structure_loss(ramp, ramp, mask)) == 0.0 == float(face_structure_loss(ramp, ramp, mask, cells=8))
+    yy, xx = torch.meshgrid(torch.arange(160), torch.arange(160), indexing="ij")
+
+    def checker(side: int) -> torch.Tensor:
+        return ramp + 0.3 * (((yy // side) + (xx // side)) % 2).float().view(1, 1, 160, 160) - 0.15
+
+    strokes, blotches = checker(4), checker(32)
+    assert float(face_structure_loss(strokes, ramp, mask)) > 0.5
+    assert float(face_structure_loss(strokes, ramp, mask, cells=8)) < 0.05
+    assert float(face_structure_loss(blotches, ramp, mask, cells=8)) > 0.5
 
 
 def test_style_weight_sampling() -> None:

@@ -118,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="student model folder to score and set the floors from (default: the bundled one)")
     ff.add_argument("--out", default="tests/fidelity", help="fixture folder (default: tests/fidelity)")
 
+    cp = sub.add_parser("clip-pairs", help="bundle real-motion pairs for the style fit's temporal term",
+                        description="Two consecutive frames of each permissive training clip (never the held-out "
+                                    "one), their DIS flow and occlusion mask, cropped where the most valid motion is, "
+                                    "written where the style fit reads them (engines/calibration/clip_pairs.npz).")
+    cp.add_argument("--out", default=None, help="npz to write (default: the bundled engines/calibration/clip_pairs.npz)")
+
     from train.style_acceptance import AcceptanceConfig
 
     sa = sub.add_parser("style-acceptance", help="the own-style fit judged by the look measure (issue 25)",
@@ -195,6 +201,13 @@ def main(argv: list[str] | None = None) -> int:
         fields = {f.name for f in dataclasses.fields(AcceptanceConfig)}
         run_acceptance(AcceptanceConfig(**{k: v for k, v in vars(args).items() if k in fields}),
                        log=lambda m: print(m, flush=True))
+    elif args.command == "clip-pairs":
+        from pathlib import Path
+
+        from engines.temporal import CLIP_PAIRS
+        from train.clip_pairs import build_clip_pairs
+
+        print(build_clip_pairs(out=Path(args.out) if args.out else CLIP_PAIRS))
     elif args.command == "fidelity-fixture":
         from train.fidelity_fixture import make_fixture, summary
 

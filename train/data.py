@@ -51,12 +51,25 @@ LOOK_PHOTOS = HELD_OUT + (
     "content/bsds500/train_176035.jpg",
     "content/bsds500/train_24063.jpg",
 )
-# Those of them that are portraits: faces must survive the style (Haar-cascade rate against the input).
+# Portraits no model trains on: faces must survive the style (Haar-cascade rate against the input). The first
+# four are held out of training (the cascade misses kodim15's face in the input, so it counts nothing); on
+# those three alone one borderline face (kodim04) moved the rate by 1/3. The BSDS500 ones (scored on, never
+# shown: non-commercial) are nine of its photos where the cascade finds a person's face, picked by eye (its
+# false hits on animals, statues and pots, and faces under 40 px, left out).
 LOOK_PORTRAITS = (
     "content/kodak/kodim04.jpg",
     "content/kodak/kodim15.jpg",
     "content/cc_by_video_frames/intel_asl_eat_f023.jpg",
     "video/headpose_female_webcam_frames/0010.jpg",
+    "content/bsds500/train_122048.jpg",
+    "content/bsds500/train_189003.jpg",
+    "content/bsds500/train_189011.jpg",
+    "content/bsds500/train_285036.jpg",
+    "content/bsds500/train_323016.jpg",
+    "content/bsds500/train_376001.jpg",
+    "content/bsds500/train_376020.jpg",
+    "content/bsds500/val_189080.jpg",
+    "content/bsds500/val_376043.jpg",
 )
 IMAGE_EXT = {".jpg", ".jpeg", ".png"}
 

@@ -34,14 +34,14 @@ from engines.numerics import flushed_denormals
 from engines.student import StudentConfig, StudentNet
 from engines.student import count_macs as student_macs
 from engines.style_losses import grid_tiles
+from engines.temporal import temporal_loss, warp
 from train.budget import TimeBudget, fit_schedule
 from train.data import SHARED_DATA, sample_style_weights
 from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
-from train.flow import random_affine_flow, smooth_random_flow, warp
+from train.flow import random_affine_flow, smooth_random_flow
 from train.settings import load_settings, sample_strength
 from train.teacher_checkpoint import load_teacher
 from train.teacher_data import DataSpec, TeacherBatches
-from train.teacher_losses import temporal_loss
 from train.teacher_net import count_macs as teacher_macs
 from train.teacher_net import count_params
 from train.thumbs import write_thumbnails

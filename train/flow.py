@@ -1,6 +1,7 @@
-"""Optical flow, warping and occlusion masks, in NumPy/OpenCV and (differentiably) in torch.
+"""Optical flow, warping and occlusion masks in NumPy/OpenCV, and random synthetic flows in torch.
 
-One convention throughout, OpenCV's: a flow F between frames a and b is (H, W, 2) (or (N, 2, H, W)
+The differentiable torch warp lives with the temporal loss in engines/temporal.py (the style fit uses it
+at serve time). One convention throughout, OpenCV's: a flow F between frames a and b is (H, W, 2) (or (N, 2, H, W)
 in torch) in pixels, channel 0 = x, and a(p) ≈ b(p + F(p)). Backward warping b by F therefore
 lines b up with a: warp(b, F)(p) = b(p + F(p)).
 """
@@ -30,25 +31,6 @@ def warp_np(img: np.ndarray, fl: np.ndarray) -> np.ndarray:
     """img(p + F(p)), bilinear, borders replicated (what `warp` does): (H, W[, C]) -> same shape and dtype."""
     mx, my = _sample_grid(img.shape[0], img.shape[1], fl)
     return cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-
-def warp(img: torch.Tensor, fl: torch.Tensor) -> torch.Tensor:
-    """Differentiable img(p + F(p)): img (N, C, H, W), flow (N, 2, H, W) in pixels -> (N, C, H, W).
-
-    align_corners=True puts sample -1/+1 on the centres of the outer pixels, so pixel coordinates
-    map linearly and border padding clamps exactly as cv2's BORDER_REPLICATE does.
-    The sampling grid is always float32: under bf16 autocast a bf16 grid would round pixel positions
-    past 256 to whole pixels and the temporal losses would compare misaligned frames.
-    """
-    h, w = img.shape[-2:]
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=img.device),
-                            torch.arange(w, dtype=torch.float32, device=img.device), indexing="ij")
-    fl = fl.float()
-    gx = (xs + fl[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0
-    gy = (ys + fl[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
-    out = F.grid_sample(img.float(), torch.stack([gx, gy], dim=-1), mode="bilinear", padding_mode="border",
-                        align_corners=True)
-    return out.to(img.dtype)
 
 
 def occlusion_mask(fwd: np.ndarray, bwd: np.ndarray) -> np.ndarray:

@@ -35,6 +35,7 @@ from engines.style_losses import (
     towards_input,
     tv_loss,
 )
+from engines.temporal import temporal_loss
 from train.data import (
     SHARED_DATA,
     CropSampler,
@@ -47,7 +48,6 @@ from train.data import (
 from train.face_crops import FaceCrops, face_structure_loss
 from train.line_losses import ink_off_edges
 from train.teacher_data import clip_pair, clip_sequences
-from train.teacher_losses import temporal_loss
 from train.thumbs import write_thumbnails
 
 DEFAULT_STYLES = ("vangogh", "hokusai", "kandinsky", "monet", "klimt", "lineart", "munch",
@@ -101,6 +101,10 @@ class PerceptualConfig:
     # The face crop's strength, drawn uniformly from this range instead of the batch's draw (empty: the same
     # draw): the halfway looks are where a face detector lost faces the full look kept.
     face_strengths: list[float] = field(default_factory=list)
+    # Styles whose references' white paper is left out of the colour pool (clip art: the ground is not a fill).
+    colour_no_ground: list[str] = field(default_factory=list)
+    face_fill: list[float] = field(default_factory=lambda: [0.3, 0.6])  # of the crop side the face fills
+    face_cells: int = 0  # 0: the face pattern in 4 px blocks; N: in blocks of 1/N of the face's side
     # The line styles' ink goes on the photo's edges (train/line_losses.py): dark output away from edges costs.
     line_weight: float = 0.0
     line_styles: list[str] = field(default_factory=lambda: ["lineart", "cartoon"])
@@ -134,20 +138,23 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
     names = tuple(n for n, _ in named)
     if len(set(names)) != len(names):
         raise ValueError(f"style names must be unique: {names}")
+    if unknown := set(cfg.colour_no_ground) - set(names):
+        raise ValueError(f"--colour-no-ground: no style named {', '.join(sorted(unknown))} (styles: {', '.join(names)})")
     features = ExpansionFeatures()
     refs = [[to_tensor(load_rgb(p, cfg.style_short_side, max_long=2 * cfg.style_short_side)) for p in paths]
             for _, paths in named]
     stats = pooled_style_stats(features, refs)
 
     pools = PixelPools([[to_tensor(load_rgb(p, cfg.grad_short_side)) for p in paths] for _, paths in named],
-                       tuple(cfg.grad_dist_scales))
+                       tuple(cfg.grad_dist_scales), tuple(n in cfg.colour_no_ground for n, _ in named))
     gen = torch.Generator().manual_seed(cfg.seed)
 
     content = content_images(Path(cfg.data), allow_noncommercial=cfg.allow_noncommercial)
     paint = cfg.output == "paint"
     margin = cfg.stable_shift if paint else 0
     sampler = CropSampler([im for _, im in content], crop=cfg.crop + margin, seed=cfg.seed)
-    face_crops = FaceCrops([im for _, im in content], cfg.crop + margin, seed=cfg.seed) if cfg.face_weight else None
+    face_crops = (FaceCrops([im for _, im in content], cfg.crop + margin, seed=cfg.seed, fill=tuple(cfg.face_fill))
+                  if cfg.face_weight else None)
     if face_crops is not None and not len(face_crops):
         raise ValueError("--face-weight: no faces found in the training content")
     seqs = clip_sequences(Path(cfg.data)) if cfg.clip_weight else []
@@ -219,7 +226,7 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
             loss = loss + cfg.line_weight * lline
         lface = lclip = lclip_in = torch.zeros(())
         if face_crops is not None:
-            lface = face_structure_loss(y[-1:], x[-1:], fmask[:, :, : cfg.crop, : cfg.crop])
+            lface = face_structure_loss(y[-1:], x[-1:], fmask[:, :, : cfg.crop, : cfg.crop], cells=cfg.face_cells)
             loss = loss + cfg.face_weight * lface
         if seqs:
             pair = clip_pair(rng, seqs, cfg.crop)

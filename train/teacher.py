@@ -32,10 +32,11 @@ from tqdm import tqdm
 from engines.features import ExpansionFeatures
 from engines.numerics import flushed_denormals
 from engines.style_losses import StyleStats, content_loss, pooled_style_stats, tv_loss
+from engines.temporal import temporal_loss, warp
 from train.budget import TimeBudget, fit_schedule
 from train.data import HELD_OUT, SHARED_DATA, load_rgb, resolve_style, sample_style_weights, to_tensor
 from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
-from train.flow import random_affine_flow, smooth_random_flow, warp
+from train.flow import random_affine_flow, smooth_random_flow
 from train.settings import load_settings, sample_strength
 from train.teacher_checkpoint import export_generator, save_checkpoint
 from train.teacher_data import DataSpec, TeacherBatches
@@ -46,7 +47,6 @@ from train.teacher_losses import (
     gradient_loss,
     grey,
     local_colour_loss,
-    temporal_loss,
 )
 from train.teacher_net import TeacherNet, TeacherNetConfig, count_macs, count_params, expand_banks
 

@@ -1,11 +1,11 @@
-"""The teacher's non-adversarial losses: strength-aware style statistics, gradient domain, temporal.
+"""The teacher's non-adversarial losses: strength-aware style statistics and the gradient domain.
 
 Style, content, colour and TV come from engines.style_losses (the recipe measured in
-shared/STYLE_LOSS_NOTES.md). What is added here:
+shared/STYLE_LOSS_NOTES.md), and the temporal loss, stylize(warp(x)) ~ warp(stylize(x)), from
+engines.temporal (the style fit shares it). What is added here:
 - the expression loss: at strength s the target statistics are (1-s)*content + s*style mixture,
   per sample, so s = 1 is the style loss and s < 1 teaches the strength knob;
-- the gradient-domain loss, which keeps structure, faces and text readable;
-- the temporal loss, stylize(warp(x)) ~ warp(stylize(x)), with a known or an estimated flow.
+- the gradient-domain loss, which keeps structure, faces and text readable.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import torch.nn.functional as F
 
 from engines.features import mean_std
 from engines.style_losses import StyleStats, crop_border, grid_tiles
-from train.flow import warp
 from train.metrics import edge_map, ssim_per_sample
 
 _LUMA = (0.299, 0.587, 0.114)
@@ -114,28 +113,6 @@ def _soft_edges(img: torch.Tensor) -> torch.Tensor:
     """Saturated gradient magnitude: a strong stroke does not count more than an outline."""
     gx, gy = _sobel(img)
     return torch.tanh(20.0 * (gx.pow(2) + gy.pow(2) + 1e-8).sqrt())
-
-
-def inside_mask(flow: torch.Tensor) -> torch.Tensor:
-    """(N,1,H,W) 1 where p + flow(p) lands inside the image (a warp there is defined, not padded)."""
-    h, w = flow.shape[-2:]
-    ys = torch.arange(h, device=flow.device, dtype=flow.dtype).view(1, h, 1)
-    xs = torch.arange(w, device=flow.device, dtype=flow.dtype).view(1, 1, w)
-    tx, ty = xs + flow[:, 0], ys + flow[:, 1]
-    ok = (tx >= 0) & (tx <= w - 1) & (ty >= 0) & (ty <= h - 1)
-    return ok.unsqueeze(1).to(flow.dtype)
-
-
-def temporal_loss(out_next: torch.Tensor, out_prev: torch.Tensor, flow: torch.Tensor,
-                  mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Masked L1 between out_next and out_prev warped by `flow` (next(p) ~ prev(p + flow(p))).
-
-    With a synthetic flow this is stylize(warp(x)) vs warp(stylize(x)); with an estimated
-    flow on a real clip, `mask` also removes occlusions and motion boundaries.
-    """
-    valid = inside_mask(flow) if mask is None else mask * inside_mask(flow)
-    diff = (out_next - warp(out_prev, flow)).abs() * valid
-    return diff.sum() / (valid.sum() * out_next.shape[1]).clamp_min(1.0)
 
 
 def local_colour_loss(output: torch.Tensor, content: torch.Tensor, pool: int = 16) -> torch.Tensor:
