@@ -99,7 +99,8 @@ class FitConfig:
     # pairs, as a hinge: what the fitted row flickers on a pair beyond the bank's usual there (the mean of its
     # trained rows, or the row the fit started from where that one flickers more: a woodcut is held to a line
     # style's steadiness, not a painting's). With the shift term alone fitted rows flickered 1.6x their trained
-    # twins; a flat term (weight 200) steadied them but took a quarter of Kandinsky's gain, at 1000 half Munch's.
+    # twins; flat terms steadied them but took a quarter of Kandinsky's gain (L1 at 200 with a hinge over the
+    # start row) or half Munch's (L1 at 1000): docs/styles.md.
     clip_weight: float = 1000.0
     style_margin: float = 0.03
     style_grid: int = 2

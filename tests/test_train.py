@@ -15,6 +15,7 @@ from engines.features import ExpansionFeatures
 from engines.style_losses import PixelPools, colour_loss, content_loss, style_loss, style_stats, tv_loss
 from train.data import sample_style_weights
 from train.face_crops import face_structure_loss
+from train.perceptual import block_luma
 
 pytestmark = pytest.mark.unit
 
@@ -86,6 +87,23 @@ def test_the_face_term_reads_a_near_face_at_its_own_scale() -> None:
     assert float(face_structure_loss(strokes, ramp, mask)) > 0.5
     assert float(face_structure_loss(strokes, ramp, mask, cells=8)) < 0.05
     assert float(face_structure_loss(blotches, ramp, mask, cells=8)) > 0.5
+
+
+def test_the_halfway_layout_is_blind_to_palette_and_strokes_not_to_blotches() -> None:
+    """block_luma (the halfway term's reading): a new palette of the same luma and 4 px strokes leave the 16 px
+    light and dark layout as it was; a 32 px blotch pattern does not."""
+    x = torch.linspace(0.2, 0.8, 64).view(1, 1, 1, 64).expand(1, 3, 64, 64).contiguous()
+    recoloured = x + 0.1 * torch.tensor([0.587, -0.299, 0.0]).view(1, 3, 1, 1)  # luma-neutral
+    yy, xx = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+
+    def checker(side: int) -> torch.Tensor:
+        return x + 0.2 * ((((yy // side) + (xx // side)) % 2).float() - 0.5).view(1, 1, 64, 64)
+
+    base = block_luma(x)
+    assert base.shape == (1, 1, 4, 4)
+    assert float((block_luma(recoloured) - base).abs().max()) < 1e-6
+    assert float((block_luma(checker(4)) - base).abs().max()) < 1e-6
+    assert float((block_luma(checker(32)) - base).abs().mean()) > 0.09
 
 
 def test_style_weight_sampling() -> None:
