@@ -261,9 +261,9 @@ def _fit(art: Artifact, references: list[np.ndarray], weights: list[float], cfg:
     # start is steadier than the bank's usual (Kandinsky starts from Munch, the steadiest). Rows rank alike from
     # pair to pair, so the bank's ratio to the start is read once, on four pairs (~1 s), and not per pair.
     if pairs is not None:
-        probe = [pairs.pair(i) for i in range(0, len(pairs), max(1, len(pairs) // 4))][:4]
-        start_fl = float(np.mean([flicker(start_row, p) for p in probe]))
-        bank_fl = float(np.mean([flicker(table[i], p) for i in keep for p in probe]))
+        moving = [pairs.pair(i) for i in range(0, len(pairs), max(1, len(pairs) // 4))][:4]
+        start_fl = float(np.mean([flicker(start_row, p) for p in moving]))
+        bank_fl = float(np.mean([flicker(table[i], p) for i in keep for p in moving]))
         lift = max(1.0, bank_fl / max(start_fl, 1e-9))
     opt = torch.optim.Adam([row], lr=cfg.lr)
     report(0.05, f"fitting (from {start})")

@@ -14,6 +14,7 @@ from PIL import Image
 
 from train.data import to_tensor
 from train.look import face_boxes
+from train.teacher_losses import luma
 
 
 class FaceCrops:
@@ -71,12 +72,11 @@ def face_structure_loss(y: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, po
     The pattern is read in `pool` px blocks, or, with `cells`, in blocks of 1/cells of the face's side: a
     Haar cascade reads a near face at its own scale, where blotches of 10-20 px break what 4 px blocks hold
     (on a 200 px face the input's coarse luma under the output's strokes is found again; the reverse is not)."""
-    luma = torch.tensor([0.299, 0.587, 0.114], dtype=y.dtype).view(1, 3, 1, 1)
     total = y.new_zeros(())
     for i in range(y.shape[0]):
         k = max(pool, round(float(mask[i].sum()) ** 0.5 / cells)) if cells else pool
-        ly = torch.nn.functional.avg_pool2d((y[i : i + 1] * luma).sum(1, keepdim=True), k)
-        lx = torch.nn.functional.avg_pool2d((x[i : i + 1] * luma).sum(1, keepdim=True), k)
+        ly = torch.nn.functional.avg_pool2d(luma(y[i : i + 1]), k)
+        lx = torch.nn.functional.avg_pool2d(luma(x[i : i + 1]), k)
         sel = torch.nn.functional.avg_pool2d(mask[i : i + 1], k) > 0.5
         if int(sel.sum()) < 16:
             continue

@@ -48,6 +48,7 @@ from train.data import (
 from train.face_crops import FaceCrops, face_structure_loss
 from train.line_losses import ink_off_edges
 from train.teacher_data import clip_pair, clip_sequences
+from train.teacher_losses import luma
 from train.thumbs import write_thumbnails
 
 DEFAULT_STYLES = ("vangogh", "hokusai", "kandinsky", "monet", "klimt", "lineart", "munch",
@@ -298,8 +299,7 @@ def resolve_style_refs(spec: str, root: Path) -> tuple[str, list[Path]]:
 
 def block_luma(img: torch.Tensor, block: int = 16) -> torch.Tensor:
     """Luma in block x block means: the light and dark layout a viewer (and a face detector) reads a scene by."""
-    luma = torch.tensor([0.299, 0.587, 0.114], dtype=img.dtype, device=img.device).view(1, 3, 1, 1)
-    return torch.nn.functional.avg_pool2d((img * luma).sum(1, keepdim=True), block)
+    return torch.nn.functional.avg_pool2d(luma(img), block)
 
 
 def sample_strengths(n: int, rng: random.Random, p_full: float, p_zero: float) -> torch.Tensor:

@@ -450,9 +450,13 @@ def steady_ratio(warp: float, bank_mean: float, like: float | None) -> float:
     return warp / max(bank_mean, like or 0.0)
 
 
+def _like_warp(r: dict, v: dict) -> float | None:
+    """The warping error of the trained style a fit looks most like (`nearest_style`), where it is known."""
+    return r.get("trained", {}).get(v.get("like"), {}).get("warp")
+
+
 def _steady_line(r: dict, rows: dict[str, dict]) -> str:
-    figs = {k: steady_ratio(v["warp"], r["bank_warp_mean"], r["trained"].get(v.get("like"), {}).get("warp"))
-            for k, v in rows.items()}
+    figs = {k: steady_ratio(v["warp"], r["bank_warp_mean"], _like_warp(r, v)) for k, v in rows.items()}
     worst = max(figs, key=figs.__getitem__)
     return (f"Steady: {sum(x <= WARP_BAR for x in figs.values())} of {len(figs)} within {WARP_BAR}x of the larger of "
             f"the bank's mean and the bank style each looks like (highest {figs[worst]:.2f}x, {worst}).")
@@ -461,8 +465,8 @@ def _steady_line(r: dict, rows: dict[str, dict]) -> str:
 def _x_like(r: dict, v: dict) -> str:
     """A fit's warping error over that of the trained style it looks most like (`nearest_style`): a woodcut
     flickers like the bank's woodcut, not like its paintings (the bank's own lineart is 3.4x its mean)."""
-    like = v.get("like")
-    return f"{v['warp'] / r['trained'][like]['warp']:.2f} ({like})" if like in r.get("trained", {}) else "n/a"
+    base = _like_warp(r, v)
+    return f"{v['warp'] / base:.2f} ({v['like']})" if base else "n/a"
 
 
 def acceptance_md(r: dict) -> str:
