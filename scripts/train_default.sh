@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The exact commands that produced the bundled model in engines/models/default: the painting student P11, trained
+# The exact commands that produced the bundled model in engines/models/default: the painting student P19, trained
 # straight from the bank's references with perceptual, image-space distribution, stability, face and line losses
 # (docs/training.md, "The look"). It is a chain of runs, each starting from the previous one. Committed starts
 # (train/students/): p3 (for step 5), p4 (P4 as shipped: what step 5's last block writes to runs/p4_56; for
-# step 6), p6 and p10 (for steps 7 and 8), so any tail of the chain replays alone.
+# step 6), p6, p10 (steps 7, 8), p16, p17, p18 (steps 10-12), so any tail of the chain replays alone (step 9
+# starts from step 8's runs/p11; P11 is the bundled model of git history before 2026-12-07).
 # Needs the project's staged data (shared/data beside this checkout, or STYLIZER_DATA) and the train extra.
 # Only permissive data is used (never content/bsds500).
 #
@@ -79,23 +80,42 @@ python -m train perceptual "${p6[@]}" --init runs/p4_56 --steps 500 --face-weigh
 #    costs, weight 50): the woodcut draws contours instead of masses; 300 steps.
 line=(--line-weight 50 --line-styles lineart --line-dark 0.7)
 python -m train perceptual "${p6[@]}" --init runs/p6/model --steps 300 --face-weight 15 "${line[@]}" --out runs/p10
-# 8. P11 (the bundled model): from P10 (train/students/p10), the face term at 30 with the face crop at strengths
-#    0.4-0.8; 200 steps at two threads (~5 min). Shipped with the 56 px margin, as P4.
+# 8. P11: from P10 (train/students/p10), the face term at 30 with the face crop at strengths 0.4-0.8; 200 steps
+#    at two threads (~5 min). It was the bundled model until 2026-12-07, shipped with the 56 px margin, as P4.
 python -m train perceptual "${p6[@]}" --init runs/p10/model --steps 200 --threads 2 --face-weight 30 \
   --face-strengths 0.4 0.8 "${line[@]}" --out runs/p11
+# 9. P16: from P11, the halfway term (below full strength the photo's 16 px light and dark layout holds, in
+#    proportion to 1 - strength) at 300; 500 steps at two threads (~10 min each, as are steps 10-12).
+python -m train perceptual "${p6[@]}" --init runs/p11/model --steps 500 --threads 2 --face-weight 30 \
+  --face-strengths 0.4 0.8 "${line[@]}" --halfway-weight 300 --out runs/p16
+# 10. P17: from P16 (train/students/p16), the softened Haar cascade on the face crop (weight 3), the face crop
+#     at strengths 0.5-1.0 and three times as often in lineart and cartoon, the styles that lost faces.
+face=(--face-weight 30 --face-strengths 0.5 1.0 --halfway-weight 300)
+python -m train perceptual "${p6[@]}" --init runs/p16/model --steps 500 --threads 2 "${face[@]}" "${line[@]}" \
+  --cascade-weight 3 --face-style-odds lineart=3 cartoon=3 --out runs/p17
+# 11. P18: from P17 (train/students/p17), face crops drawn per photo or clip, not per face (five webcam clips held
+#     196 of the 212 faces), faces filling 20-60% of the crop, the cascade at 5.
+python -m train perceptual "${p6[@]}" --init runs/p17/model --steps 500 --threads 2 "${face[@]}" "${line[@]}" \
+  --cascade-weight 5 --face-style-odds lineart=3 cartoon=3 --face-by-source --face-fill 0.2 0.6 --out runs/p18
+# 12. P19 (the bundled model): from P18 (train/students/p18), the cascade back at 2, the face crop's line styles
+#     at 4x, and the distribution terms at colour 300 and gradient 1,500, which won back the gain P18 gave up.
+p19=("${common[@]}" --style-weight 140 --pad 48 --tv-weight 60 --colour-dist-weight 300 --grad-dist-weight 1500
+     --grad-dist-scales 2 4 --clip-weight 200 --stable-weight 50 --save-every 100)
+python -m train perceptual "${p19[@]}" --init runs/p18/model --steps 500 --threads 2 "${face[@]}" "${line[@]}" \
+  --cascade-weight 2 --face-style-odds lineart=4 cartoon=4 --face-by-source --face-fill 0.2 0.6 --out runs/p19
 python - <<'PY'
 import dataclasses, shutil
 from pathlib import Path
 from engines.artifact import load_artifact, save_artifact
 from engines.student import StudentNet
 
-art = load_artifact("runs/p11/model")
+art = load_artifact("runs/p19/model")
 net = StudentNet(dataclasses.replace(art.config, pad=56)).eval()
 net.load_state_dict(art.load_student().state_dict())
 readme = Path("engines/models/default/README.md").read_text()
 shutil.rmtree("engines/models/default")
 save_artifact(net, art.contract, "engines/models/default", provenance={**art.meta["provenance"], "inference_pad": 56})
-shutil.copytree("runs/p11/model/thumbs", "engines/models/default/thumbs")
+shutil.copytree("runs/p19/model/thumbs", "engines/models/default/thumbs")
 Path("engines/models/default/README.md").write_text(readme)
 PY
 python -m engines quantize engines/models/default

@@ -89,12 +89,11 @@ def test_the_bundled_model_passes_the_look_bar_and_keeps_faces(photos, bank) -> 
     report = f"top-1 {scores.top1:.2f}, mean gain {scores.mean_gain:.2f}, gains {scores.gain}"
     assert scores.passes(**FIXTURE_BAR), report
     portraits = [photos[n] for n in PORTRAITS]
-    # The issue asks for 0.9 at strength 1 and every face at 0.6. The bundled model (P11) keeps 0.88 at 1 on the
-    # eval's portraits but only 0.71 at 0.6, where the halfway look's marks hide one portrait from the Haar
-    # cascade in most styles (0.62 here; P4, the bolder styles' predecessor, kept 0.88): a known gap
-    # (docs/training.md). These floors only stop it getting worse.
+    # The issue asks for 0.9 at strength 1 and every face at 0.6; `python -m train eval` on twelve portraits gives
+    # the bundled model (P19) 0.94 and 1.00. Here, on two portraits, it keeps 0.94 at both strengths (2026-12-07:
+    # kandinsky loses one portrait at 1, lineart one at 0.6). These floors stop it getting worse.
     rates = {}
-    for strength, floor in ((1.0, 0.5), (0.6, 0.6)):
+    for strength, floor in ((1.0, 0.85), (0.6, 0.85)):
         rates[strength] = [face_rate(portraits, [_stylize(backend, p, k, strength) for p in portraits]) for k in order]
         assert float(np.mean(rates[strength])) >= floor, f"faces kept at strength {strength}: {rates[strength]}"
     print(f"faces kept: {rates}")

@@ -140,6 +140,31 @@ def test_perceptual_training_smoke(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "log.csv").read_text().count("\n") == 3
 
 
+def test_perceptual_training_with_the_face_terms(tmp_path: Path) -> None:
+    """The face crop, the softened cascade and the per-source draw run on real portraits and log the cascade."""
+    import csv
+    import shutil
+
+    from train.perceptual import PerceptualConfig, train_perceptual
+
+    _fake_data(tmp_path / "data")
+    photos = Path(__file__).parent / "look" / "photos"
+    for name in ("kodim04.jpg", "headpose_female_0010.jpg"):
+        shutil.copy(photos / name, tmp_path / "data" / "content" / "kodak" / name)
+    cfg = PerceptualConfig(styles=["stripes", "blobs"], out=str(tmp_path / "run"), steps=3, batch=1, crop=128,
+                           style_short_side=64, save_every=3, data=str(tmp_path / "data"), threads=1,
+                           face_weight=10.0, face_fill=[0.45, 0.6], face_strengths=[0.5, 1.0], cascade_weight=2.0,
+                           face_style_odds=["blobs=3"], face_by_source=True)
+    train_perceptual(cfg)
+    rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
+    assert len(rows) == 3
+    # A painter fresh from its initialisation reads as no face to the cascade: the term is live.
+    assert all(float(r["cascade"]) > 0 for r in rows), [r["cascade"] for r in rows]
+    with pytest.raises(ValueError, match="--face-weight"):
+        train_perceptual(PerceptualConfig(styles=["stripes"], out=str(tmp_path / "bad"), steps=1,
+                                          data=str(tmp_path / "data"), cascade_weight=1.0))
+
+
 def test_clips_decode_the_same_without_pyav(tmp_path: Path) -> None:
     # A bare GPU machine has OpenCV but no PyAV: clip_frames falls back to OpenCV's FFmpeg there.
     import av

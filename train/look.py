@@ -135,27 +135,30 @@ def score(photos: Sequence[np.ndarray], refs: Sequence[list[np.ndarray]], styles
                       {s: float(np.mean(v)) for s, v in hits.items()})
 
 
-_CASCADE: cv2.CascadeClassifier | None = None
+DETECTOR = "haarcascade_frontalface_default.xml"  # the issue's face check
+# A second stock cascade, trained apart from the first: the look's face term trains against DETECTOR
+# (face_cascade.py), so faces kept are also counted by one it never saw.
+HELD_OUT_DETECTOR = "haarcascade_frontalface_alt2.xml"
+_CASCADES: dict[str, cv2.CascadeClassifier] = {}
 
 
-def face_boxes(rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """The (x, y, w, h) boxes of the frontal faces OpenCV's stock Haar cascade finds."""
-    global _CASCADE
-    if _CASCADE is None:
-        _CASCADE = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"))
+def face_boxes(rgb: np.ndarray, cascade: str = DETECTOR) -> list[tuple[int, int, int, int]]:
+    """The (x, y, w, h) boxes of the frontal faces one of OpenCV's stock Haar cascades finds."""
+    if cascade not in _CASCADES:
+        _CASCADES[cascade] = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / cascade))
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    found = _CASCADE.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
+    found = _CASCADES[cascade].detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
     return [tuple(int(v) for v in b) for b in found]
 
 
-def faces(rgb: np.ndarray) -> int:
-    """How many frontal faces OpenCV's stock Haar cascade finds."""
-    return len(face_boxes(rgb))
+def faces(rgb: np.ndarray, cascade: str = DETECTOR) -> int:
+    """How many frontal faces one of OpenCV's stock Haar cascades finds."""
+    return len(face_boxes(rgb, cascade))
 
 
-def face_rate(portraits: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> float:
+def face_rate(portraits: Sequence[np.ndarray], outputs: Sequence[np.ndarray], cascade: str = DETECTOR) -> float:
     """Of the portraits whose input shows a face, the fraction whose output still does."""
-    kept = [faces(o) > 0 for p, o in zip(portraits, outputs) if faces(p) > 0]
+    kept = [faces(o, cascade) > 0 for p, o in zip(portraits, outputs) if faces(p, cascade) > 0]
     return float(np.mean(kept)) if kept else float("nan")
 
 

@@ -45,6 +45,7 @@ from train.data import (
     sample_style_weights,
     to_tensor,
 )
+from train.face_cascade import SoftCascade, face_windows, mask_box
 from train.face_crops import FaceCrops, face_structure_loss
 from train.line_losses import ink_off_edges
 from train.teacher_data import clip_pair, clip_sequences
@@ -110,6 +111,12 @@ class PerceptualConfig:
     colour_no_ground: list[str] = field(default_factory=list)
     face_fill: list[float] = field(default_factory=lambda: [0.3, 0.6])  # of the crop side the face fills
     face_cells: int = 0  # 0: the face pattern in 4 px blocks; N: in blocks of 1/N of the face's side
+    face_by_source: bool = False  # draw each photo or clip alike, not each face (face_crops.py)
+    # The stock Haar cascade, softened (face_cascade.py), held passing on the face crop's box and its neighbours:
+    # at full strength the line styles redrew faces into marks the cascade no longer read (lineart lost 7 of 12).
+    cascade_weight: float = 0.0
+    # NAME=FACTOR: how much more often the face crop draws that style (the styles that lose faces).
+    face_style_odds: list[str] = field(default_factory=list)
     # The line styles' ink goes on the photo's edges (train/line_losses.py): dark output away from edges costs.
     line_weight: float = 0.0
     line_styles: list[str] = field(default_factory=lambda: ["lineart", "cartoon"])
@@ -158,8 +165,11 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
     paint = cfg.output == "paint"
     margin = cfg.stable_shift if paint else 0
     sampler = CropSampler([im for _, im in content], crop=cfg.crop + margin, seed=cfg.seed)
-    face_crops = (FaceCrops([im for _, im in content], cfg.crop + margin, seed=cfg.seed, fill=tuple(cfg.face_fill))
+    face_crops = (FaceCrops([im for _, im in content], cfg.crop + margin, seed=cfg.seed, fill=tuple(cfg.face_fill),
+                            sources=[name for name, _ in content] if cfg.face_by_source else None)
                   if cfg.face_weight else None)
+    if cfg.cascade_weight and face_crops is None:
+        raise ValueError("--cascade-weight works on the face crop: give --face-weight too")
     if face_crops is not None and not len(face_crops):
         raise ValueError("--face-weight: no faces found in the training content")
     seqs = clip_sequences(Path(cfg.data)) if cfg.clip_weight else []
@@ -171,6 +181,8 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
                                    pad=cfg.pad))
     contract = IOContract(style_names=names)
     odds = style_odds(cfg.style_odds, names)
+    face_odds = style_odds(cfg.face_style_odds, names)
+    cascade = SoftCascade() if cfg.cascade_weight and face_crops is not None else None
     line_rows = [names.index(n) for n in cfg.line_styles if n in names]
     if cfg.init:
         start = load_artifact(cfg.init)
@@ -194,7 +206,7 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
     log = (out / "log.csv").open("w", newline="")
     writer = csv.writer(log)
     writer.writerow(["step", "loss", "style", "content", "colour", "tv", "identity", "stable", "distributions",
-                     "face", "clip", "clip_input", "line", "halfway", "seconds"])
+                     "face", "cascade", "clip", "clip_input", "line", "halfway", "seconds"])
     t0 = time.time()
     bar = tqdm(range(1, cfg.steps + 1), desc="perceptual", dynamic_ncols=True)
     for step in bar:
@@ -207,6 +219,8 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
         w = sample_style_weights(n, len(names), rng, p_onehot=cfg.p_onehot, odds=odds)
         strength = sample_strengths(n, rng, cfg.strength_full, cfg.strength_zero) if paint \
             else torch.ones(n, 1)
+        if face_crops is not None and face_odds:
+            w[-1:] = sample_style_weights(1, len(names), rng, p_onehot=cfg.p_onehot, odds=face_odds)
         if face_crops is not None and paint and cfg.face_strengths:
             strength[-1, 0] = rng.uniform(*cfg.face_strengths)
         y = net(x, w, strength)
@@ -229,10 +243,14 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
         if cfg.line_weight and line_rows:
             lline = ink_off_edges(y, x, w[:, line_rows].sum(1) * strength[:, 0], cfg.line_dark)
             loss = loss + cfg.line_weight * lline
-        lface = lclip = lclip_in = torch.zeros(())
+        lface = lcasc = lclip = lclip_in = torch.zeros(())
         if face_crops is not None:
             lface = face_structure_loss(y[-1:], x[-1:], fmask[:, :, : cfg.crop, : cfg.crop], cells=cfg.face_cells)
             loss = loss + cfg.face_weight * lface
+        if cascade is not None and (box := mask_box(fmask[0, :, : cfg.crop, : cfg.crop])) is not None:
+            wins = face_windows(torch.cat([y[-1:], x[-1:]]), box, 8, rng)
+            lcasc = cascade.loss(wins[:8], wins[8:])
+            loss = loss + cfg.cascade_weight * lcasc
         if seqs:
             pair = clip_pair(rng, seqs, cfg.crop)
             # Both frames in one style at full strength, where a flicker shows most.
@@ -259,7 +277,7 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}", style=f"{ls.item():.4f}", content=f"{lc.item():.3f}")
         writer.writerow([step, loss.item(), ls.item(), lc.item(), lcol.item(), ltv.item(), lid.item(), lst.item(),
-                         ldist.item(), lface.item(), lclip.item(), lclip_in.item(), lline.item(), lhw.item(),
+                         ldist.item(), lface.item(), lcasc.item(), lclip.item(), lclip_in.item(), lline.item(), lhw.item(),
                          round(time.time() - t0, 1)])
         if step % cfg.save_every == 0 or step == cfg.steps:
             log.flush()
