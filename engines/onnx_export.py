@@ -22,17 +22,29 @@ OPSET = 18
 STAMP_WEIGHTS = "stylizer.weights_sha256"
 STAMP_PRECISION = "stylizer.precision"
 STAMP_GRAPH = "stylizer.graph"
+# sha256 of the serialised graph (nodes, initializers, shapes), rewritten by every stamp(): a flipped byte in a
+# shape or a weight is caught at load, before a runtime is asked to build it (a damaged shape constant once
+# made ONNX Runtime allocate 24 GB and the kernel kill the server).
+STAMP_CONTENT = "stylizer.graph_sha256"
 # The runtime an int8 file measured faster on (`python -m engines quantize` stamps it; "auto" runs int8 only there).
 STAMP_INT8_RUNTIME = "stylizer.int8_runtime"
 # fused-2: the graph takes the mixed FiLM vector (`film`) instead of style weights (fused-1).
 GRAPH_VERSION = "fused-2"
 
 
+def graph_digest(model) -> str:
+    """sha256 of an ONNX model's serialised graph (everything but the metadata that stamp() writes)."""
+    import hashlib
+
+    return hashlib.sha256(model.graph.SerializeToString(deterministic=True)).hexdigest()
+
+
 def stamp(path: str | Path, **props: str) -> None:
-    """Add (or replace) metadata_props entries of the ONNX file at `path`."""
+    """Add (or replace) metadata_props entries of the ONNX file at `path`, and its graph digest."""
     import onnx
 
     model = onnx.load(str(path))
+    props = {**props, STAMP_CONTENT: graph_digest(model)}
     keep = [p for p in model.metadata_props if p.key not in props]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)
@@ -51,6 +63,19 @@ def read_stamp(path: str | Path) -> dict[str, str]:
     except Exception:  # onnx raises DecodeError and others for corrupt files; the back-end reports it
         return {}
     return {p.key: p.value for p in model.metadata_props}
+
+
+def is_damaged(path: str | Path) -> bool:
+    """Whether the ONNX file's graph no longer matches the digest stamp() wrote (False for unstamped or unreadable
+    files: the runtime reports those)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return False
+    written = {p.key: p.value for p in model.metadata_props}.get(STAMP_CONTENT)
+    return written is not None and written != graph_digest(model)
 
 
 def export_onnx(net: StudentNet, contract: IOContract, path: str | Path, *, height: int = 360, width: int = 640,

@@ -440,6 +440,29 @@ def test_corrupt_or_mismatched_model_files(case: str, tmp_path: Path, capsys: py
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_a_damaged_graph_is_refused_before_a_runtime_builds_it(tmp_path, backend: str) -> None:
+    """Random bytes flipped in student.onnx once made ONNX Runtime allocate 24 GB, and the kernel killed the
+    whole process. Every exported graph carries its own digest; a graph that no longer matches it, by one
+    value, is refused with one clear error before any runtime sees it."""
+    import onnx
+    from onnx import numpy_helper
+
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    model = _model_copy(tmp_path)
+    path = model / "student.onnx"
+    graph = onnx.load(str(path))
+    target = max(graph.graph.initializer, key=lambda t: len(t.raw_data))
+    values = numpy_helper.to_array(target).copy()
+    values.flat[0] = values.flat[0] + 1  # one value changed, as a flipped byte would
+    target.CopyFrom(numpy_helper.from_array(values, target.name))
+    onnx.save(graph, str(path))  # the metadata, digest included, is kept as it was
+    with pytest.raises(BackendError, match="damaged"):
+        load_backend(model, backend)
+
+
+@pytest.mark.integration
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(flips=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(0, 255)), min_size=1, max_size=30),
        which=st.sampled_from(DAMAGEABLE))
