@@ -23,8 +23,9 @@ STAMP_WEIGHTS = "stylizer.weights_sha256"
 STAMP_PRECISION = "stylizer.precision"
 STAMP_GRAPH = "stylizer.graph"
 # sha256 of the serialised graph (nodes, initializers, shapes), rewritten by every stamp(): a flipped byte in a
-# shape or a weight is caught at load, before a runtime is asked to build it (a damaged shape constant once
-# made ONNX Runtime allocate 24 GB and the kernel kill the server).
+# weight or a size constant is caught at load, before a runtime is asked to build it (random flips in the
+# fuzz test once had a runtime allocate 24 GB and the kernel kill the process; a damaged size or scale
+# constant is the likely cause).
 STAMP_CONTENT = "stylizer.graph_sha256"
 # The runtime an int8 file measured faster on (`python -m engines quantize` stamps it; "auto" runs int8 only there).
 STAMP_INT8_RUNTIME = "stylizer.int8_runtime"

@@ -442,9 +442,10 @@ def test_corrupt_or_mismatched_model_files(case: str, tmp_path: Path, capsys: py
 @pytest.mark.integration
 @pytest.mark.parametrize("backend", ["onnx", "openvino"])
 def test_a_damaged_graph_is_refused_before_a_runtime_builds_it(tmp_path, backend: str) -> None:
-    """Random bytes flipped in student.onnx once made ONNX Runtime allocate 24 GB, and the kernel killed the
-    whole process. Every exported graph carries its own digest; a graph that no longer matches it, by one
-    value, is refused with one clear error before any runtime sees it."""
+    """Random bytes flipped in the model files once made the process allocate 24 GB, and the kernel killed it
+    (a damaged size or scale constant in student.onnx is the likely cause). Every exported graph carries its
+    own digest; a graph that no longer matches it, by one value, is refused with one clear error before any
+    runtime sees it."""
     import onnx
     from onnx import numpy_helper
 
