@@ -34,12 +34,13 @@ def onnx_file(art: Artifact, precision: str, spec: EngineSpec | None) -> Path:
 def stale_reason(art: Artifact, path: Path) -> str | None:
     """Why the ONNX file at `path` must not run: damaged since it was written, or made from other weights (None:
     neither, or unstamped)."""
-    from engines.onnx_export import STAMP_WEIGHTS, is_damaged, read_stamp
+    from engines.onnx_export import STAMP_WEIGHTS, check_stamp
 
-    if is_damaged(path):
+    props, damaged = check_stamp(path)
+    if damaged:
         return (f"{path}: damaged (its graph does not match the digest it was written with); re-export it: "
                 f"python -m engines quantize {art.path}")
-    made_from = read_stamp(path).get(STAMP_WEIGHTS)
+    made_from = props.get(STAMP_WEIGHTS)
     if made_from and made_from != art.weights_sha256:
         return (f"{path.name} was made from other weights ({made_from[:12]}, model has {art.weights_sha256[:12]}); "
                 f"rebuild it: python -m engines quantize {art.path}")

@@ -57,26 +57,21 @@ def stamp(path: str | Path, **props: str) -> None:
 
 def read_stamp(path: str | Path) -> dict[str, str]:
     """The metadata_props of an ONNX file (empty for unstamped or unreadable files)."""
+    return check_stamp(path)[0]
+
+
+def check_stamp(path: str | Path) -> tuple[dict[str, str], bool]:
+    """The metadata_props of an ONNX file, and whether its graph no longer matches the digest stamp() wrote:
+    one read for both (unstamped or unreadable files are not called damaged: the runtime reports those)."""
     import onnx
 
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception:  # onnx raises DecodeError and others for corrupt files; the back-end reports it
-        return {}
-    return {p.key: p.value for p in model.metadata_props}
-
-
-def is_damaged(path: str | Path) -> bool:
-    """Whether the ONNX file's graph no longer matches the digest stamp() wrote (False for unstamped or unreadable
-    files: the runtime reports those)."""
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:
-        return False
-    written = {p.key: p.value for p in model.metadata_props}.get(STAMP_CONTENT)
-    return written is not None and written != graph_digest(model)
+        return {}, False
+    props = {p.key: p.value for p in model.metadata_props}
+    written = props.get(STAMP_CONTENT)
+    return props, written is not None and written != graph_digest(model)
 
 
 def export_onnx(net: StudentNet, contract: IOContract, path: str | Path, *, height: int = 360, width: int = 640,

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from train.teacher_losses import luma
 
 WINDOW = 24
+FACE_WINDOWS = 8  # the box and 7 neighbours: minNeighbors=5 asks for a cluster of passing windows
 
 
 class SoftCascade:

@@ -34,7 +34,7 @@ class FaceCrops:
         self.fill = fill
         self.rng = random.Random(seed)
         self.faces: list[tuple[Image.Image, tuple[int, int, int, int]]] = []
-        self.groups: dict[str, list[int]] = {}
+        groups: dict[str, list[int]] = {}
         for i, im in enumerate(images):
             rgb = np.asarray(im)
             # The cascade works on a moderate size; boxes scale back to the image.
@@ -42,8 +42,9 @@ class FaceCrops:
             small = np.asarray(im.resize((round(im.width * k), round(im.height * k)), Image.BILINEAR)) if k < 1 else rgb
             for box in face_boxes(small):
                 group = _source(sources[i]) if sources is not None else str(len(self.faces))
-                self.groups.setdefault(group, []).append(len(self.faces))
+                groups.setdefault(group, []).append(len(self.faces))
                 self.faces.append((im, tuple(round(v / k) for v in box)))
+        self.groups = list(groups.values())  # face indices per source; a draw picks a source, then a face
 
     def __len__(self) -> int:
         return len(self.faces)
@@ -52,7 +53,7 @@ class FaceCrops:
         """(batch, 3, size, size) crops and (batch, 1, size, size) face masks."""
         crops, masks = [], []
         for _ in range(batch):
-            im, (x, y, w, h) = self.faces[self.rng.choice(self.rng.choice(list(self.groups.values())))]
+            im, (x, y, w, h) = self.faces[self.rng.choice(self.rng.choice(self.groups))]
             scale = self.size * self.rng.uniform(*self.fill) / max(w, h)
             W, H = max(self.size, round(im.width * scale)), max(self.size, round(im.height * scale))
             sx, sy = W / im.width, H / im.height

@@ -45,7 +45,7 @@ from train.data import (
     sample_style_weights,
     to_tensor,
 )
-from train.face_cascade import SoftCascade, face_windows, mask_box
+from train.face_cascade import FACE_WINDOWS, SoftCascade, face_windows, mask_box
 from train.face_crops import FaceCrops, face_structure_loss
 from train.line_losses import ink_off_edges
 from train.teacher_data import clip_pair, clip_sequences
@@ -182,7 +182,7 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
     contract = IOContract(style_names=names)
     odds = style_odds(cfg.style_odds, names)
     face_odds = style_odds(cfg.face_style_odds, names)
-    cascade = SoftCascade() if cfg.cascade_weight and face_crops is not None else None
+    cascade = SoftCascade() if cfg.cascade_weight else None  # face_crops is there: checked above
     line_rows = [names.index(n) for n in cfg.line_styles if n in names]
     if cfg.init:
         start = load_artifact(cfg.init)
@@ -248,8 +248,8 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
             lface = face_structure_loss(y[-1:], x[-1:], fmask[:, :, : cfg.crop, : cfg.crop], cells=cfg.face_cells)
             loss = loss + cfg.face_weight * lface
         if cascade is not None and (box := mask_box(fmask[0, :, : cfg.crop, : cfg.crop])) is not None:
-            wins = face_windows(torch.cat([y[-1:], x[-1:]]), box, 8, rng)
-            lcasc = cascade.loss(wins[:8], wins[8:])
+            wins = face_windows(torch.cat([y[-1:], x[-1:]]), box, FACE_WINDOWS, rng)
+            lcasc = cascade.loss(wins[:FACE_WINDOWS], wins[FACE_WINDOWS:])
             loss = loss + cfg.cascade_weight * lcasc
         if seqs:
             pair = clip_pair(rng, seqs, cfg.crop)
