@@ -44,9 +44,11 @@ class TimeBudget:
 def fit_schedule(cfg: object, fit: int, counts: tuple[str, ...] = (), intervals: tuple[str, ...] = ()) -> None:
     """Set `cfg.steps` to `fit` and scale the config's other step counts by the same factor: `counts` (a
     start step, which may be 0) and `intervals` (a ramp or a save interval, at least 1 step)."""
-    scale = fit / cfg.steps
+    # count * fit / steps, multiplied first: through a float scale 50000 * (237 / 100000) came out 118.50000000000001
+    # and rounded up where the exact 118.5 rounds to even.
+    old = cfg.steps
     cfg.steps = fit
     for name in counts:
-        setattr(cfg, name, round(getattr(cfg, name) * scale))
+        setattr(cfg, name, round(getattr(cfg, name) * fit / old))
     for name in intervals:
-        setattr(cfg, name, max(1, round(getattr(cfg, name) * scale)))
+        setattr(cfg, name, max(1, round(getattr(cfg, name) * fit / old)))
