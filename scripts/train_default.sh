@@ -103,6 +103,22 @@ p19=("${common[@]}" --style-weight 140 --pad 48 --tv-weight 60 --colour-dist-wei
      --grad-dist-scales 2 4 --clip-weight 200 --stable-weight 50 --save-every 100)
 python -m train perceptual "${p19[@]}" --init runs/p18/model --steps 500 --threads 2 "${face[@]}" "${line[@]}" \
   --cascade-weight 2 --face-style-odds lineart=4 cartoon=4 --face-by-source --face-fill 0.2 0.6 --out runs/p19
+# 13. The painting teacher T2: P19 grown 16x in MACs (train/grow.py: 64/256/64 channels, expansion 4, ten blocks at
+#     1/8 and four at 1/2, head 16/32; it starts painting exactly P19's frames), trained 300 steps with P19's terms
+#     plus the two-scale patch critic (weight 5 from step 30), the line term on cartoon too, and flat fills off
+#     the photo's edges for lineart and cartoon (train/line_losses.py, weight 300). ~24 min on both cores.
+#     Its folder and critic are committed as train/teachers/t2 (model + critic.pt) for step 14.
+python -m train perceptual "${p19[@]}" --init train/students/p19 --steps 300 --threads 2 --lr 5e-4 --save-every 50 \
+  "${face[@]}" --line-weight 50 --line-styles lineart cartoon --line-dark 0.7 --flat-weight 300 \
+  --cascade-weight 2 --face-style-odds lineart=4 cartoon=4 --face-by-source --face-fill 0.2 0.6 \
+  --enc-channels 64 --body-channels 256 --half-channels 64 --expansion 4 --blocks 10 --half-blocks 4 \
+  --detail-channels 16 --head-channels 32 --adv-weight 5 --adv-start 30 --out runs/t2
+# 14. The students, distilled from T2 (train/presets/distill_paint.toml; its critic starts from T2's): L, P19's
+#     layout from P19, with the no-temporal twin from P3's twin (~17 min); then M (three blocks at 1/8, one at
+#     1/2) and S (one block at 1/8, none at 1/2) in one run on the same batches and labels.
+python -m train distill --teacher runs/t2/model --preset distill_paint --set steps=300 --set 'out="runs/dL"'
+python -m train distill --teacher runs/t2/model --preset distill_paint --set steps=200 --set blocks=3 \
+  --set half_blocks=1 --set ablate_temporal=false --set 'sizes=["s:blocks=1,half_blocks=0"]' --set 'out="runs/dMS"'
 python - <<'PY'
 import dataclasses, shutil
 from pathlib import Path

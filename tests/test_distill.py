@@ -122,3 +122,40 @@ def test_distillation_fits_a_time_budget(tmp_path: Path) -> None:
     # The run measured itself, cut its length to fit 12 s, finished it, and saved with the fitted schedule.
     assert 25 < steps < 100000 and len(rows) == steps == prov["steps_done"]
     assert prov["config"]["adv_start"] == round(50000 * steps / 100000)
+
+
+def test_a_painting_teacher_grows_from_a_student_and_distils(tmp_path: Path) -> None:
+    """The painting chain on generated data: a small painter, the teacher grown from it and trained with the
+    critic, and a painting student distilled from the teacher's folder with that critic."""
+    from train.perceptual import PerceptualConfig, train_perceptual
+
+    data = make_data_root(tmp_path / "data")
+    small = dict(styles=["a", "b"], batch=2, crop=64, style_short_side=64, grad_short_side=96, data=str(data),
+                 threads=1, enc_channels=8, body_channels=16, half_channels=8, blocks=2, half_blocks=1, pad=8,
+                 dist_points=512)
+    student = train_perceptual(PerceptualConfig(**small, out=str(tmp_path / "p"), steps=1, save_every=1))
+    big = {**small, "enc_channels": 16, "body_channels": 32, "blocks": 3, "detail_channels": 12}
+    teacher = train_perceptual(PerceptualConfig(**big, out=str(tmp_path / "t"), steps=2, save_every=2,
+                                                init=str(student), adv_weight=1.0, adv_start=0, real_batch=2,
+                                                strength_full=1.0))
+    rows = list(csv.DictReader((tmp_path / "t" / "log.csv").open()))
+    assert all(float(r["critic"]) > 0 and float(r["adv"]) != 0 for r in rows)  # both sides of the game ran
+    art = load_artifact(teacher)
+    assert (art.config.body_channels, art.config.blocks) == (32, 3)
+    assert "adversarial" in art.meta["provenance"]["recipe"]
+    assert (tmp_path / "t" / "critic.pt").is_file()
+    with pytest.raises(ValueError, match="neither this run's nor smaller"):
+        train_perceptual(PerceptualConfig(**{**small, "body_channels": 8}, out=str(tmp_path / "x"), steps=1,
+                                          init=str(teacher)))
+
+    cfg = DistillConfig.from_preset("distill_tiny", [f'data="{data}"', f'out="{tmp_path / "s"}"', 'output="paint"',
+                                                     "pad=8", "half_blocks=1", 'sizes=["slim:half_blocks=0,blocks=0"]'])
+    model = train_distill(cfg, teacher, critic_path=tmp_path / "t" / "critic.pt")
+    rows = list(csv.DictReader((tmp_path / "s" / "log.csv").open()))
+    assert float(rows[-1]["loss_d"]) > 0 and np.isfinite(float(rows[-1]["loss_slim"]))
+    art, slim = load_artifact(model), load_artifact(tmp_path / "s" / "slim")
+    assert art.config.paint and art.meta["provenance"]["teacher"]["macs_640x360"] > art.meta["provenance"]["macs_640x360"]
+    assert (slim.config.blocks, slim.config.half_blocks) == (0, 0)
+    assert slim.meta["provenance"]["macs_640x360"] < art.meta["provenance"]["macs_640x360"]
+    with pytest.raises(ValueError, match="layout field"):
+        train_distill(dataclasses.replace(cfg, sizes=["x:width=3"]), teacher)

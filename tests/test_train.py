@@ -106,6 +106,24 @@ def test_the_halfway_layout_is_blind_to_palette_and_strokes_not_to_blotches() ->
     assert float((block_luma(checker(32)) - base).abs().mean()) > 0.09
 
 
+def test_the_line_terms_charge_ink_and_marks_off_the_photos_edges_only() -> None:
+    """A flat wall with one dark bar (the photo's only edge): ink or marks on the bar are free; a blob of ink on
+    the bare wall costs both terms; a flat fill costs neither; a sample that is no line style costs nothing."""
+    from train.line_losses import ink_off_edges, marks_off_edges
+
+    photo = torch.full((1, 3, 64, 64), 0.8)
+    photo[:, :, :, 30:34] = 0.1
+    on_edge = photo.clone()  # the photo's own bar, inked: marks and ink only where the photo has its edge
+    blob = torch.full((1, 3, 64, 64), 0.9)
+    blob[:, :, 8:16, 8:16] = 0.0  # a blob of ink on the wall, far from the bar
+    flat = torch.full((1, 3, 64, 64), 0.9)
+    one = torch.ones(1)
+    assert marks_off_edges(flat, photo, one) == 0 and ink_off_edges(flat, photo, one, 0.7) == 0
+    assert marks_off_edges(on_edge, photo, one) < 0.1 * marks_off_edges(blob, photo, one)
+    assert ink_off_edges(blob, photo, one, 0.7) > 0.01
+    assert marks_off_edges(blob, photo, torch.zeros(1)) == 0
+
+
 def test_style_weight_sampling() -> None:
     w = sample_style_weights(200, 5, random.Random(0))
     assert torch.allclose(w.sum(1), torch.ones(200))

@@ -7,6 +7,7 @@ import dataclasses
 import os
 import sys
 import typing
+from pathlib import Path
 
 
 def _add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -75,10 +76,13 @@ def main(argv: list[str] | None = None) -> int:
                                     "output matching, an adversarial term and the temporal terms, plus a same-size "
                                     "ablation twin without the temporal terms. Writes OUT/model (the artifact "
                                     "`realtime serve --engine` takes) and OUT/ablation.")
-    dd.add_argument("--teacher", required=True, help="teacher checkpoint (checkpoint.pt or its teacher.pt copy)")
+    dd.add_argument("--teacher", required=True,
+                    help="teacher checkpoint (checkpoint.pt or its teacher.pt copy), or a painting teacher's model folder")
     dd.add_argument("--critic", default=None,
-                    help="teacher training checkpoint whose discriminator initialises the critic (default: --teacher "
-                         "if it holds one, else a fresh critic)")
+                    help="teacher training checkpoint, or a painting teacher's critic.pt, whose discriminator "
+                         "initialises the critic (default: the one --teacher holds, or the critic.pt beside its "
+                         "folder, "
+                         "else a fresh critic)")
     dd.add_argument("--preset", default="distill_cpu", help="preset TOML (default: distill_cpu)")
     dd.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override one setting, TOML value syntax")
@@ -176,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as exc:
             parser.error(str(exc))
         critic = args.critic
-        if critic is None and "discriminator" in torch.load(args.teacher, map_location="cpu", weights_only=True):
+        teacher = Path(args.teacher)
+        if critic is None and teacher.is_dir() and (teacher.parent / "critic.pt").is_file():
+            critic = str(teacher.parent / "critic.pt")  # `perceptual` writes it beside OUT/model
+        elif critic is None and teacher.is_file() and "discriminator" in torch.load(teacher, map_location="cpu",
+                                                                                       weights_only=True):
             critic = args.teacher
         path = train_distill(cfg, args.teacher, critic)
         print(f"student written to {path}")
@@ -202,7 +210,6 @@ def main(argv: list[str] | None = None) -> int:
         run_acceptance(AcceptanceConfig(**{k: v for k, v in vars(args).items() if k in fields}),
                        log=lambda m: print(m, flush=True))
     elif args.command == "clip-pairs":
-        from pathlib import Path
 
         from engines.temporal import CLIP_PAIRS
         from train.clip_pairs import build_clip_pairs

@@ -208,3 +208,12 @@ def sample_style_weights(batch: int, num_styles: int, rng: random.Random, p_oneh
             g = np.random.default_rng(rng.randrange(2**31)).dirichlet([alpha] * k)
             w[i, idx] = torch.tensor(g, dtype=torch.float32)
     return w
+
+
+def source_refs(source: str | list[str] | None, name: str, root: Path = SHARED_DATA) -> list[Path]:
+    """A style's source as model.json records it (a file name, or a list of them for a fused style) in the
+    data root's styles folder, unchecked, so a model loads without the data; without one, the style's name
+    as a file-name prefix there."""
+    if source is None:
+        return [resolve_style(name, root)[1]]
+    return [root / "styles" / s for s in ([source] if isinstance(source, str) else source)]

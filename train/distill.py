@@ -17,6 +17,7 @@ same run, so the table can show what the temporal terms buy at no extra teacher 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import random
 import time
@@ -40,9 +41,8 @@ from train.data import SHARED_DATA, sample_style_weights
 from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
 from train.flow import random_affine_flow, smooth_random_flow
 from train.settings import load_settings, sample_strength
-from train.teacher_checkpoint import load_teacher
+from train.teacher_checkpoint import load_teacher, stylizer_macs
 from train.teacher_data import DataSpec, TeacherBatches
-from train.teacher_net import count_macs as teacher_macs
 from train.teacher_net import count_params
 from train.thumbs import write_thumbnails
 
@@ -66,6 +66,11 @@ class DistillConfig:
     expansion: int = 2
     blocks: int = 6
     half_blocks: int = 0
+    # "paint" for a painting student (engines/student.py), as the bundled one, from a painting teacher
+    output: str = "residual"
+    detail_channels: int = 8
+    head_channels: int = 8
+    pad: int = 0
     init: str = ""  # a student artifact to start from (matching FiLM rows are copied by style name)
     # the twin's own start ("" = init): the previous run's twin, so that a chain of runs ablates the temporal
     # terms over the whole chain, not just its last link (a twin warm-started from a steadied student
@@ -88,6 +93,10 @@ class DistillConfig:
     p_full_strength: float = 0.7
     p_onehot: float = 0.5
     ablate_temporal: bool = True  # also train the same-size twin without the temporal terms
+    # More students in the same run, on the same batches and teacher labels (the look/speed frontier):
+    # "NAME:KEY=VALUE,..." changes the main student's layout (engines.student.StudentConfig fields), e.g.
+    # "m:blocks=3,half_blocks=1"; each starts from `init` where shapes match and is written to OUT/NAME.
+    sizes: list[str] = field(default_factory=list)
     seed: int = 0
     threads: int = 2
     workers: int = 1
@@ -101,7 +110,8 @@ class DistillConfig:
     def student_config(self, num_styles: int) -> StudentConfig:
         return StudentConfig(num_styles=num_styles, enc_channels=self.enc_channels, body_channels=self.body_channels,
                              half_channels=self.half_channels, expansion=self.expansion, blocks=self.blocks,
-                             half_blocks=self.half_blocks)
+                             half_blocks=self.half_blocks, output=self.output, detail_channels=self.detail_channels,
+                             head_channels=self.head_channels, pad=self.pad)
 
 
 def init_from_artifact(net: StudentNet, path: str | Path, names: tuple[str, ...]) -> list[str]:
@@ -153,11 +163,30 @@ def texture_loss(fy: dict[int, torch.Tensor], ft: dict[int, torch.Tensor], taps:
     return total / (len(taps) * grid * grid)
 
 
-class _Student:
-    """One student with its optimiser and schedule (the main one and its ablation twin)."""
+def size_configs(cfg: DistillConfig, num_styles: int) -> list[tuple[str, StudentConfig]]:
+    """`sizes` -> (name, layout) pairs, each the main student's layout with its changes."""
+    base = cfg.student_config(num_styles)
+    out = []
+    for spec in cfg.sizes:
+        name, sep, rest = spec.partition(":")
+        if not sep or not name or name in ("model", "ablation") or "/" in name:
+            raise ValueError(f"sizes: {spec!r} is not NAME:KEY=VALUE,... (NAME not model or ablation)")
+        changes: dict[str, object] = {}
+        for kv in filter(None, rest.split(",")):
+            key, eq, value = kv.partition("=")
+            if not eq or key not in StudentConfig.__dataclass_fields__ or key == "num_styles":
+                raise ValueError(f"sizes: {kv!r} in {spec!r} is not a student layout field=value")
+            changes[key] = type(getattr(base, key))(value)
+        out.append((name, dataclasses.replace(base, **changes)))
+    return out
 
-    def __init__(self, cfg: DistillConfig, net: StudentNet, temporal: bool) -> None:
-        self.net, self.temporal = net, temporal
+
+class _Student:
+    """One student with its optimiser and schedule: the main one, its ablation twin, and any other sizes.
+    `sub` is the folder it is written to under OUT."""
+
+    def __init__(self, cfg: DistillConfig, net: StudentNet, temporal: bool, sub: str) -> None:
+        self.net, self.temporal, self.sub = net, temporal, sub
         self.opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda i: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(i, cfg.steps) / cfg.steps)))
@@ -178,14 +207,17 @@ def _train_distill(cfg: DistillConfig, teacher_path: str | Path, critic_path: st
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    teacher = load_teacher(teacher_path)
+    teacher = load_teacher(teacher_path, Path(cfg.data))
     teacher.net.to(device).eval()
     names = teacher.style_names
     s_count = len(names)
     contract = IOContract(style_names=names)
-    students = [_Student(cfg, StudentNet(cfg.student_config(s_count)).to(device), temporal=True)]
+    students = [_Student(cfg, StudentNet(cfg.student_config(s_count)).to(device), temporal=True, sub="model")]
     if cfg.ablate_temporal:
-        students.append(_Student(cfg, StudentNet(cfg.student_config(s_count)).to(device), temporal=False))
+        students.append(_Student(cfg, StudentNet(cfg.student_config(s_count)).to(device), temporal=False,
+                                 sub="ablation"))
+    sizes = size_configs(cfg, s_count)
+    students += [_Student(cfg, StudentNet(c).to(device), temporal=True, sub=name) for name, c in sizes]
     for st in students:
         start = cfg.ablation_init if not st.temporal and cfg.ablation_init else cfg.init
         if start:
@@ -207,7 +239,7 @@ def _train_distill(cfg: DistillConfig, teacher_path: str | Path, critic_path: st
                     allow_noncommercial=cfg.allow_noncommercial, seed=cfg.seed)
     batches = iter(torch.utils.data.DataLoader(TeacherBatches(spec), batch_size=None, num_workers=cfg.workers,
                                                persistent_workers=cfg.workers > 0))
-    t_macs, s_macs = teacher_macs(teacher.net.config), student_macs(students[0].net.config)
+    t_macs, s_macs = stylizer_macs(teacher.net), student_macs(students[0].net.config)
     provenance = {
         "recipe": "distilled from the GAN teacher (L1 + perceptual + adversarial + temporal)",
         "config": asdict(cfg),
@@ -220,12 +252,13 @@ def _train_distill(cfg: DistillConfig, teacher_path: str | Path, critic_path: st
     print(f"distill: {s_count} styles ({', '.join(names)}); teacher {t_macs / 1e9:.1f} GMAC, "
           f"{count_params(teacher.net) / 1e6:.2f} M params; student {s_macs / 1e9:.2f} GMAC, "
           f"{count_params(students[0].net) / 1e6:.3f} M params ({t_macs / s_macs:.0f}x fewer MACs)"
-          + ("; with the no-temporal ablation twin" if cfg.ablate_temporal else ""))
+          + ("; with the no-temporal ablation twin" if cfg.ablate_temporal else "")
+          + "".join(f"; size {n} {student_macs(c) / 1e9:.2f} GMAC" for n, c in sizes))
 
     log = (out / "log.csv").open("w", newline="")
     writer = csv.writer(log)
     writer.writerow(["step", "student", "l1", "perceptual", "texture", "adv", "temporal", "clip_temporal", "ablation",
-                     "loss_d", "seconds"])
+                     "loss_d", "seconds", *(f"loss_{n}" for n, _ in sizes)])
     t0 = time.time()
     bar = tqdm(desc="distill", dynamic_ncols=True, total=cfg.steps)
     budget = TimeBudget(cfg.time_budget_min * 60.0, 0) if cfg.time_budget_min > 0 else None
@@ -304,21 +337,25 @@ def _train_distill(cfg: DistillConfig, teacher_path: str | Path, critic_path: st
             opt_d.step()
             loss_d = float(ld.detach())
 
-        main = logs[0]
-        ablation = logs[1]["loss"] if len(logs) > 1 else float("nan")
+        by_sub = {st.sub: log_row for st, log_row in zip(students, logs)}
+        main = by_sub["model"]
+        ablation = by_sub["ablation"]["loss"] if "ablation" in by_sub else float("nan")
         writer.writerow([step, f"{main['loss']:.5f}", f"{main['l1']:.5f}", f"{main['perceptual']:.5f}",
                          f"{main['texture']:.5f}", f"{main['adv']:.5f}", f"{main['temporal']:.5f}",
-                         f"{main['clip']:.5f}", f"{ablation:.5f}", f"{loss_d:.5f}", round(time.time() - t0, 1)])
+                         f"{main['clip']:.5f}", f"{ablation:.5f}", f"{loss_d:.5f}", round(time.time() - t0, 1),
+                         *(f"{by_sub[n]['loss']:.5f}" for n, _ in sizes)])
         bar.set_postfix(l1=f"{main['l1']:.4f}", perc=f"{main['perceptual']:.3f}", tex=f"{main['texture']:.3f}",
                         temp=f"{main['temporal']:.4f}")
         if step % cfg.save_every == 0 or step == cfg.steps:
             log.flush()
             last = step == cfg.steps
-            for st, sub in zip(students, ("model", "ablation")):
+            for st in students:
                 st.net.eval()
-                prov = {**provenance, "config": asdict(cfg), "steps_done": step, "temporal_terms": st.temporal}
-                save_artifact(st.net.cpu(), contract, out / sub, provenance=prov, export_onnx=last)
+                prov = {**provenance, "config": asdict(cfg), "steps_done": step, "temporal_terms": st.temporal,
+                        "macs_640x360": student_macs(st.net.config), "params": count_params(st.net)}
+                save_artifact(st.net.cpu(), contract, out / st.sub, provenance=prov, export_onnx=last)
                 st.net.to(device)
     log.close()
-    write_thumbnails([refs[0] for refs in teacher.style_refs], names, out / "model" / "thumbs")
+    for sub in ("model", *(n for n, _ in sizes)):  # the folders `realtime serve --engine` may take
+        write_thumbnails([refs[0] for refs in teacher.style_refs], names, out / sub / "thumbs")
     return out / "model"

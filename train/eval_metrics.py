@@ -22,7 +22,7 @@ from engines.artifact import META_FILE
 from engines.contract import padded_size
 from engines.features import ExpansionFeatures
 from engines.style_losses import pooled_style_stats
-from train.data import SHARED_DATA, load_rgb, resolve_style, to_tensor
+from train.data import load_rgb, source_refs, to_tensor
 from train.metrics import edge_ssim, psnr, ssim, style_distances
 from train.sheet import fit_height
 
@@ -43,15 +43,6 @@ class Stylizer(Protocol):
         ...
 
 
-def _style_refs(source: str | list[str] | None, name: str) -> list[Path]:
-    """A style's source as model.json records it (a file name, or a list of them for a fused style) in the
-    current data root's styles folder, unchecked, so a model loads without the data; without one, the
-    style's name as a file-name prefix there."""
-    if source is None:
-        return [resolve_style(name)[1]]
-    return [SHARED_DATA / "styles" / s for s in ([source] if isinstance(source, str) else source)]
-
-
 class StudentStylizer:
     """A student artifact folder on the PyTorch reference back-end."""
 
@@ -61,7 +52,7 @@ class StudentStylizer:
         self.backend = load_backend(path, "torch")
         self.style_names = self.backend.style_names
         sources = self.backend.artifact.meta.get("provenance", {}).get("styles", {})
-        self.style_refs = [_style_refs(sources.get(n), n) for n in self.style_names]
+        self.style_refs = [source_refs(sources.get(n), n) for n in self.style_names]
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, weights: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:

@@ -109,11 +109,11 @@ def speed_pair(ref: Reference, label: str, frames: list[np.ndarray], rounds: int
     back-end, both on `threads` threads (default: all cores), `rounds` teacher frames."""
     from engines.backends import default_threads
     from engines.student import count_macs as student_macs
-    from train.teacher_net import TeacherNet, count_params
-    from train.teacher_net import count_macs as teacher_macs
+    from train.teacher_checkpoint import stylizer_macs
+    from train.teacher_net import count_params
 
     net = getattr(ref.model, "net", None)
-    if not isinstance(net, TeacherNet):
+    if not isinstance(net, torch.nn.Module):
         raise TypeError(f"{ref.label}: speed times the teacher's network; this reference has none")
     threads = threads or default_threads()
     backend = cpu_backend(label, threads)
@@ -129,7 +129,7 @@ def speed_pair(ref: Reference, label: str, frames: list[np.ndarray], rounds: int
         backend.close()
     w, h = SPEED_SIZE
     art = backend.artifact
-    teacher = SpeedSide(ref.label, "torch eager FP32", count_params(net), teacher_macs(net.config, h, w), rounds, ms_t)
+    teacher = SpeedSide(ref.label, "torch eager FP32", count_params(net), stylizer_macs(net, h, w), rounds, ms_t)
     student = SpeedSide(label, backend.name, count_params(art.load_student()), student_macs(art.config, h, w),
                         rounds * k, ms_s)
     return SpeedPair(teacher, student, threads)

@@ -64,16 +64,24 @@ def _model_result(label: str, model: Stylizer, features: ExpansionFeatures, phot
     return ModelResult(label, tuple(model.style_names), per_style, edges, before, first, blend)
 
 
+def _load(label: str, is_teacher: bool) -> Stylizer:
+    """The `--teacher` through the teacher loader (a painting teacher's folder too, with its network for
+    the speed pair); every other model as a student folder or a .pt teacher."""
+    if is_teacher:
+        from train.teacher_checkpoint import load_teacher  # here: a student-only evaluation needs no teacher code
+
+        return load_teacher(label)
+    return load_student_or_teacher(label)
+
+
 def _check_reference(models: dict[str, Stylizer], teacher: str, speed: bool) -> None:
     """Fail before the slow work: every model must carry the teacher's styles, and speed needs its network."""
     ref = models[teacher]
     for label, model in models.items():
         style_map(ref.style_names, model.style_names, label)
-    from train.teacher_net import TeacherNet  # here: a student-only evaluation needs no teacher code
-
-    if speed and not isinstance(getattr(ref, "net", None), TeacherNet):
+    if speed and not isinstance(getattr(ref, "net", None), torch.nn.Module):
         raise ValueError(f"{teacher}: speed times the teacher's network, so --teacher must be a .pt teacher "
-                         "checkpoint (or pass --no-speed)")
+                         "checkpoint or a painting teacher's folder (or pass --no-speed)")
 
 
 def evaluate(checkpoints: Sequence[str], out: str | Path, size: int = 384, clip: str | Path | None = None,
@@ -97,7 +105,7 @@ def evaluate(checkpoints: Sequence[str], out: str | Path, size: int = 384, clip:
     if not clip_path.is_file():
         raise FileNotFoundError(f"{clip_path}: no such clip (pass --clip, or set STYLIZER_DATA)")
     ref_label = None if teacher is None else str(teacher)
-    models = {label: load_student_or_teacher(label) for label in _model_list(checkpoints, ref_label)}
+    models = {label: _load(label, label == ref_label) for label in _model_list(checkpoints, ref_label)}
     if ref_label is not None:
         _check_reference(models, ref_label, speed)
     video = read_clip(clip_path, frames, size)

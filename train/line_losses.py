@@ -36,3 +36,16 @@ def ink_off_edges(y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, dark: 
     per_sample = (ink * away).mean(dim=(1, 2, 3))
     total = weight.sum()
     return (per_sample * weight).sum() / total if float(total) > 0 else per_sample.sum() * 0.0
+
+
+def marks_off_edges(y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean colour gradient of y (finite differences, summed over RGB) where x has no edge, per sample weighted
+    by `weight` (N,): flat fills between the photo's contours. The style terms ask every tile for the
+    references' share of marks, and on a bare wall the line styles met it with blobs and worms of ink."""
+    dx = (y[:, :, :, 1:] - y[:, :, :, :-1]).abs().sum(1, keepdim=True)[:, :, :-1, :]
+    dy = (y[:, :, 1:, :] - y[:, :, :-1, :]).abs().sum(1, keepdim=True)[:, :, :, :-1]
+    with torch.no_grad():
+        away = (1.0 - edge_map(x))[:, :, :-1, :-1]
+    per_sample = ((dx + dy) * away).mean(dim=(1, 2, 3))
+    total = weight.sum()
+    return (per_sample * weight).sum() / total if float(total) > 0 else per_sample.sum() * 0.0

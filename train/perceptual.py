@@ -45,10 +45,12 @@ from train.data import (
     sample_style_weights,
     to_tensor,
 )
+from train.discriminator import DiscriminatorConfig, MultiScaleDiscriminator, hinge_d_loss, hinge_g_loss
 from train.face_cascade import FACE_WINDOWS, SoftCascade, face_windows, mask_box
 from train.face_crops import FaceCrops, face_structure_loss
-from train.line_losses import ink_off_edges
-from train.teacher_data import clip_pair, clip_sequences
+from train.grow import grow
+from train.line_losses import ink_off_edges, marks_off_edges
+from train.teacher_data import clip_pair, clip_sequences, reference_patch
 from train.teacher_losses import luma
 from train.thumbs import write_thumbnails
 
@@ -66,9 +68,14 @@ class PerceptualConfig:
     lr: float = 1.5e-3
     # The network: "paint" draws the frame, "residual" is the foundation's input + residual layout.
     output: str = "paint"
+    enc_channels: int = 32
     body_channels: int = 96
     half_channels: int = 32
+    expansion: int = 2
+    blocks: int = 6
     half_blocks: int = 2
+    detail_channels: int = 8
+    head_channels: int = 8
     pad: int = 16
     # Defaults: the last link of the bundled model's chain (P3 in scripts/train_default.sh). Content at stride 4
     # and 8 holds faces; at stride 8 alone (weight 6) a free painter dropped the photo for a field of blobs.
@@ -121,12 +128,24 @@ class PerceptualConfig:
     line_weight: float = 0.0
     line_styles: list[str] = field(default_factory=lambda: ["lineart", "cartoon"])
     line_dark: float = 0.35  # luma below which output counts as ink (at 0.35 the net dodged it with mid browns)
+    # Flat fills between the photo's edges for these styles (train/line_losses.py): marks off the edges cost.
+    flat_weight: float = 0.0
+    flat_styles: list[str] = field(default_factory=lambda: ["lineart", "cartoon"])
     style_margin: float = 0.03
     style_grid: int = 2
     film_lr_scale: float = 2.0
     grad_clip: float = 1.0
     style_short_side: int = 400
-    init: str = ""  # a model folder of the same layout and styles to start from (a fine-tune)
+    # A model folder with the same styles to start from: the same layout (a fine-tune), or a smaller painting
+    # layout, which is grown into this one painting the same frames (train/grow.py; how the teacher starts).
+    init: str = ""
+    # Adversarial term: a two-scale patch critic (train/discriminator.py), conditioned on the style, learns the
+    # references' patches at a frame's scale from the full-strength outputs; hinge loss. The statistics terms
+    # count marks and colours, the critic judges how they are laid down: flat fills, closed outlines.
+    adv_weight: float = 0.0
+    adv_start: int = 50  # steps the critic learns alone first: a fresh critic's gradient is noise
+    adv_lr: float = 2e-4
+    real_batch: int = 4
     seed: int = 0
     threads: int = 2
     save_every: int = 250
@@ -176,19 +195,37 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
     if cfg.clip_weight and not seqs:
         raise ValueError("--clip-weight: no clips or frame sequences under the data folder")
 
-    net = StudentNet(StudentConfig(num_styles=len(names), output=cfg.output, body_channels=cfg.body_channels,
-                                   half_channels=cfg.half_channels, half_blocks=cfg.half_blocks,
+    net = StudentNet(StudentConfig(num_styles=len(names), output=cfg.output, enc_channels=cfg.enc_channels,
+                                   body_channels=cfg.body_channels, half_channels=cfg.half_channels,
+                                   expansion=cfg.expansion, blocks=cfg.blocks, half_blocks=cfg.half_blocks,
+                                   detail_channels=cfg.detail_channels, head_channels=cfg.head_channels,
                                    pad=cfg.pad))
     contract = IOContract(style_names=names)
     odds = style_odds(cfg.style_odds, names)
     face_odds = style_odds(cfg.face_style_odds, names)
     cascade = SoftCascade() if cfg.cascade_weight else None  # face_crops is there: checked above
     line_rows = [names.index(n) for n in cfg.line_styles if n in names]
+    flat_rows = [names.index(n) for n in cfg.flat_styles if n in names]
     if cfg.init:
         start = load_artifact(cfg.init)
-        if start.contract.style_names != names or replace(start.config, pad=cfg.pad) != net.config:
-            raise ValueError(f"--init {cfg.init}: its styles or layout differ from this run's")
-        net.load_state_dict(start.load_student().state_dict())
+        if start.contract.style_names != names:
+            raise ValueError(f"--init {cfg.init}: its styles differ from this run's")
+        if replace(start.config, pad=cfg.pad) == net.config:
+            net.load_state_dict(start.load_student().state_dict())
+        else:
+            try:
+                net = grow(start.load_student(), net.config)
+            except ValueError as exc:
+                raise ValueError(f"--init {cfg.init}: its layout is neither this run's nor smaller ({exc})") from exc
+            tqdm.write(f"perceptual: grown from {cfg.init} ({count_macs(start.config) / 1e9:.2f} -> "
+                       f"{count_macs(net.config) / 1e9:.2f} GMAC a 640x360 frame)")
+    critic = opt_d = None
+    if cfg.adv_weight:
+        critic = MultiScaleDiscriminator(DiscriminatorConfig(num_styles=len(names)))
+        opt_d = torch.optim.Adam(critic.parameters(), lr=cfg.adv_lr, betas=(0.5, 0.99))
+        # Real patches at a 640x360 frame's scale and a little around it, as the strokes should come out.
+        real_refs = [[load_rgb(p, cfg.grad_short_side) for p in paths] for _, paths in named]
+        real_range = (round(cfg.grad_short_side * 0.8), round(cfg.grad_short_side * 1.25))
     # FiLM parameters carry everything that differs between styles; a higher rate lets styles part early
     # instead of all sharing one look.
     film = [p for n, p in net.named_parameters() if "film" in n]
@@ -197,7 +234,8 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[cfg.lr, cfg.lr * cfg.film_lr_scale],
                                                 total_steps=cfg.steps, pct_start=0.05)
     provenance = {
-        "recipe": "perceptual (style statistics + content + colour + TV on EfficientNet-Lite0)",
+        "recipe": "perceptual (style statistics + content + colour + TV on EfficientNet-Lite0)"
+                  + (" + adversarial (two-scale patch critic)" if critic is not None else ""),
         "config": asdict(cfg),
         "styles": {n: [p.name for p in paths] for n, paths in named},
         "content_images": len(content),
@@ -206,7 +244,7 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
     log = (out / "log.csv").open("w", newline="")
     writer = csv.writer(log)
     writer.writerow(["step", "loss", "style", "content", "colour", "tv", "identity", "stable", "distributions",
-                     "face", "cascade", "clip", "clip_input", "line", "halfway", "seconds"])
+                     "face", "cascade", "clip", "clip_input", "line", "halfway", "flat", "adv", "critic", "seconds"])
     t0 = time.time()
     bar = tqdm(range(1, cfg.steps + 1), desc="perceptual", dynamic_ncols=True)
     for step in bar:
@@ -243,6 +281,10 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
         if cfg.line_weight and line_rows:
             lline = ink_off_edges(y, x, w[:, line_rows].sum(1) * strength[:, 0], cfg.line_dark)
             loss = loss + cfg.line_weight * lline
+        lflat = torch.zeros(())
+        if cfg.flat_weight and flat_rows:
+            lflat = marks_off_edges(y, x, w[:, flat_rows].sum(1) * strength[:, 0])
+            loss = loss + cfg.flat_weight * lflat
         lface = lcasc = lclip = lclip_in = torch.zeros(())
         if face_crops is not None:
             lface = face_structure_loss(y[-1:], x[-1:], fmask[:, :, : cfg.crop, : cfg.crop], cells=cfg.face_cells)
@@ -268,6 +310,14 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
             if cfg.halfway_weight:
                 lhw = ((1.0 - strength)[:, :, None, None] * (block_luma(y) - block_luma(x)).abs()).mean()
                 loss = loss + cfg.halfway_weight * lhw
+        ladv, lcritic = torch.zeros(()), torch.zeros(())
+        full = strength[:, 0] >= 1.0
+        if critic is not None and bool(full.any()):
+            if step > cfg.adv_start:
+                critic.requires_grad_(False)
+                ladv = hinge_g_loss(critic(y[full], w[full]))
+                critic.requires_grad_(True)
+                loss = loss + cfg.adv_weight * ladv
         opt.zero_grad(set_to_none=True)
         loss.backward()
         # A 5x FiLM rate once drove a scale to -1 mid-run: every feature died and the net fell back
@@ -275,20 +325,48 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
+        if critic is not None and bool(full.any()):  # after the generator's step: its graph read these weights
+            lcritic = critic_step(critic, opt_d, y[full].detach(), w[full], real_refs, real_range, cfg, rng)
         bar.set_postfix(loss=f"{loss.item():.3f}", style=f"{ls.item():.4f}", content=f"{lc.item():.3f}")
         writer.writerow([step, loss.item(), ls.item(), lc.item(), lcol.item(), ltv.item(), lid.item(), lst.item(),
                          ldist.item(), lface.item(), lcasc.item(), lclip.item(), lclip_in.item(), lline.item(), lhw.item(),
-                         round(time.time() - t0, 1)])
+                         lflat.item(), ladv.item(), lcritic.item(), round(time.time() - t0, 1)])
         if step % cfg.save_every == 0 or step == cfg.steps:
             log.flush()
             provenance["steps_done"] = step
             save_artifact(net, contract, out / "model", provenance=provenance, export_onnx=step == cfg.steps)
+            if critic is not None:  # `python -m train distill --critic` starts its critic from this one
+                save_critic(out / "critic.pt", critic)
             # Snapshots too, so a late collapse never costs the whole run.
             save_artifact(net, contract, out / "snapshots" / f"step{step:06d}", provenance=provenance,
                           export_onnx=False)
     log.close()
     write_thumbnails([paths[0] for _, paths in named], names, out / "model" / "thumbs")
     return out / "model"
+
+
+def critic_step(critic: MultiScaleDiscriminator, opt_d: torch.optim.Optimizer, fake: torch.Tensor,
+                fake_w: torch.Tensor, refs: list[list], short_range: tuple[int, int], cfg: PerceptualConfig,
+                rng: random.Random) -> torch.Tensor:
+    """One hinge step of the critic: reference patches (one-hot styles) are real, the full-strength outputs fake."""
+    styles = [rng.randrange(len(refs)) for _ in range(cfg.real_batch)]
+    real = torch.stack([reference_patch(rng, rng.choice(refs[s]), fake.shape[-1], short_range) for s in styles])
+    real_w = torch.nn.functional.one_hot(torch.tensor(styles), len(refs)).float()
+    logits = critic(torch.cat([real, fake]), torch.cat([real_w, fake_w]))
+    nr = real.shape[0]
+    ld = hinge_d_loss([lg[:nr] for lg in logits], [lg[nr:] for lg in logits])
+    opt_d.zero_grad(set_to_none=True)
+    ld.backward()
+    opt_d.step()
+    return ld.detach()
+
+
+def save_critic(path: Path, critic: MultiScaleDiscriminator) -> None:
+    c = critic.config
+    tmp = path.with_suffix(".tmp")
+    torch.save({"config": {"d_scales": c.scales, "d_channels": c.channels, "d_layers": c.layers},
+                "discriminator": critic.state_dict()}, tmp)
+    tmp.replace(path)
 
 
 def style_odds(specs: list[str], names: tuple[str, ...]) -> list[float] | None:

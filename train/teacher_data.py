@@ -104,19 +104,24 @@ class TeacherBatches(torch.utils.data.IterableDataset):
             yield batch
 
     def _patch(self, rng: random.Random, img: Image.Image) -> torch.Tensor:
-        """A random crop of a reference at a random scale, flipped half the time."""
-        c = self.spec.crop
-        short = rng.randint(max(self.spec.style_short[0], c + 1), max(self.spec.style_short[1], c + 1))
-        scale = short / min(img.size)
-        im = img.resize((max(c, round(img.width * scale)), max(c, round(img.height * scale))), Image.BILINEAR)
-        x, y = rng.randint(0, im.width - c), rng.randint(0, im.height - c)
-        im = im.crop((x, y, x + c, y + c))
-        if rng.random() < 0.5:
-            im = im.transpose(Image.FLIP_LEFT_RIGHT)
-        return to_tensor(im)
+        return reference_patch(rng, img, self.spec.crop, self.spec.style_short)
 
     def _pair(self, rng: random.Random, seqs: list[list[Image.Image]]) -> dict[str, torch.Tensor]:
         return clip_pair(rng, seqs, self.spec.crop)
+
+
+def reference_patch(rng: random.Random, img: Image.Image, crop: int, short_range: tuple[int, int]) -> torch.Tensor:
+    """A random crop of a reference resized to a random short side in `short_range`, flipped half the time:
+    a real sample for the critic."""
+    c = crop
+    short = rng.randint(max(short_range[0], c + 1), max(short_range[1], c + 1))
+    scale = short / min(img.size)
+    im = img.resize((max(c, round(img.width * scale)), max(c, round(img.height * scale))), Image.BILINEAR)
+    x, y = rng.randint(0, im.width - c), rng.randint(0, im.height - c)
+    im = im.crop((x, y, x + c, y + c))
+    if rng.random() < 0.5:
+        im = im.transpose(Image.FLIP_LEFT_RIGHT)
+    return to_tensor(im)
 
 
 def clip_pair(rng: random.Random, seqs: list[list[Image.Image]], crop: int) -> dict[str, torch.Tensor]:
