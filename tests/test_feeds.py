@@ -329,7 +329,11 @@ def test_overlay_only_viewer_gets_the_expression_layer(feeds: dict) -> None:
         rgba = np.asarray(Image.open(io.BytesIO(base64.b64decode(png))))
         assert rgba.shape[2] == 4
         alpha = rgba[..., 3]
-        assert (alpha == 0).mean() > 0.05 and (alpha == 255).mean() > 0.02, "sprite has no real transparency"
+        # Drawn on a transparent ground, not on an opaque plate: clear corners, and clear and opaque pixels both.
+        # A 109x57 sprite seen in two fresh-clone CI runs was 2.2% clear: a floor of 5% failed a good sprite.
+        corners = alpha[[0, 0, -1, -1], [0, -1, 0, -1]]
+        assert (corners == 0).any() and (alpha == 0).mean() > 0.01 and (alpha == 255).mean() > 0.02, \
+            f"sprite has no real transparency ({rgba.shape[1]}x{rgba.shape[0]}, corners {corners.tolist()})"
     assert feeds["stats_with_overlay"]["overlay_viewers"] == 1
 
 
