@@ -46,18 +46,21 @@ class StyleStats:
 
 
 @torch.no_grad()
-def style_stats(features: ExpansionFeatures, styles: list[torch.Tensor]) -> StyleStats:
-    """Statistics of each style image (3, H, W); a fused style may be the mean of several references' stats."""
+def style_stats(features: ExpansionFeatures, styles: list[torch.Tensor],
+                grounds: list[float | None] | None = None) -> StyleStats:
+    """Statistics of each style image (3, H, W); a fused style may be the mean of several references' stats.
+    `grounds[i]`, where given, is the share of image i's white paper in its statistics (`ground_weights`)."""
     mus: dict[int, list[torch.Tensor]] = {k: [] for k in features.taps}
     sigmas: dict[int, list[torch.Tensor]] = {k: [] for k in features.taps}
     rgb_mu, rgb_sigma = [], []
-    for img in styles:
+    for i, img in enumerate(styles):
+        weights = ground_weights(img, grounds[i] if grounds else None)
         feats = features(img[None])
         for k, f in feats.items():
-            m, s = mean_std(f)
+            m, s = weighted_mean_std(f, weights)
             mus[k].append(m[0])
             sigmas[k].append(s[0])
-        m, s = mean_std(img[None])
+        m, s = weighted_mean_std(img[None], weights)
         rgb_mu.append(m[0])
         rgb_sigma.append(s[0])
     return StyleStats(
@@ -68,12 +71,25 @@ def style_stats(features: ExpansionFeatures, styles: list[torch.Tensor]) -> Styl
     )
 
 
+def weighted_mean_std(f: torch.Tensor, weights: torch.Tensor | None,
+                      eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    """`mean_std` with per-pixel weights (H, W) at the picture's resolution, area-pooled to the map's."""
+    if weights is None:
+        return mean_std(f, eps)
+    w = F.interpolate(weights[None, None], size=f.shape[-2:], mode="area").flatten(2)
+    w = w / w.sum().clamp_min(1e-8)
+    flat = f.flatten(2)
+    mu = (flat * w).sum(2)
+    var = ((flat - mu[..., None]).pow(2) * w).sum(2)
+    return mu, (var + eps).sqrt()
+
+
 def fused_style_stats(features: ExpansionFeatures, imgs: list[torch.Tensor],
-                      weights: list[float] | None = None) -> StyleStats:
+                      weights: list[float] | None = None, ground: float | None = None) -> StyleStats:
     """One row: the statistics of several references' pooled features, as a weighted mixture (default equal):
     the mixture's mean, and its variance = mean variance + spread of means. One target, not an average of
-    per-picture targets."""
-    r = style_stats(features, imgs)
+    per-picture targets. `ground`: the share of each picture's white paper (`ground_weights`)."""
+    r = style_stats(features, imgs, [ground] * len(imgs))
     w = r.rgb_mu.new_tensor(weights if weights is not None else [1.0] * len(imgs))
     w = (w / w.sum())[:, None]
 
@@ -87,10 +103,12 @@ def fused_style_stats(features: ExpansionFeatures, imgs: list[torch.Tensor],
                       rgb_mu=rgb_mu, rgb_sigma=rgb_sigma)
 
 
-def pooled_style_stats(features: ExpansionFeatures, refs: list[list[torch.Tensor]]) -> StyleStats:
+def pooled_style_stats(features: ExpansionFeatures, refs: list[list[torch.Tensor]],
+                       grounds: tuple[float | None, ...] = ()) -> StyleStats:
     """One row per style; a style with several references gets their fused statistics (`fused_style_stats`),
-    each reference weighted equally."""
-    rows = [fused_style_stats(features, imgs) for imgs in refs]
+    each reference weighted equally. `grounds[j]`: style j's paper share, where given (`ground_weights`)."""
+    rows = [fused_style_stats(features, imgs, ground=grounds[j] if j < len(grounds) else None)
+            for j, imgs in enumerate(refs)]
     return StyleStats(mu={k: torch.cat([r.mu[k] for r in rows]) for k in rows[0].mu},
                       sigma={k: torch.cat([r.sigma[k] for r in rows]) for k in rows[0].sigma},
                       rgb_mu=torch.cat([r.rgb_mu for r in rows]), rgb_sigma=torch.cat([r.rgb_sigma for r in rows]))
@@ -196,25 +214,65 @@ def random_directions(dim: int, count: int, generator: torch.Generator | None = 
 
 # ---------------------------------------------------------------- strength, pixel pools and stability
 
-GROUND = 0.92  # a pixel this light in every channel counts as the paper of a clip-art reference
+GROUND = 0.92  # a pixel this light in every channel may be the paper of a clip-art reference
 
 
-def _colours(pixels: torch.Tensor, no_ground: bool) -> torch.Tensor:
-    """A style's colour pool (P, 3); with `no_ground`, without the white paper around the drawing: clip art's
-    background is not a colour it fills with, and at half the pool it painted a cartoon's fills white."""
-    if not no_ground:
-        return pixels
-    kept = pixels[(pixels < GROUND).any(1)]
-    return kept if len(kept) >= 64 else pixels
+def paper_mask(img: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) in [0, 1] -> (H, W) bool: a clip art's white paper, i.e. near-white pixels joined to the
+    picture's border through near-white pixels. White inside an outline (a collar, an eye) is drawing."""
+    white = (img >= GROUND).all(0).float()[None, None]
+    seed = torch.zeros_like(white)
+    for edge in ((..., 0, slice(None)), (..., -1, slice(None)), (..., slice(None), 0), (..., slice(None), -1)):
+        seed[edge] = white[edge]
+    while True:  # flood fill: grow from the border, through white only
+        grown = F.max_pool2d(seed, 3, 1, 1) * white
+        if torch.equal(grown, seed):
+            return seed[0, 0].bool()
+        seed = grown
+
+
+def ground_weights(img: torch.Tensor, share: float | None) -> torch.Tensor | None:
+    """Per-pixel weights (H, W) under which a clip art's paper (`paper_mask`) is `share` of the picture, or
+    None (unweighted) where no share is asked, the paper is already no more than that, or the picture is
+    almost all paper. Clip art's page is not its style: at half the statistics it painted a cartoon's fills
+    white."""
+    if share is None:
+        return None
+    paper = paper_mask(img)
+    p = float(paper.float().mean())
+    if p <= share or p > 0.98:
+        return None
+    return torch.where(paper, share * (1 - p) / ((1 - share) * p), 1.0)
+
+
+def _colours(img_pixels: list[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
+    """A style's colour pool (P, 3) from its pictures' pixels (3, H, W) and weights (H, W) or None: each pixel
+    as often as its weight says (paper pixels evenly subsampled)."""
+    parts = []
+    for img, w in img_pixels:
+        pix = img.flatten(1).T
+        if w is None:
+            parts.append(pix)
+            continue
+        w = w.flatten()
+        paper = w < 1
+        parts.append(pix[~paper])
+        kept = int(round(float(w[paper].sum())))
+        if kept:
+            idx = torch.nonzero(paper)[:, 0]
+            parts.append(pix[idx[torch.linspace(0, len(idx) - 1, kept).long()]])
+    return torch.cat(parts)
 
 
 class PixelPools:
     """Each style's reference pixels and luma gradients, to draw target point clouds for any blend and strength."""
 
     def __init__(self, refs: list[list[torch.Tensor]], scales: tuple[int, ...] = (1, 2, 4),
-                 no_ground: tuple[bool, ...] = ()) -> None:
+                 grounds: tuple[float | None, ...] = ()) -> None:
+        """`grounds[j]`: the share of style j's paper in its colour pool (`ground_weights`), where given. The
+        gradient pool keeps the paper: it is flat, as a cartoon's fills are."""
         self.scales = scales
-        self.colour = [_colours(torch.cat([r.flatten(1).T for r in imgs]), j < len(no_ground) and no_ground[j])
+        self.colour = [_colours([(r, ground_weights(r, grounds[j] if j < len(grounds) else None)) for r in imgs])
                        for j, imgs in enumerate(refs)]
         grads = [[luma_gradients(r[None], scales) for r in imgs] for imgs in refs]
         self.grads = [[torch.cat([g[k][0] for g in per_ref]) for k in range(len(scales))] for per_ref in grads]

@@ -12,7 +12,16 @@ from PIL import Image
 
 from engines.artifact import load_artifact
 from engines.features import ExpansionFeatures
-from engines.style_losses import PixelPools, colour_loss, content_loss, style_loss, style_stats, tv_loss
+from engines.style_losses import (
+    PixelPools,
+    colour_loss,
+    content_loss,
+    ground_weights,
+    paper_mask,
+    style_loss,
+    style_stats,
+    tv_loss,
+)
 from train.data import sample_style_weights
 from train.face_crops import face_structure_loss
 from train.perceptual import block_luma
@@ -57,18 +66,40 @@ def test_content_and_tv_losses_known_answers(features: ExpansionFeatures) -> Non
 
 
 def test_a_clip_art_colour_pool_leaves_its_paper_out() -> None:
-    """Clip art on white paper: with no_ground its colour pool is the drawing's colours only (the paper is not a
-    fill colour); without, half the pool is white. A reference with hardly any drawing keeps its pool."""
+    """Clip art on white paper: at share 0 its colour pool is the drawing's colours only (the paper is not a
+    fill colour); at 0.1 the paper is a tenth of it; unweighted, almost half the pool is white. A reference with
+    hardly any drawing keeps its pool."""
     art = torch.ones(3, 32, 32)
     art[:, :16] = torch.tensor([0.8, 0.3, 0.2])[:, None, None]  # a flat brick-red half, the rest paper
     art[:, 16:18] = 0.0  # an outline
-    pools = PixelPools([[art], [art]], (2,), no_ground=(True, False))
+    pools = PixelPools([[art], [art], [art]], (2,), grounds=(0.0, None, 0.1))
     white = lambda pool: float((pool >= 0.92).all(1).float().mean())  # noqa: E731
     assert white(pools.colour[0]) == 0.0 and len(pools.colour[0]) == 18 * 32
     assert white(pools.colour[1]) == pytest.approx(14 / 32)
+    assert white(pools.colour[2]) == pytest.approx(0.1, abs=0.005)
     blank = torch.ones(3, 32, 32)
     blank[:, 0, :8] = 0.0  # 8 dark pixels: too few to be a palette
-    assert len(PixelPools([[blank]], (2,), no_ground=(True,)).colour[0]) == 32 * 32
+    assert len(PixelPools([[blank]], (2,), grounds=(0.0,)).colour[0]) == 32 * 32
+
+
+def test_paper_is_the_white_joined_to_the_border_and_its_share_sets_the_statistics(features: ExpansionFeatures) -> None:
+    """White inside an outline (a collar) is drawing, white round it is paper; at share 0 the style statistics
+    are the drawing's own, as if the paper were not there."""
+    art = torch.ones(3, 64, 64)
+    art[:, 8:56, 8:56] = 0.0  # a black frame...
+    art[:, 12:52, 12:52] = torch.tensor([0.2, 0.4, 0.9])[:, None, None]  # ...round a blue fill...
+    art[:, 28:36, 28:36] = 1.0  # ...with a white collar inside
+    paper = paper_mask(art)
+    assert bool(paper[0, 0]) and bool(paper[4, 60]) and not bool(paper[30, 30]) and not bool(paper[20, 20])
+    assert int(paper.sum()) == 64 * 64 - 48 * 48
+    w = ground_weights(art, 0.0)
+    assert w is not None and float(w[paper].max()) == 0.0 and float(w[~paper].min()) == 1.0
+    assert ground_weights(art, 0.6) is None  # the paper (44%) is already under that share
+    drawing = art[:, 8:56, 8:56]
+    stats = style_stats(features, [art, art, drawing], [0.0, None, None])
+    # The page moves the colour mean; at share 0 it is the drawing's (up to the tap's area pooling).
+    assert torch.allclose(stats.rgb_mu[0], stats.rgb_mu[2], atol=1e-4)
+    assert float((stats.rgb_mu[1] - stats.rgb_mu[2]).abs().max()) > 0.1
 
 
 def test_the_face_term_reads_a_near_face_at_its_own_scale() -> None:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from engines.artifact import load_artifact, save_artifact
@@ -29,6 +30,8 @@ from engines.style_losses import (
     PixelPools,
     colour_loss,
     content_loss,
+    ground_weights,
+    paper_mask,
     pooled_style_stats,
     shift_consistency,
     style_loss,
@@ -114,8 +117,10 @@ class PerceptualConfig:
     # The face crop's strength, drawn uniformly from this range instead of the batch's draw (empty: the same
     # draw): the halfway looks are where a face detector lost faces the full look kept.
     face_strengths: list[float] = field(default_factory=list)
-    # Styles whose references' white paper is left out of the colour pool (clip art: the ground is not a fill).
-    colour_no_ground: list[str] = field(default_factory=list)
+    # NAME=SHARE: that style's references' white paper (clip art's page) counts as SHARE of them in the style
+    # statistics, the colour pool and the critic's real patches, not as the half of the picture it covers: the
+    # page is not a fill colour, and at half the targets it painted cartoon's fills white. 0 leaves it out.
+    ground_share: list[str] = field(default_factory=list)
     face_fill: list[float] = field(default_factory=lambda: [0.3, 0.6])  # of the crop side the face fills
     face_cells: int = 0  # 0: the face pattern in 4 px blocks; N: in blocks of 1/N of the face's side
     face_by_source: bool = False  # draw each photo or clip alike, not each face (face_crops.py)
@@ -169,15 +174,14 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
     names = tuple(n for n, _ in named)
     if len(set(names)) != len(names):
         raise ValueError(f"style names must be unique: {names}")
-    if unknown := set(cfg.colour_no_ground) - set(names):
-        raise ValueError(f"--colour-no-ground: no style named {', '.join(sorted(unknown))} (styles: {', '.join(names)})")
+    grounds = ground_shares(cfg.ground_share, names)
     features = ExpansionFeatures()
     refs = [[to_tensor(load_rgb(p, cfg.style_short_side, max_long=2 * cfg.style_short_side)) for p in paths]
             for _, paths in named]
-    stats = pooled_style_stats(features, refs)
+    stats = pooled_style_stats(features, refs, grounds)
 
     pools = PixelPools([[to_tensor(load_rgb(p, cfg.grad_short_side)) for p in paths] for _, paths in named],
-                       tuple(cfg.grad_dist_scales), tuple(n in cfg.colour_no_ground for n, _ in named))
+                       tuple(cfg.grad_dist_scales), grounds)
     gen = torch.Generator().manual_seed(cfg.seed)
 
     content = content_images(Path(cfg.data), allow_noncommercial=cfg.allow_noncommercial)
@@ -224,7 +228,8 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
         critic = MultiScaleDiscriminator(DiscriminatorConfig(num_styles=len(names)))
         opt_d = torch.optim.Adam(critic.parameters(), lr=cfg.adv_lr, betas=(0.5, 0.99))
         # Real patches at a 640x360 frame's scale and a little around it, as the strokes should come out.
-        real_refs = [[load_rgb(p, cfg.grad_short_side) for p in paths] for _, paths in named]
+        real_refs = [[(im, paper_weight(im, grounds[j]))
+                      for im in (load_rgb(p, cfg.grad_short_side) for p in paths)] for j, (_, paths) in enumerate(named)]
         real_range = (round(cfg.grad_short_side * 0.8), round(cfg.grad_short_side * 1.25))
     # FiLM parameters carry everything that differs between styles; a higher rate lets styles part early
     # instead of all sharing one look.
@@ -348,9 +353,10 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
 def critic_step(critic: MultiScaleDiscriminator, opt_d: torch.optim.Optimizer, fake: torch.Tensor,
                 fake_w: torch.Tensor, refs: list[list], short_range: tuple[int, int], cfg: PerceptualConfig,
                 rng: random.Random) -> torch.Tensor:
-    """One hinge step of the critic: reference patches (one-hot styles) are real, the full-strength outputs fake."""
+    """One hinge step of the critic: reference patches (one-hot styles) are real, the full-strength outputs fake.
+    `refs[s]` holds (picture, paper weight) pairs (`paper_weight`)."""
     styles = [rng.randrange(len(refs)) for _ in range(cfg.real_batch)]
-    real = torch.stack([reference_patch(rng, rng.choice(refs[s]), fake.shape[-1], short_range) for s in styles])
+    real = torch.stack([real_patch(rng, refs[s], fake.shape[-1], short_range) for s in styles])
     real_w = torch.nn.functional.one_hot(torch.tensor(styles), len(refs)).float()
     logits = critic(torch.cat([real, fake]), torch.cat([real_w, fake_w]))
     nr = real.shape[0]
@@ -359,6 +365,40 @@ def critic_step(critic: MultiScaleDiscriminator, opt_d: torch.optim.Optimizer, f
     ld.backward()
     opt_d.step()
     return ld.detach()
+
+
+def paper_weight(img: Image.Image, share: float | None) -> float | None:
+    """The weight a paper pixel of this reference gets for its paper to be `share` of it (None: 1)."""
+    w = ground_weights(to_tensor(img), share)
+    return None if w is None else float(w.min())
+
+
+def real_patch(rng: random.Random, refs: list[tuple[Image.Image, float | None]], crop: int,
+               short_range: tuple[int, int], tries: int = 20) -> torch.Tensor:
+    """A reference patch for the critic. Where the paper is weighted down, a patch is kept with the probability
+    of its mean pixel weight, so the critic sees the page as often as the statistics count it."""
+    for _ in range(tries):
+        img, weight = rng.choice(refs)
+        patch = reference_patch(rng, img, crop, short_range)
+        if weight is None:
+            return patch
+        paper = float(paper_mask(patch).float().mean())
+        if rng.random() < 1 - paper * (1 - weight):
+            return patch
+    return patch
+
+
+def ground_shares(specs: list[str], names: tuple[str, ...]) -> tuple[float | None, ...]:
+    """["cartoon=0.15", ...] -> one paper share per style (None where not named)."""
+    shares: dict[str, float | None] = dict.fromkeys(names)
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        if not sep or name not in shares:
+            raise ValueError(f"--ground-share takes NAME=SHARE with NAME one of {', '.join(names)}; got {spec!r}")
+        shares[name] = float(value)
+        if not 0 <= shares[name] < 1:
+            raise ValueError(f"--ground-share {spec!r}: the share must be in [0, 1)")
+    return tuple(shares[n] for n in names)
 
 
 def save_critic(path: Path, critic: MultiScaleDiscriminator) -> None:
