@@ -275,15 +275,16 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
             fc = features(x)
         fy = features(y)
         target = stats.mix(w)
+        styled = strength ** cfg.strength_gamma  # how much of the style the targets carry at this strength
         if paint:
-            target = towards_input(target, fc, x, strength ** cfg.strength_gamma)
+            target = towards_input(target, fc, x, styled)
         ls = style_loss(fy, target, tuple(cfg.style_taps), margin=cfg.style_margin, grid=cfg.style_grid)
         lc = content_loss(fy, fc, tuple(cfg.content_taps))
         lcol, ltv = colour_loss(y, target, margin=cfg.style_margin), tv_loss(y)
         loss = cfg.style_weight * ls + cfg.content_weight * lc + cfg.colour_weight * lcol + cfg.tv_weight * ltv
         ldist = torch.zeros(())
         if cfg.colour_dist_weight or cfg.grad_dist_weight:
-            lcd, lgd = pools.loss(y, x, w, strength ** cfg.strength_gamma, cfg.dist_points, gen)
+            lcd, lgd = pools.loss(y, x, w, styled, cfg.dist_points, gen)
             ldist = cfg.colour_dist_weight * lcd + cfg.grad_dist_weight * lgd
             loss = loss + ldist
         lline = torch.zeros(())
@@ -394,15 +395,22 @@ def real_patch(rng: random.Random, refs: list[tuple[Image.Image, float | None]],
 
 def ground_shares(specs: list[str], names: tuple[str, ...]) -> tuple[float | None, ...]:
     """["cartoon=0.15", ...] -> one paper share per style (None where not named)."""
-    shares: dict[str, float | None] = dict.fromkeys(names)
+    shares = named_values(specs, names, "--ground-share", "SHARE")
+    for name, share in shares.items():
+        if not 0 <= share < 1:
+            raise ValueError(f"--ground-share {name}={share}: the share must be in [0, 1)")
+    return tuple(shares.get(n) for n in names)
+
+
+def named_values(specs: list[str], names: tuple[str, ...], flag: str, what: str) -> dict[str, float]:
+    """["monet=2", ...] -> {"monet": 2.0}, each NAME one of `names` (for the per-style options)."""
+    values = {}
     for spec in specs:
         name, sep, value = spec.partition("=")
-        if not sep or name not in shares:
-            raise ValueError(f"--ground-share takes NAME=SHARE with NAME one of {', '.join(names)}; got {spec!r}")
-        shares[name] = float(value)
-        if not 0 <= shares[name] < 1:
-            raise ValueError(f"--ground-share {spec!r}: the share must be in [0, 1)")
-    return tuple(shares[n] for n in names)
+        if not sep or name not in names:
+            raise ValueError(f"{flag} takes NAME={what} with NAME one of {', '.join(names)}; got {spec!r}")
+        values[name] = float(value)
+    return values
 
 
 def save_critic(path: Path, critic: MultiScaleDiscriminator) -> None:
@@ -417,15 +425,11 @@ def style_odds(specs: list[str], names: tuple[str, ...]) -> list[float] | None:
     """["monet=2", ...] -> one factor per style (1 where not named); None when nothing is named."""
     if not specs:
         return None
-    factors = dict.fromkeys(names, 1.0)
-    for spec in specs:
-        name, sep, value = spec.partition("=")
-        if not sep or name not in factors:
-            raise ValueError(f"--style-odds takes NAME=FACTOR with NAME one of {', '.join(names)}; got {spec!r}")
-        factors[name] = float(value)
-        if factors[name] <= 0:
-            raise ValueError(f"--style-odds {spec!r}: the factor must be above 0")
-    return [factors[n] for n in names]
+    factors = named_values(specs, names, "--style-odds", "FACTOR")
+    for name, factor in factors.items():
+        if factor <= 0:
+            raise ValueError(f"--style-odds {name}={factor}: the factor must be above 0")
+    return [factors.get(n, 1.0) for n in names]
 
 
 def resolve_style_refs(spec: str, root: Path) -> tuple[str, list[Path]]:
