@@ -214,6 +214,27 @@ def test_perceptual_training_with_the_face_terms(tmp_path: Path) -> None:
                                           data=str(tmp_path / "data"), cascade_weight=1.0))
 
 
+def test_the_halfway_term_on_faces_only_reads_the_face_crop_alone(tmp_path: Path) -> None:
+    """With the face crop at full strength, a faces-only halfway term has nothing to hold; over the batch it does."""
+    import csv
+    import shutil
+
+    from train.perceptual import PerceptualConfig, train_perceptual
+
+    _fake_data(tmp_path / "data")
+    for name in ("kodim04.jpg", "headpose_female_0010.jpg"):
+        shutil.copy(Path(__file__).parent / "look" / "photos" / name, tmp_path / "data" / "content" / "kodak" / name)
+    logged = {}
+    for only in (True, False):
+        cfg = PerceptualConfig(styles=["stripes", "blobs"], out=str(tmp_path / f"run{only}"), steps=3, batch=2,
+                               crop=96, style_short_side=64, save_every=3, data=str(tmp_path / "data"), threads=1,
+                               face_weight=10.0, face_fill=[0.45, 0.6], face_strengths=[1.0, 1.0], halfway_weight=100.0,
+                               halfway_faces_only=only, strength_full=0.0, strength_zero=0.0, strength_gamma=0.6)
+        train_perceptual(cfg)
+        logged[only] = [float(r["halfway"]) for r in csv.DictReader((tmp_path / f"run{only}" / "log.csv").open())]
+    assert logged[True] == [0.0, 0.0, 0.0]
+    assert all(v > 0 for v in logged[False]), logged
+
 def test_clips_decode_the_same_without_pyav(tmp_path: Path) -> None:
     # A bare GPU machine has OpenCV but no PyAV: clip_frames falls back to OpenCV's FFmpeg there.
     import av

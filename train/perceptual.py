@@ -103,6 +103,9 @@ class PerceptualConfig:
     # a halfway look repaints the marks and colours over the photo's layout (a Haar cascade lost a face at 0.6 in
     # seven of eight styles that it found at full strength, and found it again under the input's coarse luma).
     halfway_weight: float = 0.0
+    # The halfway term on the face crop alone: over whole photos it held close shots (large smooth areas) near the
+    # photo until strength 0.7, and a slider's 0.5 looked like a faint tint there.
+    halfway_faces_only: bool = False
     # Image-space distributions (sliced Wasserstein): the references' colours, and their luma gradients at
     # 1, 1/2 and 1/4 scale (the gradient-domain style term). Mean/std feature matching alone was met by a tint.
     colour_dist_weight: float = 200.0
@@ -317,8 +320,9 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
             lid = ((1.0 - strength)[:, :, None, None] ** 2 * (y - x).abs()).mean()
             lst = shift_consistency(lambda v, w=w, s=strength: net(v, w, s), crops, y, cfg.crop, rng, cfg.stable_noise)
             loss = loss + cfg.identity_weight * lid + cfg.stable_weight * lst
-            if cfg.halfway_weight:
-                lhw = ((1.0 - strength)[:, :, None, None] * (block_luma(y) - block_luma(x)).abs()).mean()
+            if cfg.halfway_weight and (face_crops is not None or not cfg.halfway_faces_only):
+                k = n - 1 if cfg.halfway_faces_only else 0  # the face crop is the batch's last row
+                lhw = ((1.0 - strength[k:])[:, :, None, None] * (block_luma(y[k:]) - block_luma(x[k:])).abs()).mean()
                 loss = loss + cfg.halfway_weight * lhw
         ladv, lcritic = torch.zeros(()), torch.zeros(())
         full = strength[:, 0] >= 1.0
