@@ -234,6 +234,10 @@ def test_the_halfway_term_on_faces_only_reads_the_face_crop_alone(tmp_path: Path
         logged[only] = [float(r["halfway"]) for r in csv.DictReader((tmp_path / f"run{only}" / "log.csv").open())]
     assert logged[True] == [0.0, 0.0, 0.0]
     assert all(v > 0 for v in logged[False]), logged
+    with pytest.raises(ValueError, match="--halfway-faces-only"):
+        train_perceptual(PerceptualConfig(styles=["stripes"], out=str(tmp_path / "bad"), steps=1,
+                                          data=str(tmp_path / "data"), halfway_weight=1.0, halfway_faces_only=True))
+
 
 def test_clips_decode_the_same_without_pyav(tmp_path: Path) -> None:
     # A bare GPU machine has OpenCV but no PyAV: clip_frames falls back to OpenCV's FFmpeg there.

@@ -200,6 +200,8 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
                   if cfg.face_weight else None)
     if cfg.cascade_weight and face_crops is None:
         raise ValueError("--cascade-weight works on the face crop: give --face-weight too")
+    if cfg.halfway_weight and cfg.halfway_faces_only and face_crops is None:
+        raise ValueError("--halfway-faces-only works on the face crop: give --face-weight too")
     if face_crops is not None and not len(face_crops):
         raise ValueError("--face-weight: no faces found in the training content")
     seqs = clip_sequences(Path(cfg.data)) if cfg.clip_weight else []
@@ -320,7 +322,7 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
             lid = ((1.0 - strength)[:, :, None, None] ** 2 * (y - x).abs()).mean()
             lst = shift_consistency(lambda v, w=w, s=strength: net(v, w, s), crops, y, cfg.crop, rng, cfg.stable_noise)
             loss = loss + cfg.identity_weight * lid + cfg.stable_weight * lst
-            if cfg.halfway_weight and (face_crops is not None or not cfg.halfway_faces_only):
+            if cfg.halfway_weight:
                 k = n - 1 if cfg.halfway_faces_only else 0  # the face crop is the batch's last row
                 lhw = ((1.0 - strength[k:])[:, :, None, None] * (block_luma(y[k:]) - block_luma(x[k:])).abs()).mean()
                 loss = loss + cfg.halfway_weight * lhw
