@@ -239,6 +239,29 @@ def test_the_halfway_term_on_faces_only_reads_the_face_crop_alone(tmp_path: Path
                                           data=str(tmp_path / "data"), halfway_weight=1.0, halfway_faces_only=True))
 
 
+def test_the_teacher_term_is_zero_against_itself_and_live_for_a_shrunk_student(tmp_path: Path) -> None:
+    """A student started from its own teacher matches it before the first step; one shrunk from it does not."""
+    import csv
+
+    from train.perceptual import PerceptualConfig, train_perceptual
+
+    _fake_data(tmp_path / "data")
+    base = dict(styles=["stripes", "blobs"], steps=2, batch=2, crop=64, style_short_side=64, save_every=2,
+                data=str(tmp_path / "data"), threads=1)
+    teacher = train_perceptual(PerceptualConfig(out=str(tmp_path / "teacher"), **base))
+    logged = {}
+    for blocks, half_blocks in ((6, 2), (2, 1)):  # the teacher's own layout, then a shallower one
+        out = tmp_path / f"student{blocks}"
+        model = train_perceptual(PerceptualConfig(out=str(out), init=str(teacher), teacher=str(teacher),
+                                                  teacher_weight=10.0, blocks=blocks, half_blocks=half_blocks, **base))
+        assert load_artifact(model).config.blocks == blocks
+        logged[blocks] = [float(r["teacher"]) for r in csv.DictReader((out / "log.csv").open())]
+    assert logged[6][0] < 1e-6 < logged[6][1]  # the same net until its first step, then its own
+    assert logged[2][0] > 1e-4, logged
+    with pytest.raises(ValueError, match="--teacher and --teacher-weight"):
+        train_perceptual(PerceptualConfig(out=str(tmp_path / "bad"), teacher=str(teacher), **base))
+
+
 def test_clips_decode_the_same_without_pyav(tmp_path: Path) -> None:
     # A bare GPU machine has OpenCV but no PyAV: clip_frames falls back to OpenCV's FFmpeg there.
     import av

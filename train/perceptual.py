@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
@@ -53,6 +54,7 @@ from train.face_cascade import FACE_WINDOWS, SoftCascade, face_windows, mask_box
 from train.face_crops import FaceCrops, face_structure_loss
 from train.grow import grow
 from train.line_losses import ink_off_edges, marks_off_edges
+from train.shrink import shrink
 from train.teacher_data import clip_pair, clip_sequences, reference_patch
 from train.teacher_losses import luma
 from train.thumbs import write_thumbnails
@@ -151,6 +153,13 @@ class PerceptualConfig:
     # A model folder with the same styles to start from: the same layout (a fine-tune), or a smaller painting
     # layout, which is grown into this one painting the same frames (train/grow.py; how the teacher starts).
     init: str = ""
+    # A frozen teacher's model folder (the same styles) and its term: the student's output, in 8 px blocks, held
+    # to the teacher's on the same batch, style blend and strength. Pure output matching (`python -m train
+    # distill`) averaged every stroke the student could not place exactly into a palette (gain 0.35 from T2);
+    # block means carry the teacher's layout of colour and light, and the student's own style terms the strokes.
+    teacher: str = ""
+    teacher_weight: float = 0.0
+    teacher_block: int = 8
     # Adversarial term: a two-scale patch critic (train/discriminator.py), conditioned on the style, learns the
     # references' patches at a frame's scale from the full-strength outputs; hinge loss. The statistics terms
     # count marks and colours, the critic judges how they are laid down: flat fills, closed outlines.
@@ -226,12 +235,24 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
         if replace(start.config, pad=cfg.pad) == net.config:
             net.load_state_dict(start.load_student().state_dict())
         else:
+            deeper = start.config.blocks >= cfg.blocks and start.config.half_blocks >= cfg.half_blocks
             try:
-                net = grow(start.load_student(), net.config)
+                net = (shrink if deeper else grow)(start.load_student(), net.config)
             except ValueError as exc:
-                raise ValueError(f"--init {cfg.init}: its layout is neither this run's nor smaller ({exc})") from exc
-            tqdm.write(f"perceptual: grown from {cfg.init} ({count_macs(start.config) / 1e9:.2f} -> "
-                       f"{count_macs(net.config) / 1e9:.2f} GMAC a 640x360 frame)")
+                raise ValueError(f"--init {cfg.init}: its layout is neither this run's, a larger one in every "
+                                 f"field, nor this one with more blocks ({exc})") from exc
+            tqdm.write(f"perceptual: {'shrunk' if deeper else 'grown'} from {cfg.init} "
+                       f"({count_macs(start.config) / 1e9:.2f} -> {count_macs(net.config) / 1e9:.2f} GMAC a "
+                       f"640x360 frame)")
+    teacher = None
+    if bool(cfg.teacher) != bool(cfg.teacher_weight):
+        raise ValueError("--teacher and --teacher-weight go together: a model folder with this run's styles, "
+                         "and the weight of its term")
+    if cfg.teacher:
+        held = load_artifact(cfg.teacher)
+        if held.contract.style_names != names or not held.config.paint:
+            raise ValueError(f"--teacher {cfg.teacher}: not a painting model with this run's styles")
+        teacher = held.load_student().eval().requires_grad_(False)
     critic = opt_d = None
     if cfg.adv_weight:
         critic = MultiScaleDiscriminator(DiscriminatorConfig(num_styles=len(names)))
@@ -249,7 +270,8 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
                                                 total_steps=cfg.steps, pct_start=0.05)
     provenance = {
         "recipe": "perceptual (style statistics + content + colour + TV on EfficientNet-Lite0)"
-                  + (" + adversarial (two-scale patch critic)" if critic is not None else ""),
+                  + (" + adversarial (two-scale patch critic)" if critic is not None else "")
+                  + (f" + {cfg.teacher_block} px block means of the teacher {cfg.teacher}" if teacher is not None else ""),
         "config": asdict(cfg),
         "styles": {n: [p.name for p in paths] for n, paths in named},
         "content_images": len(content),
@@ -258,7 +280,8 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
     log = (out / "log.csv").open("w", newline="")
     writer = csv.writer(log)
     writer.writerow(["step", "loss", "style", "content", "colour", "tv", "identity", "stable", "distributions",
-                     "face", "cascade", "clip", "clip_input", "line", "halfway", "flat", "adv", "critic", "seconds"])
+                     "face", "cascade", "clip", "clip_input", "line", "halfway", "flat", "teacher", "adv", "critic",
+                     "seconds"])
     t0 = time.time()
     bar = tqdm(range(1, cfg.steps + 1), desc="perceptual", dynamic_ncols=True)
     for step in bar:
@@ -326,6 +349,12 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
                 k = n - 1 if cfg.halfway_faces_only else 0  # the face crop is the batch's last row
                 lhw = ((1.0 - strength[k:])[:, :, None, None] * (block_luma(y[k:]) - block_luma(x[k:])).abs()).mean()
                 loss = loss + cfg.halfway_weight * lhw
+        lteach = torch.zeros(())
+        if teacher is not None:
+            with torch.no_grad():
+                yt = teacher(x, w, strength)
+            lteach = (F.avg_pool2d(y, cfg.teacher_block) - F.avg_pool2d(yt, cfg.teacher_block)).abs().mean()
+            loss = loss + cfg.teacher_weight * lteach
         ladv, lcritic = torch.zeros(()), torch.zeros(())
         full = strength[:, 0] >= 1.0
         if critic is not None and bool(full.any()):
@@ -346,7 +375,7 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
         bar.set_postfix(loss=f"{loss.item():.3f}", style=f"{ls.item():.4f}", content=f"{lc.item():.3f}")
         writer.writerow([step, loss.item(), ls.item(), lc.item(), lcol.item(), ltv.item(), lid.item(), lst.item(),
                          ldist.item(), lface.item(), lcasc.item(), lclip.item(), lclip_in.item(), lline.item(), lhw.item(),
-                         lflat.item(), ladv.item(), lcritic.item(), round(time.time() - t0, 1)])
+                         lflat.item(), lteach.item(), ladv.item(), lcritic.item(), round(time.time() - t0, 1)])
         if step % cfg.save_every == 0 or step == cfg.steps:
             log.flush()
             provenance["steps_done"] = step
