@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The exact commands that produced the bundled model in engines/models/default: the painting student P23, trained
+# The exact commands that produced the bundled model in engines/models/default: the painting student P28, trained
 # straight from the bank's references with perceptual, image-space distribution, stability, face, line and flat-fill
-# losses and a patch critic (docs/training.md, "The look"), and the painting teacher T2 grown from P19 (step 13).
+# losses and a patch critic (docs/training.md, "The look"), then distilled from the painting teacher T2 (grown from
+# P19, step 13) by a teacher term on top of those losses (step 18).
 # It is a chain of runs, each starting from the previous one. Committed starts (train/students/): p3 (for step
 # 5), p4 (P4 as shipped: what step 5's last block writes to runs/p4_56; for step 6), p6, p10 (steps 7, 8), p16,
-# p17, p18 (steps 10-12), p19 (steps 13-15), p22 (step 17); the teacher is train/teachers/t2 (step 14). So any
+# p17, p18 (steps 10-12), p19 (steps 13-15), p22 (step 17), p23 (step 18); the teacher is train/teachers/t2 (step 14). So any
 # tail of the chain replays alone (step 9 starts from step 8's runs/p11; P11 is the bundled model of git history
 # before 2026-12-07).
 # Needs the project's staged data (shared/data beside this checkout, or STYLIZER_DATA) and the train extra.
@@ -135,23 +136,30 @@ python -m train perceptual "${p21[@]}" --colour-dist-weight 300 --grad-dist-weig
 python -m train perceptual "${p21[@]}" --colour-dist-weight 360 --grad-dist-weight 1800 --cascade-weight 2 \
   --face-style-odds lineart=4 cartoon=4 --adv-start 20 --init runs/p21/model --steps 150 --lr 1e-3 \
   --save-every 75 --out runs/p22
-# 17. P23 (the bundled model): from P22 (train/students/p22), the cascade at 4 with face crops drawn in every
+# 17. P23 (the bundled model until P28): from P22 (train/students/p22), the cascade at 4 with face crops drawn in every
 #     style alike (100 steps, lr 5e-4), which won back faces the flat fills had cost.
 python -m train perceptual "${p21[@]}" --colour-dist-weight 360 --grad-dist-weight 1800 --cascade-weight 4 \
   --adv-start 20 --init runs/p22/model --steps 100 --lr 5e-4 --save-every 50 --out runs/p23
+# 18. P28 (the bundled model): P23's recipe from P23 (train/students/p23), plus the teacher term: T2's output on the
+#     same batch, style blend and strength, in 8 px block means, weight 150 (200 steps at lr 5e-4, one thread,
+#     ~16 min). The same command with --blocks 3 --half-blocks 1 (or --blocks 1 --half-blocks 0) starts from P23
+#     shrunk (train/shrink.py) and trains the medium and small sizes (docs/training.md, "Three distilled sizes").
+python -m train perceptual "${p21[@]}" --colour-dist-weight 360 --grad-dist-weight 1800 --cascade-weight 4 \
+  --adv-start 20 --init runs/p23/model --steps 200 --lr 5e-4 --save-every 50 --threads 1 \
+  --teacher train/teachers/t2 --teacher-weight 150 --out runs/p28
 python - <<'PY'
 import dataclasses, shutil
 from pathlib import Path
 from engines.artifact import load_artifact, save_artifact
 from engines.student import StudentNet
 
-art = load_artifact("runs/p23/model")
+art = load_artifact("runs/p28/model")
 net = StudentNet(dataclasses.replace(art.config, pad=56)).eval()
 net.load_state_dict(art.load_student().state_dict())
 readme = Path("engines/models/default/README.md").read_text()
 shutil.rmtree("engines/models/default")
 save_artifact(net, art.contract, "engines/models/default", provenance={**art.meta["provenance"], "inference_pad": 56})
-shutil.copytree("runs/p23/model/thumbs", "engines/models/default/thumbs")
+shutil.copytree("runs/p28/model/thumbs", "engines/models/default/thumbs")
 Path("engines/models/default/README.md").write_text(readme)
 PY
 python -m engines quantize engines/models/default
