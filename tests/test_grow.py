@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from engines.student import StudentConfig, StudentNet
+from tests.nets import random_net
 from train.grow import grow
 
 pytestmark = pytest.mark.unit
@@ -18,18 +19,9 @@ BIG = dataclasses.replace(SMALL, enc_channels=12, body_channels=24, half_channel
                           half_blocks=3, detail_channels=8, head_channels=8)
 
 
-def _random_net(config: StudentConfig) -> StudentNet:
-    """Every weight random, FiLM included (fresh FiLM is zero, which would hide a mis-mapped channel)."""
-    torch.manual_seed(0)
-    net = StudentNet(config).eval()
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn_like(p) * 0.3)
-    return net
-
 
 def test_a_grown_net_paints_the_same_frames() -> None:
-    src = _random_net(SMALL)
+    src = random_net(SMALL)
     dst = grow(src, BIG).eval()
     x = torch.rand(4, 3, 40, 56)
     w = torch.softmax(torch.randn(4, 3) * 3, dim=1)
@@ -44,7 +36,7 @@ def test_a_grown_net_paints_the_same_frames() -> None:
 
 def test_the_new_units_learn() -> None:
     """The zero weights by which old channels read new ones get gradients, so growth is not dead capacity."""
-    dst = grow(_random_net(SMALL), BIG)
+    dst = grow(random_net(SMALL), BIG)
     x = torch.rand(2, 3, 32, 32)
     dst(x, torch.eye(3)[:2], torch.ones(2, 1)).square().mean().backward()
     expand = dst.body[0].expand.weight.grad  # (hidden, body, 1, 1): old hidden rows, new body columns
@@ -53,7 +45,7 @@ def test_the_new_units_learn() -> None:
 
 
 def test_growth_refuses_to_shrink_or_change_the_layout() -> None:
-    src = _random_net(SMALL)
+    src = random_net(SMALL)
     with pytest.raises(ValueError, match="half_channels cannot shrink"):
         grow(src, dataclasses.replace(BIG, half_channels=4))
     with pytest.raises(ValueError, match="styles"):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from engines.student import StudentConfig, StudentNet
+from tests.nets import random_net
 from train.shrink import shrink, spread
 
 pytestmark = pytest.mark.unit
@@ -16,15 +17,6 @@ pytestmark = pytest.mark.unit
 DEEP = StudentConfig(num_styles=3, enc_channels=8, body_channels=16, half_channels=8, blocks=6, half_blocks=2,
                      output="paint", detail_channels=4, head_channels=4, pad=8)
 
-
-def _random_net(config: StudentConfig) -> StudentNet:
-    """Every weight random, FiLM included (fresh FiLM is zero, which would hide a mis-mapped block)."""
-    torch.manual_seed(0)
-    net = StudentNet(config).eval()
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn_like(p) * 0.3)
-    return net
 
 
 def test_the_kept_blocks_are_spread_over_the_depth() -> None:
@@ -36,7 +28,7 @@ def test_the_kept_blocks_are_spread_over_the_depth() -> None:
 
 @pytest.mark.parametrize("blocks,half_blocks", [(3, 1), (1, 0), (6, 2)])
 def test_a_shrunk_net_paints_the_source_with_its_left_out_blocks_skipped(blocks: int, half_blocks: int) -> None:
-    src = _random_net(DEEP)
+    src = random_net(DEEP)
     dst = shrink(src, dataclasses.replace(DEEP, blocks=blocks, half_blocks=half_blocks)).eval()
     # Both stacks are residual: a block whose projection is zero is the identity, i.e. skipped.
     skipped = copy.deepcopy(src)
@@ -57,7 +49,7 @@ def test_a_shrunk_net_paints_the_source_with_its_left_out_blocks_skipped(blocks:
 
 
 def test_shrinking_refuses_width_or_growth() -> None:
-    src = _random_net(DEEP)
+    src = random_net(DEEP)
     with pytest.raises(ValueError, match="only blocks"):
         shrink(src, dataclasses.replace(DEEP, blocks=3, body_channels=8))
     with pytest.raises(ValueError, match="cannot become"):
