@@ -150,13 +150,15 @@ class PerceptualConfig:
     film_lr_scale: float = 2.0
     grad_clip: float = 1.0
     style_short_side: int = 400
-    # A model folder with the same styles to start from: the same layout (a fine-tune), or a smaller painting
-    # layout, which is grown into this one painting the same frames (train/grow.py; how the teacher starts).
+    # A model folder with the same styles to start from: the same layout (a fine-tune); a smaller painting
+    # layout, which is grown into this one painting the same frames (train/grow.py; how the teacher starts); or
+    # this layout with more blocks, which is shrunk to this one's depth (train/shrink.py; smaller students).
     init: str = ""
-    # A frozen teacher's model folder (the same styles) and its term: the student's output, in 8 px blocks, held
-    # to the teacher's on the same batch, style blend and strength. Pure output matching (`python -m train
-    # distill`) averaged every stroke the student could not place exactly into a palette (gain 0.35 from T2);
-    # block means carry the teacher's layout of colour and light, and the student's own style terms the strokes.
+    # A frozen teacher's model folder (the same styles) and its term: the student's output, in block means of
+    # `teacher_block` px, held to the teacher's on the same batch, style blend and strength. Pure output
+    # matching (`python -m train distill`) averaged every stroke the student could not place exactly into a
+    # palette (gain 0.35 from T2); block means carry the teacher's layout of colour and light, and the
+    # student's own style terms the strokes.
     teacher: str = ""
     teacher_weight: float = 0.0
     teacher_block: int = 8
