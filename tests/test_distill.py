@@ -144,7 +144,7 @@ def test_a_painting_teacher_grows_from_a_student_and_distils(tmp_path: Path) -> 
     assert (art.config.body_channels, art.config.blocks) == (32, 3)
     assert "adversarial" in art.meta["provenance"]["recipe"]
     assert (tmp_path / "t" / "critic.pt").is_file()
-    with pytest.raises(ValueError, match="neither this run's nor smaller"):
+    with pytest.raises(ValueError, match="neither this run's, a larger one in every field, nor this one with more blocks"):
         train_perceptual(PerceptualConfig(**{**small, "body_channels": 8}, out=str(tmp_path / "x"), steps=1,
                                           init=str(teacher)))
 
