@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
                                    "statistics, image-space colour and gradient distributions, content, trained "
                                    "strength and shift stability. Styles are NAME=PATH, a path, a file-name prefix "
                                    "in shared/data/styles, or NAME=REF,REF,... for one style fused from several "
-                                   "references. scripts/train_default.sh has the bundled model's exact commands.")
+                                   "references. --init grows a smaller start or shrinks a deeper one; --teacher "
+                                   "distils a frozen painting teacher's block means on top of the style terms. "
+                                   "scripts/train_default.sh has the bundled model's exact commands.")
     _add_dataclass_args(p, PerceptualConfig)
 
     s = sub.add_parser("sheet", help="contact sheet: held-out photos x styles (plus a blend)")
