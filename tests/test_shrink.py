@@ -18,7 +18,6 @@ DEEP = StudentConfig(num_styles=3, enc_channels=8, body_channels=16, half_channe
                      output="paint", detail_channels=4, head_channels=4, pad=8)
 
 
-
 def test_the_kept_blocks_are_spread_over_the_depth() -> None:
     assert spread(6, 3) == [1, 3, 5]
     assert spread(6, 1) == [3]

@@ -182,6 +182,9 @@ def train_perceptual(cfg: PerceptualConfig) -> Path:
 
 
 def _train_perceptual(cfg: PerceptualConfig) -> Path:
+    if bool(cfg.teacher) != bool(cfg.teacher_weight):  # before the references and features load
+        raise ValueError("--teacher and --teacher-weight go together: a model folder with this run's styles, "
+                         "and the weight of its term")
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = random.Random(cfg.seed)
@@ -247,9 +250,6 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
                        f"({count_macs(start.config) / 1e9:.2f} -> {count_macs(net.config) / 1e9:.2f} GMAC a "
                        f"640x360 frame)")
     teacher = None
-    if bool(cfg.teacher) != bool(cfg.teacher_weight):
-        raise ValueError("--teacher and --teacher-weight go together: a model folder with this run's styles, "
-                         "and the weight of its term")
     if cfg.teacher:
         held = load_artifact(cfg.teacher)
         if held.contract.style_names != names or not held.config.paint:
