@@ -262,6 +262,25 @@ def test_the_teacher_term_is_zero_against_itself_and_live_for_a_shrunk_student(t
         train_perceptual(PerceptualConfig(out=str(tmp_path / "bad"), teacher=str(teacher), **base))
 
 
+def test_the_drawn_targets_reach_full_strength_one_hot_rows_of_their_style_only(tmp_path: Path) -> None:
+    import csv
+
+    from train.perceptual import PerceptualConfig, train_perceptual
+
+    _fake_data(tmp_path / "data")
+    base = dict(styles=["stripes", "blobs"], steps=2, batch=2, crop=64, style_short_side=64, save_every=2,
+                data=str(tmp_path / "data"), threads=1, p_onehot=1.0, toon_weight=10.0)
+    logged = {}
+    for name, extra in (("guided", dict(strength_full=1.0, style_odds=["blobs=0.001"])),  # stripes, full strength
+                        ("halfway", dict(strength_full=0.0, strength_zero=0.0)),  # never full strength
+                        ("other", dict(strength_full=1.0, toon=["absent=cel"]))):
+        cfg = PerceptualConfig(out=str(tmp_path / name), toon=extra.pop("toon", ["stripes=cel"]), **extra, **base)
+        train_perceptual(cfg)
+        logged[name] = [float(r["toon"]) for r in csv.DictReader((tmp_path / name / "log.csv").open())]
+    assert min(logged["guided"]) > 0.01, logged
+    assert logged["halfway"] == logged["other"] == [0.0, 0.0], logged
+
+
 def test_clips_decode_the_same_without_pyav(tmp_path: Path) -> None:
     # A bare GPU machine has OpenCV but no PyAV: clip_frames falls back to OpenCV's FFmpeg there.
     import av

@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
                                    "strength and shift stability. Styles are NAME=PATH, a path, a file-name prefix "
                                    "in shared/data/styles, or NAME=REF,REF,... for one style fused from several "
                                    "references. --init grows a smaller start or shrinks a deeper one; --teacher "
-                                   "distils a frozen painting teacher's block means on top of the style terms. "
+                                   "distils a frozen painting teacher's block means on top of the style terms; "
+                                   "--toon-weight holds lineart and cartoon to a line drawing and a cel (flat "
+                                   "fills, dark outlines) of each photo (train/toon.py). "
                                    "scripts/train_default.sh has the bundled model's exact commands.")
     _add_dataclass_args(p, PerceptualConfig)
 

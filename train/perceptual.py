@@ -58,6 +58,7 @@ from train.shrink import shrink
 from train.teacher_data import clip_pair, clip_sequences, reference_patch
 from train.teacher_losses import luma
 from train.thumbs import write_thumbnails
+from train.toon import parse_toon, toon_loss
 
 DEFAULT_STYLES = ("vangogh", "hokusai", "kandinsky", "monet", "klimt", "lineart", "munch",
                   "cartoon=cartoon_bach,cartoon_beach")
@@ -145,6 +146,11 @@ class PerceptualConfig:
     # Flat fills between the photo's edges for these styles (train/line_losses.py): marks off the edges cost.
     flat_weight: float = 0.0
     flat_styles: list[str] = field(default_factory=lambda: ["lineart", "cartoon"])
+    # Drawn targets for the line styles (train/toon.py): a one-hot full-strength row in NAME is held to a line
+    # drawing (`lines`) or a cel (`cel`: flat fills, dark outlines) of its own photo. The terms above gave black
+    # masses and white paper, never an outline.
+    toon_weight: float = 0.0
+    toon: list[str] = field(default_factory=lambda: ["lineart=lines", "cartoon=cel"])
     style_margin: float = 0.03
     style_grid: int = 2
     film_lr_scale: float = 2.0
@@ -233,6 +239,7 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
     cascade = SoftCascade() if cfg.cascade_weight else None  # face_crops is there: checked above
     line_rows = [names.index(n) for n in cfg.line_styles if n in names]
     flat_rows = [names.index(n) for n in cfg.flat_styles if n in names]
+    toon_rows = parse_toon(cfg.toon, names) if cfg.toon_weight else {}
     if cfg.init:
         start = load_artifact(cfg.init)
         if start.contract.style_names != names:
@@ -282,7 +289,7 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
     log = (out / "log.csv").open("w", newline="")
     writer = csv.writer(log)
     writer.writerow(["step", "loss", "style", "content", "colour", "tv", "identity", "stable", "distributions",
-                     "face", "cascade", "clip", "clip_input", "line", "halfway", "flat", "teacher", "adv", "critic",
+                     "face", "cascade", "clip", "clip_input", "line", "halfway", "flat", "toon", "teacher", "adv", "critic",
                      "seconds"])
     t0 = time.time()
     bar = tqdm(range(1, cfg.steps + 1), desc="perceptual", dynamic_ncols=True)
@@ -325,6 +332,12 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
         if cfg.flat_weight and flat_rows:
             lflat = marks_off_edges(y, x, w[:, flat_rows].sum(1) * strength[:, 0])
             loss = loss + cfg.flat_weight * lflat
+        ltoon = torch.zeros(())
+        if toon_rows:
+            kinds = [toon_rows.get(int(w[i].argmax())) if float(w[i].max()) >= 0.999 and float(strength[i, 0]) >= 1.0
+                     else None for i in range(n)]
+            ltoon = toon_loss(y, x, torch.tensor([float(k is not None) for k in kinds]), kinds)
+            loss = loss + cfg.toon_weight * ltoon
         lface = lcasc = lclip = lclip_in = torch.zeros(())
         if face_crops is not None:
             lface = face_structure_loss(y[-1:], x[-1:], fmask[:, :, : cfg.crop, : cfg.crop], cells=cfg.face_cells)
@@ -355,7 +368,10 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
         if teacher is not None:
             with torch.no_grad():
                 yt = teacher(x, w, strength)
-            lteach = (F.avg_pool2d(y, cfg.teacher_block) - F.avg_pool2d(yt, cfg.teacher_block)).abs().mean()
+            per_row = (F.avg_pool2d(y, cfg.teacher_block) - F.avg_pool2d(yt, cfg.teacher_block)).abs().mean((1, 2, 3))
+            # The teacher's line styles are the old masses: a drawn style's share of a row is left to its target.
+            own = 1.0 - w[:, list(toon_rows)].sum(1) if toon_rows else torch.ones(n)
+            lteach = (per_row * own).mean()
             loss = loss + cfg.teacher_weight * lteach
         ladv, lcritic = torch.zeros(()), torch.zeros(())
         full = strength[:, 0] >= 1.0
@@ -377,7 +393,7 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
         bar.set_postfix(loss=f"{loss.item():.3f}", style=f"{ls.item():.4f}", content=f"{lc.item():.3f}")
         writer.writerow([step, loss.item(), ls.item(), lc.item(), lcol.item(), ltv.item(), lid.item(), lst.item(),
                          ldist.item(), lface.item(), lcasc.item(), lclip.item(), lclip_in.item(), lline.item(), lhw.item(),
-                         lflat.item(), lteach.item(), ladv.item(), lcritic.item(), round(time.time() - t0, 1)])
+                         lflat.item(), ltoon.item(), lteach.item(), ladv.item(), lcritic.item(), round(time.time() - t0, 1)])
         if step % cfg.save_every == 0 or step == cfg.steps:
             log.flush()
             provenance["steps_done"] = step
