@@ -5,7 +5,7 @@ goes, and the students laid it as masses: black blots on a bare wall, a face as 
 cartoon as white paper with colour only in the shadows. The line term (train/line_losses.py) moved the ink
 towards edges but never drew an outline. These targets are drawn from the photo itself, by the classic
 non-photorealistic filters (an edge-preserving smoothing, a difference-of-Gaussians line, Winnemöller et al.
-2006), so they are a function of the input a small network can learn and a moving camera cannot shake:
+2006), so each is a function of the input that a small network can learn:
 - `lines`: dark lines along the photo's contours on white paper;
 - `cel`: the photo's regions as flat fills in four light levels, its near-white greys as paper, and the same
   lines as dark outlines.
@@ -24,7 +24,7 @@ KINDS = ("lines", "cel")
 
 # The line: difference of Gaussians at sigma and 1.6 sigma on a bilateral-smoothed grey, dark where the blurred
 # image falls under TAU of the wider blur (the dark side of an edge), saturated by a tanh. SIGMA 2.5 px draws
-# lines a viewer sees at 640x360 (1.2 px drew hairlines that vanished at thumbnail size).
+# lines a viewer sees at 640x360 (at 1.2 px they were hairlines).
 SIGMA, K, TAU, PHI = 2.5, 1.6, 0.985, 60.0
 INK = 0.0  # the outline: black, as the references ink theirs
 # The cel: L quantised to LEVELS steps and lifted into [LIFT, 1] (clip art's light fills), chroma x CHROMA, and
