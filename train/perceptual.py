@@ -280,7 +280,9 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
     provenance = {
         "recipe": "perceptual (style statistics + content + colour + TV on EfficientNet-Lite0)"
                   + (" + adversarial (two-scale patch critic)" if critic is not None else "")
-                  + (f" + {cfg.teacher_block} px block means of the teacher {cfg.teacher}" if teacher is not None else ""),
+                  + (f" + {cfg.teacher_block} px block means of the teacher {cfg.teacher}" if teacher is not None else "")
+                  + (" + drawn targets for " + ", ".join(f"{names[r]} ({k})" for r, k in toon_rows.items())
+                     if toon_rows else ""),
         "config": asdict(cfg),
         "styles": {n: [p.name for p in paths] for n, paths in named},
         "content_images": len(content),
