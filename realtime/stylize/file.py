@@ -302,7 +302,8 @@ def stylize_video(pipe: FramePipeline, src: Path, tmp: Path, dst_ext: str, *, la
         held: list[av.Packet] = []  # audio packets read before the first video frame fixed the output size
         frames_in = frames_out = 0
         note = ""
-        bar = Progress(vin.frames or None, label or src.name, quiet=quiet)
+        listed = vin.frames  # read while open: PyAV 18 refuses a closed container's stream attributes
+        bar = Progress(listed or None, label or src.name, quiet=quiet)
 
         def mux_audio(packet: av.Packet) -> None:
             if copy_audio:
@@ -385,9 +386,9 @@ def stylize_video(pipe: FramePipeline, src: Path, tmp: Path, dst_ext: str, *, la
         raise StylizeError(f"encoded {frames_out} frames for {frames_in} input frames")
     if stopped:
         note += f" (stopped by {stop.reason() or 'a signal'}: the frames so far)"
-    elif vin.frames and frames_in < vin.frames:
+    elif listed and frames_in < listed:
         # Not an error: edit lists can legitimately hide frames the index counts. But say so.
-        note += f" (the file lists {vin.frames} frames but only {frames_in} decoded: truncated?)"
+        note += f" (the file lists {listed} frames but only {frames_in} decoded: truncated?)"
     audio = ""
     if ain is not None:
         audio = ", audio copied" if copy_audio else f", audio re-encoded to {aout.codec_context.name}"
