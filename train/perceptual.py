@@ -338,7 +338,7 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
         if toon_rows:
             kinds = [toon_rows.get(int(w[i].argmax())) if float(w[i].max()) >= 0.999 and float(strength[i, 0]) >= 1.0
                      else None for i in range(n)]
-            ltoon = toon_loss(y, x, torch.tensor([float(k is not None) for k in kinds]), kinds)
+            ltoon = toon_loss(y, x, kinds)
             loss = loss + cfg.toon_weight * ltoon
         lface = lcasc = lclip = lclip_in = torch.zeros(())
         if face_crops is not None:

@@ -85,11 +85,11 @@ def targets(x: torch.Tensor, kinds: list[str | None]) -> torch.Tensor:
     return torch.stack(rows)
 
 
-def toon_loss(y: torch.Tensor, x: torch.Tensor, share: torch.Tensor, kinds: list[str | None]) -> torch.Tensor:
-    """Per row weighted by `share` (N,) (1 for a guided style's one-hot row at full strength, 0 elsewhere; 0 when
-    no row is guided): the L1 to the row's drawn target in 2 px block means, plus the target's ink, which must be
-    matched by ink within a pixel. Plain L1 is met by the median, and where a line's place is a pixel unsure the
-    median is paper: the students drew faint grey lines."""
+def toon_loss(y: torch.Tensor, x: torch.Tensor, kinds: list[str | None]) -> torch.Tensor:
+    """Mean over the guided rows (those with a kind; 0 when none is): the L1 to the row's drawn target in 2 px
+    block means, plus the target's ink, which must be matched by ink within a pixel. Plain L1 is met by the
+    median, and where a line's place is a pixel unsure the median is paper: the students drew faint grey lines."""
+    share = torch.tensor([float(k is not None) for k in kinds], device=y.device)
     total = share.sum()
     if float(total) <= 0:
         return y.sum() * 0.0
