@@ -37,7 +37,7 @@ W, H, FPS, NFRAMES = 640, 360, 30, 90
 BLOCK, BITS, X0, Y0 = 24, 10, 8, 8        # code strip: black ref, white ref, 10 index bits (MSB first)
 NBLOCKS = BITS + 2
 CONTENT_Y = Y0 + BLOCK + 16               # rows below the code strip, used to compare pictures
-CAPTION_BOX = (slice(270, 356), slice(150, 490))  # bottom centre, where captions are drawn
+CAPTION_BOX = (slice(296, 344), slice(200, 440))  # bottom centre, where the test caption is drawn at 640x360
 
 
 def clip_frame(i: int) -> np.ndarray:
@@ -369,11 +369,19 @@ def restyle_residual(inp: np.ndarray, out: np.ndarray) -> float:
 
 
 def caption_pixels(rgb: np.ndarray) -> float:
-    """Share of near-white or near-black pixels in the bottom-centre box (caption text + outline)."""
+    """Share of outlined-text pixels in the bottom-centre box: near-white with near-black within 2 px.
+
+    The styled scene itself has dark masses and the odd highlight; only a white fill with a black
+    outline beside it (how captions are drawn) counts, so the scene cannot mask or fake a caption.
+    """
     box = rgb[CAPTION_BOX].astype(np.int16)
     white = box.min(axis=2) > 220
-    black = box.max(axis=2) < 40
-    return float((white | black).mean())
+    dark = box.max(axis=2) < 60
+    near_dark = np.zeros_like(dark)
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            near_dark |= np.roll(dark, (dy, dx), axis=(0, 1))
+    return float((white & near_dark).mean())
 
 
 # ---------------------------------------------------------------- tests (they share one live page, in order)
@@ -438,7 +446,7 @@ def test_caption_is_drawn(live: LivePage) -> None:
     after = [f for _, f in live.grab_many(6)]
     share_before = statistics.median(caption_pixels(f) for f in before)
     share_after = statistics.median(caption_pixels(f) for f in after)
-    print(f"\n[browser] near-white/black share in the caption box: before {share_before:.3f}, after {share_after:.3f}")
+    print(f"\n[browser] outlined-text share in the caption box: before {share_before:.3f}, after {share_after:.3f}")
     assert share_after > share_before + 0.04, "no outlined caption text appeared at the bottom centre"
     Image.fromarray(after[-1]).save(Path(tempfile.gettempdir()) / "stylizer_browser_last_frame.png")
 
