@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from train.look import descriptor, distance, mean_descriptor, reinhard
-from train.toon import cel, lines, parse_toon, toon_loss
+from train.toon import cel, lines, parse_toon, targets, toon_loss
 
 pytestmark = pytest.mark.unit
 
@@ -30,13 +30,15 @@ def _rgb(path: Path) -> np.ndarray:
 
 
 def test_lines_draw_the_contour_and_leave_fills_and_walls_as_paper() -> None:
-    page = lines(_disc((0.2, 0.2, 0.2)))
+    page = lines(_disc((0.35, 0.35, 0.35)))
     luma = page.mean(2)
     assert luma[80, 80] > 0.97 and luma[10, 10] > 0.97  # the disc's inside and the wall: white paper
     ring = luma[80, 27:33]  # across the contour, on the dark side
     assert ring.min() < 0.3
     assert (luma < 0.5).mean() < 0.1  # lines, not a filled shape
     assert lines(np.full((64, 64, 3), 0.5, np.float32)).min() > 0.99  # a bare wall draws nothing
+    black = lines(_disc((0.05, 0.05, 0.05))).mean(2)  # the darkest regions are the woodcut's solid black
+    assert black[60:100, 60:100].max() < 0.1 and black[10, 10] > 0.97
 
 
 def test_a_cel_keeps_a_fill_colour_outlines_it_and_turns_a_grey_wall_to_paper() -> None:
@@ -72,8 +74,8 @@ def test_the_look_measure_reads_the_drawn_targets_as_their_styles() -> None:
 def test_the_term_weighs_guided_rows_only() -> None:
     x = torch.rand(3, 3, 32, 32)
     y = torch.rand(3, 3, 32, 32, requires_grad=True)
-    assert float(toon_loss(y, x, [None, None, None]).detach()) == 0.0
-    live = toon_loss(y, x, ["cel", None, None])
+    assert float(toon_loss(y, targets(x, [None, None, None]), [None, None, None]).detach()) == 0.0
+    live = toon_loss(y, targets(x, ["cel", None, None]), ["cel", None, None])
     assert float(live.detach()) > 0.05
     live.backward()
     assert y.grad[0].abs().sum() > 0 and y.grad[1:].abs().sum() == 0  # unguided rows get no gradient

@@ -58,7 +58,7 @@ from train.shrink import shrink
 from train.teacher_data import clip_pair, clip_sequences, reference_patch
 from train.teacher_losses import luma
 from train.thumbs import write_thumbnails
-from train.toon import parse_toon, toon_loss
+from train.toon import parse_toon, targets, toon_loss
 
 DEFAULT_STYLES = ("vangogh", "hokusai", "kandinsky", "monet", "klimt", "lineart", "munch",
                   "cartoon=cartoon_bach,cartoon_beach")
@@ -310,15 +310,22 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
         if face_crops is not None and paint and cfg.face_strengths:
             strength[-1, 0] = rng.uniform(*cfg.face_strengths)
         y = net(x, w, strength)
+        kinds: list[str | None] = [None] * n
+        if toon_rows:  # one-hot, full-strength rows of a drawn style
+            kinds = [toon_rows.get(int(w[i].argmax())) if float(w[i].max()) >= 0.999 and float(strength[i, 0]) >= 1.0
+                     else None for i in range(n)]
+        drawn = targets(x, kinds) if any(kinds) else x
         with torch.no_grad():
             fc = features(x)
+            # A drawn row's content is its target: the photo's features ask for its texture and shading back.
+            fcontent = features(drawn) if any(kinds) else fc
         fy = features(y)
         target = stats.mix(w)
         styled = strength ** cfg.strength_gamma  # how much of the style the targets carry at this strength
         if paint:
             target = towards_input(target, fc, x, styled)
         ls = style_loss(fy, target, tuple(cfg.style_taps), margin=cfg.style_margin, grid=cfg.style_grid)
-        lc = content_loss(fy, fc, tuple(cfg.content_taps))
+        lc = content_loss(fy, fcontent, tuple(cfg.content_taps))
         lcol, ltv = colour_loss(y, target, margin=cfg.style_margin), tv_loss(y)
         loss = cfg.style_weight * ls + cfg.content_weight * lc + cfg.colour_weight * lcol + cfg.tv_weight * ltv
         ldist = torch.zeros(())
@@ -335,10 +342,8 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
             lflat = marks_off_edges(y, x, w[:, flat_rows].sum(1) * strength[:, 0])
             loss = loss + cfg.flat_weight * lflat
         ltoon = torch.zeros(())
-        if toon_rows:
-            kinds = [toon_rows.get(int(w[i].argmax())) if float(w[i].max()) >= 0.999 and float(strength[i, 0]) >= 1.0
-                     else None for i in range(n)]
-            ltoon = toon_loss(y, x, kinds)
+        if any(kinds):
+            ltoon = toon_loss(y, drawn, kinds)
             loss = loss + cfg.toon_weight * ltoon
         lface = lcasc = lclip = lclip_in = torch.zeros(())
         if face_crops is not None:
