@@ -52,3 +52,49 @@ def test_growth_refuses_to_shrink_or_change_the_layout() -> None:
         grow(src, dataclasses.replace(BIG, num_styles=4))
     with pytest.raises(ValueError, match="painting"):
         grow(StudentNet(StudentConfig(num_styles=3)), StudentConfig(num_styles=3, body_channels=96))
+
+
+def test_a_photo_gate_starts_open_learns_and_closed_leaves_the_pixels_out(tmp_path) -> None:
+    """Growing into the gated head paints the same frames; the gate gets gradients; a closed gate keeps the
+    input's pixel-scale pattern out of the output (the head then paints from the 1/2-resolution features), and
+    the ONNX export of a gated net agrees with torch."""
+    import numpy as np
+
+    from engines.artifact import save_artifact
+    from engines.contract import IOContract
+    from engines.loader import load_backend
+
+    src = random_net(SMALL)
+    gated = grow(src, dataclasses.replace(SMALL, photo_gate=True)).eval()
+    x = torch.rand(2, 3, 40, 56)
+    w, s = torch.eye(3)[:2], torch.ones(2, 1)
+    with torch.no_grad():
+        assert (src(x, w, s) - gated(x, w, s)).abs().max() < 1e-6
+    gated.train()
+    gated(x, w, s).square().mean().backward()
+    assert gated.to_gate.weight.grad.abs().sum() > 0
+    gated.eval()
+
+    checker = torch.zeros(1, 3, 40, 56)
+    checker[..., ::2, ::2] = checker[..., 1::2, 1::2] = 0.3
+    flat, patterned = torch.full_like(checker, 0.4), 0.4 + checker - 0.15
+
+    def pixel_pattern() -> float:
+        with torch.no_grad():
+            y = gated(patterned, w[:1], s[:1]) - gated(flat, w[:1], s[:1])
+        return float((y[..., :, 1:] - y[..., :, :-1]).abs().mean())
+
+    open_pattern = pixel_pattern()
+    with torch.no_grad():
+        gated.to_gate.bias.fill_(-30.0)
+    assert open_pattern > 0.003 and pixel_pattern() < open_pattern / 5, (open_pattern, pixel_pattern())
+
+    with torch.no_grad():
+        gated.to_gate.bias.fill_(0.5)
+        gated.to_gate.weight.normal_(0, 0.5)
+    names = ("a", "b", "c")
+    save_artifact(gated, IOContract(style_names=names), tmp_path / "gated")
+    t, o = load_backend(tmp_path / "gated", "torch", 1), load_backend(tmp_path / "gated", "onnx", 1)
+    frame = (np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)
+    v = t.contract.weights_vector({"b": 1.0})
+    assert np.abs(t.stylize(frame, v, 1.0).astype(int) - o.stylize(frame, v, 1.0).astype(int)).max() <= 2
