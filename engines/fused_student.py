@@ -55,8 +55,6 @@ class FusedStudent(nn.Module):
         self.half_blocks = net.half_blocks
         if net.config.paint:
             self.to_detail, self.head_full = net.to_detail, net.head_full
-        if net.config.photo_gate:
-            self.to_gate = net.to_gate
 
     def forward(self, image: torch.Tensor, film: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
         f = split_film(self, film)

@@ -104,10 +104,6 @@ class StudentNet(nn.Module):
             self.to_detail = nn.Conv2d(c3, config.detail_channels, 1)
             self.head_full = nn.Conv2d(config.detail_channels + 3, config.head_channels, 3, padding=1)
             self.head = nn.Conv2d(config.head_channels, 3, 1)
-            if config.photo_gate:  # zeros: the gate starts wide open (2 sigmoid(0) = 1), the net unchanged
-                self.to_gate = nn.Conv2d(c3, 1, 1)
-                nn.init.zeros_(self.to_gate.weight)
-                nn.init.zeros_(self.to_gate.bias)
         else:
             self.head = nn.Conv2d(c3, 3, 1)
             nn.init.zeros_(self.head.weight)
@@ -190,11 +186,7 @@ def decode(net: nn.Module, image: torch.Tensor, e: torch.Tensor, h: torch.Tensor
     if net.config.paint:
         # 1x1-then-resize == resize-then-1x1, at a quarter of the cost.
         d = F.interpolate(net.to_detail(q), scale_factor=2.0, mode="bilinear", align_corners=False)
-        photo = image * 2.0 - 1.0
-        if net.config.photo_gate:  # how much of the photo's own pixels the head sees, in (0, 2)
-            gate = 2.0 * torch.sigmoid(net.to_gate(q))
-            photo = photo * F.interpolate(gate, scale_factor=2.0, mode="bilinear", align_corners=False)
-        painted = torch.sigmoid(net.head(F.relu(net.head_full(torch.cat([d, photo], dim=1)))))
+        painted = torch.sigmoid(net.head(F.relu(net.head_full(torch.cat([d, image * 2.0 - 1.0], dim=1)))))
         # Below strength 0.05 the trained look fades to the exact input, so 0 is the input to the last bit;
         # everywhere above, the look is the network's own (the identity row does the in-between).
         fade = (strength.clamp(0.0, 1.0) * 20.0).clamp(max=1.0)[:, :, None, None]
@@ -223,8 +215,6 @@ def count_macs(config: StudentConfig, height: int = 360, width: int = 640) -> in
     if config.paint:
         d, k = config.detail_channels, config.head_channels
         macs += p2 * c3 * d + h * w * (9 * (d + 3) * k + k * 3)
-        if config.photo_gate:
-            macs += p2 * c3 + h * w * 3
     else:
         macs += p2 * c3 * 3
     return macs

@@ -26,10 +26,6 @@ class StudentConfig:
     output: str = "residual"
     detail_channels: int = 8  # paint: features carried from 1/2 to full resolution
     head_channels: int = 8  # paint: hidden width of the full-resolution head
-    # paint: a per-pixel, per-style gate on the input's pixels where the head reads them, predicted at 1/2
-    # resolution. Without it the head adds the photo's own shading under every style, and a cartoon cannot
-    # lay a flat fill: 600 steps held to flat targets still painted a shaded photo with outlines.
-    photo_gate: bool = False
     # paint: frames are edge-padded by this many pixels inside the network and cropped back. A painting net
     # drew dark bands along the frame's border, where zero padding tells it the edge is; the band now falls
     # in the margin that is cut off. A multiple of 8 keeps the size contract.
@@ -38,8 +34,6 @@ class StudentConfig:
     def __post_init__(self) -> None:
         if self.output not in ("residual", "paint"):
             raise ValueError(f"output must be 'residual' or 'paint', not {self.output!r}")
-        if self.photo_gate and not self.paint:
-            raise ValueError("photo_gate needs the painting layout (output='paint')")
         if self.pad % 8 or (self.pad and not self.paint):
             raise ValueError(f"pad must be a multiple of 8, and only a painting net pads (got {self.pad})")
 

@@ -40,9 +40,7 @@ def grow(src: StudentNet, config: StudentConfig) -> StudentNet:
                  "detail_channels", "head_channels"):
         if getattr(config, name) < getattr(old, name):
             raise ValueError(f"grow: {name} cannot shrink ({getattr(old, name)} -> {getattr(config, name)})")
-    if old.photo_gate and not config.photo_gate:
-        raise ValueError("grow: the photo gate cannot be dropped")
-    dst = StudentNet(config)  # a gate src lacks starts wide open, which is src's head
+    dst = StudentNet(config)
     c1, c2, c3 = _prefix(old.enc_channels), _prefix(old.body_channels), _prefix(old.half_channels)
     hid = _prefix(old.body_channels * old.expansion)
     # After pixel_unshuffle by 2, channel c*4 + k: appended channels leave the old indices where they were.
@@ -77,8 +75,6 @@ def grow(src: StudentNet, config: StudentConfig) -> StudentNet:
         _conv(dst.to_detail, src.to_detail, c3, d)
         _conv(dst.head_full, src.head_full, head_in, k)
         _conv(dst.head, src.head, k, rgb)
-        if old.photo_gate:
-            _conv(dst.to_gate, src.to_gate, c3, _prefix(1))
     return dst
 
 

@@ -82,7 +82,6 @@ class PerceptualConfig:
     half_blocks: int = 2
     detail_channels: int = 8
     head_channels: int = 8
-    photo_gate: bool = False  # a per-style gate on the input's pixels in the head (engines/student_config.py)
     pad: int = 16
     # Defaults: the last link of the bundled model's chain (P3 in scripts/train_default.sh). Content at stride 4
     # and 8 holds faces; at stride 8 alone (weight 6) a free painter dropped the photo for a field of blobs.
@@ -233,7 +232,7 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
                                    body_channels=cfg.body_channels, half_channels=cfg.half_channels,
                                    expansion=cfg.expansion, blocks=cfg.blocks, half_blocks=cfg.half_blocks,
                                    detail_channels=cfg.detail_channels, head_channels=cfg.head_channels,
-                                   photo_gate=cfg.photo_gate, pad=cfg.pad))
+                                   pad=cfg.pad))
     contract = IOContract(style_names=names)
     odds = style_odds(cfg.style_odds, names)
     face_odds = style_odds(cfg.face_style_odds, names)
@@ -248,9 +247,7 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
         if replace(start.config, pad=cfg.pad) == net.config:
             net.load_state_dict(start.load_student().state_dict())
         else:
-            # Shrink when the start has more blocks; grow when it has fewer, or as many (a wider or gated head).
-            same = (start.config.blocks, start.config.half_blocks) == (cfg.blocks, cfg.half_blocks)
-            deeper = not same and start.config.blocks >= cfg.blocks and start.config.half_blocks >= cfg.half_blocks
+            deeper = start.config.blocks >= cfg.blocks and start.config.half_blocks >= cfg.half_blocks
             try:
                 net = (shrink if deeper else grow)(start.load_student(), net.config)
             except ValueError as exc:
