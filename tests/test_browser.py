@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -376,11 +377,8 @@ def caption_pixels(rgb: np.ndarray) -> float:
     """
     box = rgb[CAPTION_BOX].astype(np.int16)
     white = box.min(axis=2) > 220
-    dark = box.max(axis=2) < 60
-    near_dark = np.zeros_like(dark)
-    for dy in range(-2, 3):
-        for dx in range(-2, 3):
-            near_dark |= np.roll(dark, (dy, dx), axis=(0, 1))
+    dark = (box.max(axis=2) < 60).astype(np.uint8)
+    near_dark = cv2.dilate(dark, np.ones((5, 5), np.uint8)).astype(bool)
     return float((white & near_dark).mean())
 
 

@@ -318,7 +318,12 @@ def _train_perceptual(cfg: PerceptualConfig) -> Path:
         with torch.no_grad():
             fc = features(x)
             # A drawn row's content is its target: the photo's features ask for its texture and shading back.
-            fcontent = features(drawn) if any(kinds) else fc
+            fcontent = fc
+            if any(kinds):
+                rows = [i for i, k in enumerate(kinds) if k is not None]
+                fcontent = {tap: f.clone() for tap, f in fc.items()}
+                for tap, f in features(drawn[rows]).items():
+                    fcontent[tap][rows] = f
         fy = features(y)
         target = stats.mix(w)
         styled = strength ** cfg.strength_gamma  # how much of the style the targets carry at this strength
